@@ -1,0 +1,1 @@
+"""One module per `picket` subcommand: argument wiring and exit codes, no semantics."""

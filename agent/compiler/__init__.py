@@ -1,0 +1,1 @@
+"""Pure compilation of cluster state into a backend-neutral IR for one node."""

@@ -1,0 +1,112 @@
+"""Expected connectivity files (`examples/*/expected.txt`): what a scenario must do.
+
+The format is the text `picket explain --matrix` prints, so a reviewer can diff it:
+
+    # comment
+    matrix 5432/TCP namespaces=shop
+    from\\to       shop/api shop/db
+    shop/api      -        .
+    shop/db       X        -
+
+    check shop/api 198.19.200.7 443/TCP allowed
+
+Blocks are separated by blank lines; '.' means connects, 'X' denied, '-' self.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from agent.portspec import parse_port_protocol
+
+
+@dataclass(frozen=True)
+class MatrixExpectation:
+    port: int
+    protocol: str
+    namespaces: tuple[str, ...]
+    results: dict[str, dict[str, bool]] = field(hash=False)
+
+
+@dataclass(frozen=True)
+class CheckExpectation:
+    src: str
+    dst: str
+    port: int
+    protocol: str
+    allowed: bool
+
+
+Expectation = MatrixExpectation | CheckExpectation
+
+
+class ExpectationSyntaxError(ValueError):
+    pass
+
+
+def parse_expectations(text: str, source: str = "<expectations>") -> list[Expectation]:
+    out: list[Expectation] = []
+    lines = [ln.rstrip() for ln in text.splitlines()]
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        where = f"{source}:{i + 1}"
+        if not line.strip() or line.lstrip().startswith("#"):
+            i += 1
+        elif line.startswith("check "):
+            out.append(_parse_check(line, where))
+            i += 1
+        elif line.startswith("matrix "):
+            block = []
+            i += 1
+            while i < len(lines) and lines[i].strip():
+                if not lines[i].lstrip().startswith("#"):
+                    block.append(lines[i])
+                i += 1
+            out.append(_parse_matrix(line, block, where))
+        else:
+            raise ExpectationSyntaxError(f"{where}: expected 'matrix' or 'check', got {line!r}")
+    return out
+
+
+def _parse_check(line: str, where: str) -> CheckExpectation:
+    words = line.split()
+    if len(words) != 5 or words[4] not in ("allowed", "denied"):
+        raise ExpectationSyntaxError(f"{where}: want 'check FROM TO PORT/PROTO allowed|denied'")
+    port, protocol = _port(words[3], where)
+    return CheckExpectation(words[1], words[2], port, protocol, words[4] == "allowed")
+
+
+def _parse_matrix(line: str, block: list[str], where: str) -> MatrixExpectation:
+    words = line.split()
+    port, protocol = _port(words[1] if len(words) > 1 else "", where)
+    namespaces: tuple[str, ...] = ()
+    for word in words[2:]:
+        key, _, value = word.partition("=")
+        if key != "namespaces" or not value:
+            raise ExpectationSyntaxError(f"{where}: unknown matrix option {word!r}")
+        namespaces = tuple(value.split(","))
+    if not block:
+        raise ExpectationSyntaxError(f"{where}: matrix without a table")
+    columns = block[0].split()[1:]
+    results: dict[str, dict[str, bool]] = {}
+    for row in block[1:]:
+        src, *marks = row.split()
+        if len(marks) != len(columns):
+            raise ExpectationSyntaxError(
+                f"{where}: row {src!r} has {len(marks)} cells, want {len(columns)}"
+            )
+        results[src] = {}
+        for dst, mark in zip(columns, marks, strict=True):
+            if mark not in ".X-":
+                raise ExpectationSyntaxError(f"{where}: cell {mark!r} is not '.', 'X' or '-'")
+            if dst != src:
+                results[src][dst] = mark == "."
+    return MatrixExpectation(port, protocol, namespaces, results)
+
+
+def _port(text: str, where: str) -> tuple[int, str]:
+    try:
+        return parse_port_protocol(text)
+    except ValueError as exc:
+        raise ExpectationSyntaxError(f"{where}: {exc}") from None

@@ -1,0 +1,1 @@
+"""Pure NetworkPolicy semantics: typed objects, selectors and the oracle. No I/O."""

@@ -1,0 +1,143 @@
+"""Typed, validated API objects: the only shapes the compiler and oracle see."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import Literal
+
+from agent.model.selectors import LabelSelector
+
+IPAddress = IPv4Address | IPv6Address
+IPNetwork = IPv4Network | IPv6Network
+
+TCP, UDP, SCTP = "TCP", "UDP", "SCTP"
+PROTOCOLS = (TCP, UDP, SCTP)
+INGRESS, EGRESS = "Ingress", "Egress"
+POLICY_TYPES = (INGRESS, EGRESS)
+Direction = Literal["Ingress", "Egress"]
+
+# The label the API server puts on every namespace (NamespaceDefaultLabelName).
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+TERMINAL_PHASES = ("Succeeded", "Failed")
+
+
+def ref(namespace: str, name: str) -> str:
+    return f"{namespace}/{name}"
+
+
+@dataclass(frozen=True)
+class Namespace:
+    name: str
+    labels: dict[str, str] = field(default_factory=dict, hash=False)
+    annotations: dict[str, str] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    labels: dict[str, str] = field(default_factory=dict, hash=False)
+    addresses: tuple[IPAddress, ...] = ()
+    pod_cidrs: tuple[IPNetwork, ...] = ()
+
+
+@dataclass(frozen=True, order=True)
+class ContainerPort:
+    port: int
+    protocol: str = TCP
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Pod:
+    namespace: str
+    name: str
+    labels: dict[str, str] = field(default_factory=dict, hash=False)
+    node_name: str | None = None
+    host_network: bool = False
+    ips: tuple[IPAddress, ...] = ()
+    host_ip: IPAddress | None = None
+    container_ports: tuple[ContainerPort, ...] = ()
+    phase: str | None = None
+
+    @property
+    def ref(self) -> str:
+        return ref(self.namespace, self.name)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.phase in TERMINAL_PHASES
+
+    def named_ports(self, name: str, protocol: str) -> tuple[int, ...]:
+        """Container ports called `name` for `protocol` (named ports are per protocol)."""
+        return tuple(
+            p.port for p in self.container_ports if p.name == name and p.protocol == protocol
+        )
+
+
+@dataclass(frozen=True)
+class SelectorPeer:
+    """Pods chosen by selectors. A null namespace selector means the policy's own
+    namespace; a null pod selector means every pod of the chosen namespaces."""
+
+    namespace_selector: LabelSelector | None = None
+    pod_selector: LabelSelector | None = None
+
+
+@dataclass(frozen=True)
+class IPBlockPeer:
+    cidr: IPNetwork
+    excepts: tuple[IPNetwork, ...] = ()
+
+    def contains(self, ip: IPAddress) -> bool:
+        if ip.version != self.cidr.version or ip not in self.cidr:
+            return False
+        return not any(ip in hole for hole in self.excepts)
+
+
+Peer = SelectorPeer | IPBlockPeer
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    """One entry of a rule's `ports`: a protocol, and a number, range or name (or all)."""
+
+    protocol: str = TCP
+    port: int | str | None = None
+    end_port: int | None = None
+
+    def __str__(self) -> str:
+        if self.port is None:
+            return f"any/{self.protocol}"
+        if self.end_port is not None:
+            return f"{self.port}-{self.end_port}/{self.protocol}"
+        return f"{self.port}/{self.protocol}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """An ingress or egress rule. Empty `peers` means every peer (a missing or empty
+    `from`/`to`); empty `ports` means every port and protocol."""
+
+    peers: tuple[Peer, ...] = ()
+    ports: tuple[PortSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class NetworkPolicy:
+    namespace: str
+    name: str
+    pod_selector: LabelSelector
+    policy_types: tuple[str, ...]
+    ingress: tuple[Rule, ...] = ()
+    egress: tuple[Rule, ...] = ()
+
+    @property
+    def ref(self) -> str:
+        return ref(self.namespace, self.name)
+
+    def rules(self, direction: str) -> tuple[Rule, ...]:
+        return self.ingress if direction == INGRESS else self.egress
+
+    def isolates(self, direction: str) -> bool:
+        return direction in self.policy_types

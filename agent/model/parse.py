@@ -1,0 +1,67 @@
+"""One entry point from API dicts to typed objects: default, validate, build."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.model.defaulting import apply_defaults
+from agent.model.errors import INVALID, FieldError, FieldErrors, InvalidObjectError
+from agent.model.objects import Namespace, NetworkPolicy, Node, Pod
+from agent.model.parse_core import parse_namespace, parse_node, parse_pod
+from agent.model.parse_policy import parse_network_policy
+
+ApiObject = Namespace | Node | Pod | NetworkPolicy
+
+# kind -> (apiVersions the API serves it under, namespaced)
+KINDS: dict[str, tuple[tuple[str, ...], bool]] = {
+    "Namespace": (("v1",), False),
+    "Node": (("v1",), False),
+    "Pod": (("v1",), True),
+    "NetworkPolicy": (("networking.k8s.io/v1",), True),
+}
+
+
+def is_modelled(obj: Any) -> bool:
+    """Whether `obj` is a kind the model understands (others are stored, not enforced)."""
+    return isinstance(obj, dict) and obj.get("kind") in KINDS
+
+
+def object_ref(obj: Any, default_namespace: str = "default") -> str:
+    """`namespace/name` (or `name`) of a raw object, for messages, never raising."""
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    meta = meta if isinstance(meta, dict) else {}
+    name = meta.get("name") if isinstance(meta.get("name"), str) else ""
+    kind = obj.get("kind") if isinstance(obj, dict) else None
+    if kind in KINDS and not KINDS[kind][1]:
+        return name
+    namespace = meta.get("namespace") if isinstance(meta.get("namespace"), str) else ""
+    return f"{namespace or default_namespace}/{name}"
+
+
+def parse_object(obj: Any, default_namespace: str = "default") -> ApiObject:
+    """Default and validate `obj`; raise InvalidObjectError naming object and fields."""
+    if not isinstance(obj, dict):
+        raise InvalidObjectError(
+            "object", "", [FieldError(INVALID, "(root)", "must be an object", obj)]
+        )
+    kind = obj.get("kind")
+    errs = FieldErrors()
+    if kind not in KINDS:
+        errs.not_supported("kind", kind, list(KINDS))
+        raise InvalidObjectError(str(kind), object_ref(obj, default_namespace), errs)
+    versions = KINDS[kind][0]
+    if obj.get("apiVersion") not in versions:
+        errs.not_supported("apiVersion", obj.get("apiVersion"), list(versions))
+    defaulted = apply_defaults(obj)
+    result: ApiObject
+    if kind == "Namespace":
+        result = parse_namespace(defaulted, errs)
+    elif kind == "Node":
+        result = parse_node(defaulted, errs)
+    elif kind == "Pod":
+        result = parse_pod(defaulted, errs, default_namespace)
+    else:
+        result = parse_network_policy(defaulted, errs, default_namespace)
+    if errs:
+        raise InvalidObjectError(kind, object_ref(obj, default_namespace), errs)
+    return result

@@ -1,0 +1,100 @@
+"""A snapshot of the cluster objects the agent cares about, with lookup indices."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from agent.model.objects import (
+    NAMESPACE_NAME_LABEL,
+    IPAddress,
+    Namespace,
+    NetworkPolicy,
+    Node,
+    Pod,
+)
+from agent.model.parse import ApiObject
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    """Immutable by convention: build a new one for each snapshot."""
+
+    namespaces: dict[str, Namespace] = field(default_factory=dict)
+    nodes: dict[str, Node] = field(default_factory=dict)
+    pods: dict[str, Pod] = field(default_factory=dict)
+    policies: dict[str, NetworkPolicy] = field(default_factory=dict)
+
+    @classmethod
+    def from_objects(cls, objects: Iterable[ApiObject]) -> ClusterState:
+        """Later objects with the same identity replace earlier ones."""
+        state = cls()
+        for obj in objects:
+            if isinstance(obj, Namespace):
+                state.namespaces[obj.name] = obj
+            elif isinstance(obj, Node):
+                state.nodes[obj.name] = obj
+            elif isinstance(obj, Pod):
+                state.pods[obj.ref] = obj
+            elif isinstance(obj, NetworkPolicy):
+                state.policies[obj.ref] = obj
+        return state
+
+    def namespace_labels(self, name: str) -> dict[str, str]:
+        """A namespace's labels. One not (yet) known still has the label the API server
+        puts on every namespace, so selectors on its name keep working."""
+        namespace = self.namespaces.get(name)
+        if namespace is None:
+            return {NAMESPACE_NAME_LABEL: name}
+        return namespace.labels
+
+    def policies_in(self, namespace: str) -> tuple[NetworkPolicy, ...]:
+        return self._policies_by_namespace.get(namespace, ())
+
+    @cached_property
+    def _policies_by_namespace(self) -> dict[str, tuple[NetworkPolicy, ...]]:
+        index: dict[str, list[NetworkPolicy]] = {}
+        for ref in sorted(self.policies):
+            policy = self.policies[ref]
+            index.setdefault(policy.namespace, []).append(policy)
+        return {ns: tuple(ps) for ns, ps in index.items()}
+
+    @cached_property
+    def endpoint_pods(self) -> tuple[Pod, ...]:
+        """Pods that policies can select and peers can match: not hostNetwork (those
+        share the node's address), not finished."""
+        return tuple(
+            self.pods[r]
+            for r in sorted(self.pods)
+            if not self.pods[r].host_network and not self.pods[r].is_terminal
+        )
+
+    def pod_by_ip(self, ip: IPAddress) -> Pod | None:
+        return self._pods_by_ip.get(ip)
+
+    @cached_property
+    def _pods_by_ip(self) -> dict[IPAddress, Pod]:
+        return {ip: pod for pod in self.endpoint_pods for ip in pod.ips}
+
+    def node_by_ip(self, ip: IPAddress) -> str | None:
+        """The node that owns `ip` (a Node address, or the host IP reported by a pod)."""
+        return self._nodes_by_ip.get(ip)
+
+    @cached_property
+    def _nodes_by_ip(self) -> dict[IPAddress, str]:
+        index: dict[IPAddress, str] = {}
+        for pod in self.pods.values():
+            if pod.node_name and pod.host_ip is not None:
+                index[pod.host_ip] = pod.node_name
+        for node in self.nodes.values():
+            for ip in node.addresses:
+                index[ip] = node.name
+        return index
+
+    def node_ip(self, name: str) -> IPAddress | None:
+        """An address of node `name`, if any object tells it."""
+        node = self.nodes.get(name)
+        if node is not None and node.addresses:
+            return node.addresses[0]
+        return next((ip for ip, n in sorted(self._nodes_by_ip.items(), key=str) if n == name), None)
