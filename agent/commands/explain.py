@@ -11,6 +11,7 @@ from agent.manifests import ManifestError, load_state
 from agent.model.endpoints import UnknownEndpointError
 from agent.model.matrix import matrix_document, matrix_pods, oracle_matrix
 from agent.model.oracle import verdict
+from agent.model.state import ClusterState
 from agent.portspec import parse_port_protocol
 
 EXIT_ALLOWED, EXIT_DENIED, EXIT_BAD_INPUT = 0, 1, 2
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_ALLOWED if v.allowed else EXIT_DENIED
 
 
-def _matrix(state, args: argparse.Namespace, port: int, protocol: str) -> int:  # noqa: ANN001
+def _matrix(state: ClusterState, args: argparse.Namespace, port: int, protocol: str) -> int:
     namespaces = args.namespaces.split(",") if args.namespaces else None
     results = oracle_matrix(state, matrix_pods(state, namespaces), protocol, port)
     if args.output == "json":
