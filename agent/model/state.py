@@ -70,6 +70,21 @@ class ClusterState:
             if not self.pods[r].host_network and not self.pods[r].is_terminal
         )
 
+    def endpoint_pods_in(self, namespace: str) -> tuple[Pod, ...]:
+        return self._endpoint_pods_by_namespace.get(namespace, ())
+
+    @cached_property
+    def _endpoint_pods_by_namespace(self) -> dict[str, tuple[Pod, ...]]:
+        index: dict[str, list[Pod]] = {}
+        for pod in self.endpoint_pods:
+            index.setdefault(pod.namespace, []).append(pod)
+        return {ns: tuple(pods) for ns, pods in index.items()}
+
+    @cached_property
+    def namespace_names(self) -> tuple[str, ...]:
+        """Declared namespaces and those that pods live in."""
+        return tuple(sorted(set(self.namespaces) | {p.namespace for p in self.pods.values()}))
+
     def pod_by_ip(self, ip: IPAddress) -> Pod | None:
         return self._pods_by_ip.get(ip)
 

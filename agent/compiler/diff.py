@@ -1,0 +1,58 @@
+"""A change is a diff of IRs: what a backend must add, remove and update."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from agent.compiler.ir import LocalEndpoint, NodeIR, PeerSet
+from agent.model.objects import IPAddress
+
+
+@dataclass(frozen=True)
+class MemberChange:
+    added: frozenset
+    removed: frozenset
+
+
+@dataclass(frozen=True)
+class IRDiff:
+    sets_added: dict[str, PeerSet] = field(default_factory=dict)
+    sets_removed: tuple[str, ...] = ()
+    members: dict[str, MemberChange] = field(default_factory=dict)
+    endpoints_added: dict[str, LocalEndpoint] = field(default_factory=dict)
+    endpoints_changed: dict[str, LocalEndpoint] = field(default_factory=dict)
+    endpoints_removed: tuple[str, ...] = ()
+    node_ips: tuple[IPAddress, ...] | None = None  # set when they changed
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.sets_added
+            or self.sets_removed
+            or self.members
+            or self.endpoints_added
+            or self.endpoints_changed
+            or self.endpoints_removed
+            or self.node_ips is not None
+        )
+
+
+def diff_ir(old: NodeIR | None, new: NodeIR) -> IRDiff:
+    """What turns `old` (None: nothing programmed) into `new`."""
+    old = old or NodeIR(new.node, ())
+    members = {}
+    for sid in new.members:
+        before, after = old.members.get(sid, frozenset()), new.members[sid]
+        if before != after:
+            members[sid] = MemberChange(after - before, before - after)
+    return IRDiff(
+        sets_added={s: d for s, d in new.sets.items() if s not in old.sets},
+        sets_removed=tuple(s for s in old.sets if s not in new.sets),
+        members=members,
+        endpoints_added={r: e for r, e in new.endpoints.items() if r not in old.endpoints},
+        endpoints_changed={
+            r: e for r, e in new.endpoints.items() if r in old.endpoints and old.endpoints[r] != e
+        },
+        endpoints_removed=tuple(r for r in old.endpoints if r not in new.endpoints),
+        node_ips=new.node_ips if new.node_ips != old.node_ips else None,
+    )

@@ -1,0 +1,72 @@
+"""A userspace mirror of the datapath: decide from addresses and ports alone, as a
+backend must, using only the IR. Tests hold it to the oracle; backends are held to it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from agent.compiler.ir import (
+    CIDRSet,
+    Clause,
+    DirectionRules,
+    NamedPortClause,
+    NodeIR,
+)
+from agent.model.objects import IPAddress
+
+
+def clause_admits(
+    ir: NodeIR, clause: Clause, peer: IPAddress, protocol: str, port: int | None
+) -> bool:
+    if isinstance(clause, NamedPortClause):
+        return port is not None and (peer, protocol, port) in ir.members[clause.members]
+    if clause.ports is not None and not any(r.contains(protocol, port) for r in clause.ports):
+        return False
+    return clause.peers is None or any(_in_set(ir, sid, peer) for sid in clause.peers)
+
+
+def _in_set(ir: NodeIR, sid: str, ip: IPAddress) -> bool:
+    peer_set = ir.sets[sid]
+    if isinstance(peer_set, CIDRSet):
+        return peer_set.contains(ip)
+    return ip in ir.members[sid]
+
+
+def direction_admits(
+    ir: NodeIR, rules: DirectionRules | None, peer: IPAddress, protocol: str, port: int | None
+) -> bool:
+    """Not isolated admits everything; else some clause must admit."""
+    if rules is None:
+        return True
+    return any(clause_admits(ir, c, peer, protocol, port) for c in rules.clauses)
+
+
+def _owner(irs: Mapping[str, NodeIR], ip: IPAddress) -> tuple[NodeIR, str] | None:
+    for ir in irs.values():
+        for ref, endpoint in ir.endpoints.items():
+            if ip in endpoint.ips:
+                return ir, ref
+    return None
+
+
+def cluster_allows(
+    irs: Mapping[str, NodeIR], src: IPAddress, dst: IPAddress, protocol: str, port: int | None
+) -> bool:
+    """What the dataplanes of all nodes together do with a new connection."""
+    if src == dst:
+        return True  # a pod may always reach itself
+    src_owner, dst_owner = _owner(irs, src), _owner(irs, dst)
+    # Traffic between a pod and its own node is always allowed.
+    if src_owner and dst in src_owner[0].node_ips:
+        return True
+    if dst_owner and src in dst_owner[0].node_ips:
+        return True
+    if src_owner:
+        ir, ref = src_owner
+        if not direction_admits(ir, ir.endpoints[ref].egress, dst, protocol, port):
+            return False
+    if dst_owner:
+        ir, ref = dst_owner
+        if not direction_admits(ir, ir.endpoints[ref].ingress, src, protocol, port):
+            return False
+    return True

@@ -1,0 +1,173 @@
+"""The backend-neutral IR: what one node must enforce, in terms a dataplane can match
+on with addresses and ports only.
+
+For each local endpoint and direction: not isolated (None), or the clauses that admit
+traffic. Clauses name *peer sets* by id; a set's definition is shared by every policy
+that uses it, and its members (pod addresses) change without any clause changing, so
+a pod relabel is a membership update, not a rule rewrite.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from agent.model.objects import IPAddress, IPNetwork
+from agent.model.selectors import LabelSelector
+
+ALL_PORTS = (1, 65535)
+
+
+@dataclass(frozen=True, order=True)
+class PortRange:
+    protocol: str
+    first: int
+    last: int
+
+    def contains(self, protocol: str, port: int | None) -> bool:
+        if protocol != self.protocol:
+            return False
+        if (self.first, self.last) == ALL_PORTS:
+            return True
+        return port is not None and self.first <= port <= self.last
+
+    def __str__(self) -> str:
+        if (self.first, self.last) == ALL_PORTS:
+            return f"any/{self.protocol}"
+        span = str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
+        return f"{span}/{self.protocol}"
+
+
+@dataclass(frozen=True)
+class SelectorSet:
+    """Pods chosen by a peer's selectors: in `namespace` when there is no namespace
+    selector, else in every namespace the selector matches; every pod there when there
+    is no pod selector."""
+
+    namespace_selector: LabelSelector | None
+    namespace: str | None
+    pod_selector: LabelSelector | None
+
+    def key(self) -> str:
+        ns = (
+            f"ns={self.namespace}"
+            if self.namespace_selector is None
+            else f"nssel={self.namespace_selector}"
+        )
+        pods = "all" if self.pod_selector is None else str(self.pod_selector)
+        return f"sel|{ns}|pods={pods}"
+
+    def __str__(self) -> str:
+        where = (
+            f"namespace {self.namespace}"
+            if self.namespace_selector is None
+            else f"namespaces matching {self.namespace_selector}"
+        )
+        which = "all pods" if self.pod_selector is None else f"pods matching {self.pod_selector}"
+        return f"{which} in {where}"
+
+
+@dataclass(frozen=True)
+class CIDRSet:
+    cidr: IPNetwork
+    excepts: tuple[IPNetwork, ...] = ()
+
+    def key(self) -> str:
+        return f"cidr|{self.cidr}|" + ",".join(str(e) for e in self.excepts)
+
+    def contains(self, ip: IPAddress) -> bool:
+        if ip.version != self.cidr.version or ip not in self.cidr:
+            return False
+        return not any(ip in hole for hole in self.excepts)
+
+    def __str__(self) -> str:
+        holes = f" except {', '.join(str(e) for e in self.excepts)}" if self.excepts else ""
+        return f"{self.cidr}{holes}"
+
+
+@dataclass(frozen=True)
+class NamedPortSet:
+    """(address, protocol, port) of the pods in `peer` (every pod when None) that have
+    a container port called `port_name` for `protocol`: egress named ports resolve
+    against the destination pod, so the port depends on the peer."""
+
+    peer: SelectorSet | CIDRSet | None
+    port_name: str
+    protocol: str
+
+    def key(self) -> str:
+        peer = "any" if self.peer is None else self.peer.key()
+        return f"named|{self.port_name}/{self.protocol}|{peer}"
+
+    def __str__(self) -> str:
+        peer = "any pod" if self.peer is None else str(self.peer)
+        return f"port {self.port_name}/{self.protocol} of {peer}"
+
+
+PeerSet = SelectorSet | CIDRSet | NamedPortSet
+NamedMember = tuple[IPAddress, str, int]
+
+
+def set_id(peer_set: PeerSet) -> str:
+    """A stable short name: a prefix by type and a hash of the definition."""
+    prefix = {SelectorSet: "s", CIDRSet: "c", NamedPortSet: "n"}[type(peer_set)]
+    return f"{prefix}-{hashlib.sha256(peer_set.key().encode()).hexdigest()[:10]}"
+
+
+@dataclass(frozen=True)
+class Origin:
+    policy: str
+    direction: str
+    index: int
+
+    def __str__(self) -> str:
+        return f"{self.policy} spec.{self.direction.lower()}[{self.index}]"
+
+
+@dataclass(frozen=True)
+class PeerPortClause:
+    """Admits a peer in any of `peers` (None: any peer) on any of `ports` (None: any
+    port and protocol)."""
+
+    peers: tuple[str, ...] | None
+    ports: tuple[PortRange, ...] | None
+    origin: Origin
+
+
+@dataclass(frozen=True)
+class NamedPortClause:
+    """Admits (peer address, protocol, port) when it is a member of `members`."""
+
+    members: str
+    origin: Origin
+
+
+Clause = PeerPortClause | NamedPortClause
+
+
+@dataclass(frozen=True)
+class DirectionRules:
+    """An isolated direction: the isolating policies and every clause that admits."""
+
+    policies: tuple[str, ...]
+    clauses: tuple[Clause, ...]
+
+
+@dataclass(frozen=True)
+class LocalEndpoint:
+    pod: str
+    ips: tuple[IPAddress, ...]
+    ingress: DirectionRules | None
+    egress: DirectionRules | None
+
+
+@dataclass(frozen=True)
+class NodeIR:
+    node: str
+    node_ips: tuple[IPAddress, ...]
+    endpoints: Mapping[str, LocalEndpoint] = field(default_factory=dict)
+    sets: Mapping[str, PeerSet] = field(default_factory=dict)
+    # Members of selector sets (addresses) and named-port sets ((address, proto, port)).
+    # CIDR sets are defined by their prefixes and have no member list.
+    members: Mapping[str, frozenset] = field(default_factory=dict)

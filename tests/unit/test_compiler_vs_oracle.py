@@ -1,0 +1,86 @@
+"""The compiler against the oracle: on random clusters, the IRs of all nodes,
+evaluated from addresses and ports alone, decide every connection as the oracle does."""
+
+from __future__ import annotations
+
+from ipaddress import ip_address
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agent.compiler.compile import compile_node
+from agent.compiler.evaluate import cluster_allows
+from agent.model.oracle import verdict
+from tests.unit.builders import model_cluster, policy, state_of
+from tests.unit.strategies import clusters, pod_dict
+
+OUTSIDE = ["198.19.200.7", "198.19.200.8", "198.18.0.1", "198.18.0.2"]
+TARGETS = [("TCP", 80), ("TCP", 81), ("UDP", 81), ("TCP", 1080), ("TCP", 1081), ("SCTP", 80)]
+
+
+def compare_all(state) -> None:
+    irs = {n: compile_node(state, n) for n in ("node-1", "node-2")}
+    pod_ips = [str(p.ips[0]) for p in state.endpoint_pods]
+    for src in pod_ips + OUTSIDE:
+        for dst in pod_ips + OUTSIDE:
+            if src in OUTSIDE and dst in OUTSIDE:
+                continue
+            for protocol, port in TARGETS:
+                want = verdict(state, src, dst, protocol, port).allowed
+                got = cluster_allows(irs, ip_address(src), ip_address(dst), protocol, port)
+                assert got == want, f"{src} -> {dst} {port}/{protocol}: IR {got}, oracle {want}"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(clusters())
+def test_ir_decides_like_the_oracle(objs):
+    compare_all(state_of(objs))
+
+
+def test_named_ports_resolving_per_destination():
+    objs = [
+        *model_cluster(),
+        pod_dict("y", "web1", "198.18.1.51", {}, "node-1", http_port=80),
+        pod_dict("y", "web2", "198.18.2.52", {}, "node-2", http_port=81),
+        policy(
+            "x",
+            "egress-named",
+            {
+                "podSelector": {},
+                "policyTypes": ["Egress"],
+                "egress": [
+                    {"ports": [{"port": "serve-81-udp", "protocol": "UDP"}, {"port": "http"}]}
+                ],
+            },
+        ),
+        policy(
+            "y",
+            "ingress-named",
+            {"podSelector": {}, "ingress": [{"ports": [{"port": "http"}, {"port": "web"}]}]},
+        ),
+    ]
+    compare_all(state_of(objs))
+
+
+@given(st.just(None))
+def test_examples_hold_through_the_ir(_):
+    from pathlib import Path
+
+    from agent.manifests import load_state
+
+    for folder in sorted((Path(__file__).parents[2] / "examples").iterdir()):
+        if folder.is_dir():
+            state, _ = load_state([str(folder)])
+            irs = {n: compile_node(state, n) for n in ("node-1", "node-2")}
+            for src in state.endpoint_pods:
+                for dst in state.endpoint_pods:
+                    for protocol, port in [
+                        ("TCP", 5432),
+                        ("TCP", 8080),
+                        ("UDP", 53),
+                        ("TCP", 53),
+                        ("TCP", 3128),
+                        ("TCP", 30100),
+                    ]:
+                        want = verdict(state, src, dst, protocol, port).allowed
+                        assert cluster_allows(irs, src.ips[0], dst.ips[0], protocol, port) == want
