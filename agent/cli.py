@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from agent import __version__
+from agent.commands import compile as compile_cmd
 from agent.commands import explain
 
 
@@ -17,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"picket {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     explain.register(sub)
+    compile_cmd.register(sub)
     return parser
 
 

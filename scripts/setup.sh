@@ -23,13 +23,13 @@ missing_packages() {
 
 install_packages() {
     local missing
-    missing="$(missing_packages)"
-    [ -z "$missing" ] && return 0
+    missing="$(missing_packages | tr '\n' ' ')"
+    [ -z "${missing// /}" ] && return 0
     if [ "$(id -u)" != 0 ]; then
-        log "missing Debian packages (run as root to install):" $missing
+        log "missing Debian packages (run as root to install): $missing"
         exit 1
     fi
-    log "installing Debian packages:" $missing
+    log "installing Debian packages: $missing"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
     # shellcheck disable=SC2086  # word splitting of the package list is intended
@@ -40,7 +40,8 @@ install_packages() {
 # kernel has no headers package, point that at the distribution's headers tree: the
 # programs use only UAPI structs, which are stable across kernel versions.
 link_kernel_headers() {
-    local moddir="/lib/modules/$(uname -r)"
+    local moddir
+    moddir="/lib/modules/$(uname -r)"
     [ -e "$moddir/build/include" ] && return 0
     [ "$(id -u)" = 0 ] || { log "no kernel headers at $moddir/build (needs root)"; return 0; }
     local arch_dir common_dir
@@ -70,7 +71,7 @@ make_venv() {
     fi
     log "installing picket (editable) with test extras"
     # (the grep drops pip notes about package-index paths absent on this machine)
-    "$venv/bin/python" -m pip install -q -e "$repo[test]" 2> >(grep -v "is ignored: it is neither" >&2)
+    "$venv/bin/python" -m pip install -q -e "${repo}[test]" 2> >(grep -v "is ignored: it is neither" >&2)
     echo "$want" >"$stamp"
 }
 
