@@ -23,7 +23,12 @@ KINDS: dict[str, tuple[tuple[str, ...], bool]] = {
 
 def is_modelled(obj: Any) -> bool:
     """Whether `obj` is a kind the model understands (others are stored, not enforced)."""
-    return isinstance(obj, dict) and obj.get("kind") in KINDS
+    return isinstance(obj, dict) and _kind(obj) in KINDS
+
+
+def _kind(obj: dict[str, Any]) -> str | None:
+    kind = obj.get("kind")
+    return kind if isinstance(kind, str) else None
 
 
 def object_ref(obj: Any, default_namespace: str = "default") -> str:
@@ -31,7 +36,7 @@ def object_ref(obj: Any, default_namespace: str = "default") -> str:
     meta = obj.get("metadata") if isinstance(obj, dict) else None
     meta = meta if isinstance(meta, dict) else {}
     name = meta.get("name") if isinstance(meta.get("name"), str) else ""
-    kind = obj.get("kind") if isinstance(obj, dict) else None
+    kind = _kind(obj) if isinstance(obj, dict) else None
     if kind in KINDS and not KINDS[kind][1]:
         return name
     namespace = meta.get("namespace") if isinstance(meta.get("namespace"), str) else ""
@@ -44,11 +49,13 @@ def parse_object(obj: Any, default_namespace: str = "default") -> ApiObject:
         raise InvalidObjectError(
             "object", "", [FieldError(INVALID, "(root)", "must be an object", obj)]
         )
-    kind = obj.get("kind")
+    kind = _kind(obj)
     errs = FieldErrors()
     if kind not in KINDS:
-        errs.not_supported("kind", kind, list(KINDS))
-        raise InvalidObjectError(str(kind), object_ref(obj, default_namespace), errs)
+        errs.not_supported("kind", obj.get("kind"), list(KINDS))
+        raise InvalidObjectError(
+            str(obj.get("kind") or "object"), object_ref(obj, default_namespace), errs
+        )
     versions = KINDS[kind][0]
     if obj.get("apiVersion") not in versions:
         errs.not_supported("apiVersion", obj.get("apiVersion"), list(versions))
