@@ -6,9 +6,9 @@ import argparse
 import json
 import sys
 
+from agent.commands.manifest_args import add_manifest_arguments, load_manifests
 from agent.compiler.compile import compile_node
 from agent.compiler.render import render_ir_json, render_ir_text
-from agent.manifests import ManifestError, load_state
 
 BACKENDS = ("ir",)
 
@@ -20,15 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Compile manifests for one node and print the result without touching "
         "the kernel. Exit status 0, or 2 on bad input.",
     )
-    p.add_argument(
-        "-f",
-        "--filename",
-        dest="paths",
-        action="extend",
-        nargs="+",
-        required=True,
-        help="manifest files or folders (YAML/JSON, multi-document)",
-    )
+    add_manifest_arguments(p)
     p.add_argument("--node", required=True, help="the node to compile for (spec.nodeName)")
     p.add_argument(
         "--backend",
@@ -36,24 +28,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="ir",
         help="ir: the backend-neutral IR (peer sets and clauses)",
     )
-    p.add_argument(
-        "-n",
-        "--namespace",
-        default="default",
-        help="namespace for objects that name none (default: default)",
-    )
-    p.add_argument("-o", "--output", choices=("text", "json"), default="text")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        state, ignored = load_state(args.paths, args.namespace)
-    except ManifestError as exc:
-        print(f"picket compile: {exc}", file=sys.stderr)
+    state = load_manifests(args, "compile")
+    if state is None:
         return 2
-    for note in ignored:
-        print(f"picket compile: note: {note}", file=sys.stderr)
     known = {p.node_name for p in state.pods.values()} | set(state.nodes)
     if args.node not in known:
         print(

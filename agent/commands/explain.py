@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
+from agent.commands.manifest_args import add_manifest_arguments, load_manifests
 from agent.explain import render_json, render_matrix, render_text
-from agent.manifests import ManifestError, load_state
 from agent.model.endpoints import UnknownEndpointError
 from agent.model.matrix import matrix_document, matrix_pods, oracle_matrix
 from agent.model.oracle import verdict
@@ -24,15 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Evaluate NetworkPolicy semantics on manifests (no cluster needed). "
         "Exit status: 0 allowed, 1 denied, 2 bad input.",
     )
-    p.add_argument(
-        "-f",
-        "--filename",
-        dest="paths",
-        action="extend",
-        nargs="+",
-        required=True,
-        help="manifest files or folders (YAML/JSON, multi-document)",
-    )
+    add_manifest_arguments(p)
     p.add_argument("--from", dest="src", help="source: NAMESPACE/POD or an IP address")
     p.add_argument("--to", dest="dst", help="destination: NAMESPACE/POD or an IP address")
     p.add_argument(
@@ -44,25 +36,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="print the verdict for every ordered pair of pods instead",
     )
     p.add_argument("--namespaces", help="with --matrix: only pods of these namespaces (x,y,z)")
-    p.add_argument(
-        "-n",
-        "--namespace",
-        default="default",
-        help="namespace for objects that name none (default: default)",
-    )
-    p.add_argument("-o", "--output", choices=("text", "json"), default="text")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         port, protocol = parse_port_protocol(args.port)
-        state, ignored = load_state(args.paths, args.namespace)
-    except (ValueError, ManifestError) as exc:
+    except ValueError as exc:
         print(f"picket explain: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    for note in ignored:
-        print(f"picket explain: note: {note}", file=sys.stderr)
+    state = load_manifests(args, "explain")
+    if state is None:
+        return EXIT_BAD_INPUT
     if args.matrix:
         return _matrix(state, args, port, protocol)
     if not args.src or not args.dst:
