@@ -7,7 +7,7 @@ import sys
 
 from agent import __version__
 from agent.commands import compile as compile_cmd
-from agent.commands import explain
+from agent.commands import explain, lab
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     explain.register(sub)
     compile_cmd.register(sub)
+    lab.register(sub)
     return parser
 
 

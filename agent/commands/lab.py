@@ -1,0 +1,186 @@
+"""`picket lab`: the network-namespace cluster. Tests, the demo and the benchmarks
+use only these commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+
+from kubernetes.client import ApiException, CoreV1Api
+
+from agent.explain import render_matrix
+from agent.lab import lab, processes
+from agent.lab.cluster import core_api, get_pod, list_nodes, list_pods
+from agent.lab.config import state_dir
+from agent.lab.matrix import probe_matrix
+from agent.lab.probe import probe
+from agent.portspec import parse_port_protocol
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "lab",
+        help="the multi-node lab in network namespaces",
+        description="A Kubernetes-like cluster in network namespaces on this "
+        "host, driven by the real kubectl. Needs root.",
+    )
+    cmds = p.add_subparsers(dest="lab_command", metavar="COMMAND", required=True)
+    up = cmds.add_parser("up", help="build the lab (idempotent); prints the kubeconfig path")
+    up.add_argument("--nodes", type=int, default=2)
+    up.add_argument("--backend", default="none", help="none (iptables and ebpf: to come)")
+    up.set_defaults(func=cmd_up)
+    cmds.add_parser("down", help="remove everything the lab made").set_defaults(func=cmd_down)
+    cmds.add_parser("status", help="nodes, pods, processes").set_defaults(func=cmd_status)
+    cmds.add_parser("kubeconfig", help="print the kubeconfig path").set_defaults(
+        func=cmd_kubeconfig
+    )
+    ex = cmds.add_parser("exec", help="run a command in a pod's network namespace")
+    ex.add_argument("pod", metavar="NS/POD")
+    ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD...")
+    ex.set_defaults(func=cmd_exec)
+    pr = cmds.add_parser("probe", help="try one new connection from a pod")
+    pr.add_argument("pod", metavar="NS/POD")
+    pr.add_argument("target", metavar="TARGET", help="NS/POD or an IP address")
+    pr.add_argument("port", metavar="PORT[/PROTO]")
+    pr.add_argument("--timeout", type=float, default=1.0)
+    pr.set_defaults(func=cmd_probe)
+    mx = cmds.add_parser("matrix", help="probe every ordered pair of ready pods")
+    mx.add_argument("--namespaces", help="only pods of these namespaces (x,y,z)")
+    mx.add_argument("--port", type=int, default=80)
+    mx.add_argument("--protocol", default="TCP", type=str.upper, choices=("TCP", "UDP", "SCTP"))
+    mx.add_argument("--timeout", type=float, default=1.0)
+    mx.add_argument("--json", action="store_true")
+    mx.set_defaults(func=cmd_matrix)
+
+
+def _fail(message: str) -> int:
+    print(f"picket lab: {message}", file=sys.stderr)
+    return EXIT_FAIL
+
+
+def _api() -> CoreV1Api:
+    path = lab.kubeconfig_path()
+    if not path.exists():
+        raise lab.LabError("the lab is not up (run `picket lab up`)")
+    return core_api(path)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    try:
+        path = lab.up(args.nodes, args.backend)
+    except (lab.LabError, ValueError) as exc:
+        return _fail(str(exc))
+    print(path)
+    return EXIT_OK
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    for item in lab.down():
+        print(f"removed {item}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_kubeconfig(args: argparse.Namespace) -> int:
+    path = lab.kubeconfig_path()
+    if not path.exists():
+        return _fail("the lab is not up (run `picket lab up`)")
+    print(path)
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    conf = lab.config()
+    if not conf:
+        print("lab: down")
+        return EXIT_OK
+    state = state_dir()
+    print(
+        f"lab: up, {conf['nodes']} nodes, backend {conf['backend']}, "
+        f"kubeconfig {lab.kubeconfig_path()}"
+    )
+    for name in processes.names(state):
+        pid = processes.running(state, name)
+        print(f"process {name}: " + (f"pid {pid}" if pid else "NOT RUNNING"))
+    try:
+        api = _api()
+        nodes, pods = list_nodes(api), list_pods(api)
+    except (lab.LabError, ApiException, OSError) as exc:
+        return _fail(f"cannot read the API: {exc}")
+    print("nodes:")
+    for node in nodes:
+        address = next(
+            (
+                a["address"]
+                for a in node["status"].get("addresses", [])
+                if a["type"] == "InternalIP"
+            ),
+            "-",
+        )
+        print(f"  {node['metadata']['name']:10} {address:15} pods {node['spec'].get('podCIDR')}")
+    print("pods:" if pods else "pods: none")
+    for pod in pods:
+        print(
+            f"  {pod.ref:40} {pod.node or '-':10} {pod.ip or '-':15} "
+            f"{'ready' if pod.ready else 'not ready'}"
+        )
+    print("agents: none (backend none: no enforcement)")
+    print(
+        "note: kinds other than Namespace, Pod, Node, NetworkPolicy and Deployment "
+        "(Services included, for now) are stored but have no effect in the lab"
+    )
+    return EXIT_OK
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not argv:
+        return _fail("nothing to run: picket lab exec NS/POD -- CMD...")
+    try:
+        pod = get_pod(_api(), args.pod)
+    except (lab.LabError, ApiException, ValueError) as exc:
+        return _fail(str(exc))
+    if pod.netns is None:
+        return _fail(f"{args.pod} has no network namespace in the lab yet")
+    os.execvp("ip", ["ip", "netns", "exec", pod.netns, *argv])
+    return EXIT_FAIL  # not reached
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    try:
+        port, protocol = parse_port_protocol(args.port)
+        api = _api()
+        src = get_pod(api, args.pod)
+        target = args.target
+        if "/" in target:
+            target = get_pod(api, target).ip or ""
+    except (lab.LabError, ApiException, ValueError) as exc:
+        return _fail(str(exc))
+    if src.netns is None or not target:
+        return _fail("source or target pod is not running in the lab")
+    result = asyncio.run(probe(src.netns, target, port, protocol, args.timeout))
+    print(result)
+    return EXIT_OK if result.connected else EXIT_FAIL
+
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    namespaces = args.namespaces.split(",") if args.namespaces else None
+    try:
+        pods = list_pods(_api(), namespaces)
+    except (lab.LabError, ApiException) as exc:
+        return _fail(str(exc))
+    found = asyncio.run(probe_matrix(pods, args.port, args.protocol, args.timeout))
+    results = {src: {dst: r.connected for dst, r in row.items()} for src, row in found.items()}
+    if args.json:
+        print(json.dumps({"port": args.port, "protocol": args.protocol, "results": results}))
+    else:
+        print(
+            f"# {args.port}/{args.protocol}: rows connect to columns; '.' connected, "
+            "'X' refused or timed out"
+        )
+        print(render_matrix(results))
+    return EXIT_OK

@@ -1,0 +1,1 @@
+"""The lab: a multi-node cluster in network namespaces on one host."""

@@ -1,0 +1,1 @@
+"""The lab API server: the Kubernetes REST API for the resources the lab serves."""

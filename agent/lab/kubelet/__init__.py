@@ -1,0 +1,1 @@
+"""The lab kubelet: Pod objects become pod network namespaces with responders."""

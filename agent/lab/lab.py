@@ -1,0 +1,137 @@
+"""`picket lab up|down`: bring the whole lab to the wanted state, idempotently, and
+take it all away again."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import ssl
+import time
+import urllib.request
+from pathlib import Path
+
+from agent.lab import processes, topology
+from agent.lab.config import API_ADDRESS, API_PORT, HOST_LINK, LabNode, lab_nodes, state_dir
+from agent.lab.tls import write_credentials
+
+APISERVER, KUBELET = "apiserver", "kubelet"
+BACKENDS = ("none",)  # iptables and ebpf arrive with their dataplanes
+
+
+class LabError(RuntimeError):
+    pass
+
+
+def kubeconfig_path(state: Path | None = None) -> Path:
+    return (state or state_dir()) / "kubeconfig"
+
+
+def _read_config(state: Path) -> dict:
+    try:
+        return json.loads((state / "lab.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _wait_ready(state: Path, timeout: float = 15.0) -> None:
+    """Until the API server answers /readyz over TLS with the lab's CA."""
+    context = ssl.create_default_context(cafile=str(state / "ca.crt"))
+    url = f"https://{API_ADDRESS}:{API_PORT}/readyz"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, context=context, timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise LabError(f"the lab API server did not become ready; see {state}/logs/apiserver.log")
+
+
+def _start_apiserver(state: Path) -> None:
+    processes.start(
+        state,
+        APISERVER,
+        [
+            "-m",
+            "agent.lab.apiserver",
+            "--bind-address",
+            str(API_ADDRESS),
+            "--port",
+            str(API_PORT),
+            "--tls-cert",
+            str(state / "apiserver.crt"),
+            "--tls-key",
+            str(state / "apiserver.key"),
+            "--token-file",
+            str(state / "token"),
+        ],
+    )
+    _wait_ready(state)
+
+
+def _start_kubelet(state: Path, nodes: list[LabNode]) -> None:
+    processes.start(
+        state,
+        KUBELET,
+        [
+            "-m",
+            "agent.lab.kubelet",
+            "--kubeconfig",
+            str(kubeconfig_path(state)),
+            "--nodes",
+            str(len(nodes)),
+            "--state-dir",
+            str(state),
+        ],
+    )
+
+
+def up(node_count: int, backend: str) -> Path:
+    """Build or complete the lab; returns the kubeconfig path."""
+    if backend not in BACKENDS:
+        raise LabError(f"backend {backend!r} is not available yet (have: {', '.join(BACKENDS)})")
+    nodes = lab_nodes(node_count)
+    state = state_dir()
+    previous = _read_config(state)
+    if previous.get("nodes", 0) > node_count:
+        raise LabError(
+            f"the lab is up with {previous['nodes']} nodes; "
+            "run `picket lab down` before shrinking it"
+        )
+    state.mkdir(parents=True, exist_ok=True)
+    if HOST_LINK not in {n for n in _host_links()}:
+        topology.check_host_is_free()
+    topology.ensure_underlay()
+    for node in nodes:
+        topology.ensure_node(node, nodes)
+    if not kubeconfig_path(state).exists():
+        write_credentials(state, f"https://{API_ADDRESS}:{API_PORT}", [str(API_ADDRESS)])
+    if processes.running(state, APISERVER) is None:
+        _start_apiserver(state)
+    if previous.get("nodes") != node_count:
+        processes.stop(state, KUBELET)  # it serves a fixed node list: restart to add nodes
+    if processes.running(state, KUBELET) is None:
+        _start_kubelet(state, nodes)
+    (state / "lab.json").write_text(json.dumps({"nodes": node_count, "backend": backend}))
+    return kubeconfig_path(state)
+
+
+def _host_links() -> list[str]:
+    with topology.netns_ipr(None) as ipr:
+        return [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()]
+
+
+def down() -> list[str]:
+    """Stop every lab process, delete namespaces, links and files; say what went."""
+    state = state_dir()
+    removed = [f"process {name}" for name in processes.names(state) if processes.stop(state, name)]
+    removed += topology.remove_everything()
+    if state.exists():
+        shutil.rmtree(state)
+        removed.append(f"files {state}")
+    return removed
+
+
+def config() -> dict:
+    return _read_config(state_dir())

@@ -1,0 +1,102 @@
+"""The lab's background processes: started detached with a pid file and a log each,
+stopped by pid (checked against the command line, so a reused pid is never killed)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+MARKER = "agent.lab"  # every lab process runs `python -m agent.lab...` or `picket agent`
+
+
+def _pid_file(state: Path, name: str) -> Path:
+    return state / "pids" / f"{name}.pid"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def running(state: Path, name: str) -> int | None:
+    """The pid of lab process `name` if it is alive."""
+    try:
+        pid = int(_pid_file(state, name).read_text())
+    except (OSError, ValueError):
+        return None
+    cmdline = _cmdline(pid)
+    is_ours = MARKER in cmdline or "picket agent" in cmdline or "agent.cli agent" in cmdline
+    return pid if is_ours and not _is_zombie(pid) else None
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def start(state: Path, name: str, argv: list[str], netns: str | None = None) -> int:
+    """Start `python -m ...` (argv after the interpreter) detached; returns its pid."""
+    (state / "pids").mkdir(parents=True, exist_ok=True)
+    (state / "logs").mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, *argv]
+    if netns is not None:
+        command = ["ip", "netns", "exec", netns, *command]
+    with open(state / "logs" / f"{name}.log", "ab") as log:
+        proc = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+    _pid_file(state, name).write_text(str(proc.pid))
+    return proc.pid
+
+
+def stop(state: Path, name: str, grace: float = 5.0) -> bool:
+    """SIGTERM, then SIGKILL after `grace` seconds. True if a process was stopped."""
+    pid = running(state, name)
+    _pid_file(state, name).unlink(missing_ok=True)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
+            _reap(pid)
+            return True
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    _reap(pid)
+    return True
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def names(state: Path) -> list[str]:
+    folder = state / "pids"
+    return sorted(p.stem for p in folder.glob("*.pid")) if folder.exists() else []
+
+
+def lab_process_pids() -> list[int]:
+    """Every live process running lab code, whatever its pid file says (for checks)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            cmdline = _cmdline(int(entry.name))
+            if "-m agent.lab." in cmdline and not _is_zombie(int(entry.name)):
+                found.append(int(entry.name))
+    return found

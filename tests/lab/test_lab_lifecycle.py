@@ -1,0 +1,85 @@
+"""`lab up` is idempotent, the host namespace gains only `picket-lab0`, and `lab down`
+leaves no namespace, link, process, rule or file behind, cycle after cycle."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from agent.lab.processes import lab_process_pids
+from tests.lab.conftest import picket
+
+
+def _run(*cmd: str) -> str:
+    return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+
+
+def host_snapshot() -> dict[str, object]:
+    """What the host namespace looks like, minus counters that move on their own."""
+    links = sorted(
+        line.split(":")[1].strip().split("@")[0] for line in _run("ip", "-o", "link").splitlines()
+    )
+    return {
+        "netns": sorted(
+            n.split()[0]
+            for n in _run("ip", "netns", "list").splitlines()
+            if n.startswith("picket-")
+        ),
+        "links": links,
+        "addresses": sorted(_run("ip", "-o", "addr").split("\n")),
+        "routes": sorted(_run("ip", "route", "show", "table", "all").splitlines()),
+        "iptables": _rules("iptables-save"),
+        "lab_processes": lab_process_pids(),
+        "state_dir": Path("/run/picket-lab").exists(),
+    }
+
+
+def _rules(tool: str) -> list[str]:
+    """Rules only: counters and timestamps change without anyone touching the rules."""
+    out = subprocess.run([tool], capture_output=True, text=True, check=False).stdout
+    return [
+        line
+        for line in out.splitlines()
+        if line.startswith(("-A", "*", ":")) and not line.startswith("#")
+    ]
+
+
+def _strip_counters(rules: list[str]) -> list[str]:
+    return [r.split(" [")[0] if r.startswith(":") else r for r in rules]
+
+
+def test_up_down_cycles_leave_nothing():
+    picket("lab", "down")
+    before = host_snapshot()
+    before["iptables"] = _strip_counters(before["iptables"])
+    assert before["netns"] == [] and before["lab_processes"] == []
+    for _ in range(2):
+        picket("lab", "up", "--nodes", "2")
+        during = host_snapshot()
+        assert set(during["links"]) - set(before["links"]) == {"picket-lab0"}
+        assert _strip_counters(during["iptables"]) == before["iptables"]
+        assert len(during["lab_processes"]) == 2  # API server and kubelet
+        removed = picket("lab", "down").stderr
+        assert "removed link picket-lab0" in removed
+        after = host_snapshot()
+        after["iptables"] = _strip_counters(after["iptables"])
+        assert after == before
+
+
+def test_up_is_idempotent():
+    picket("lab", "down")
+    try:
+        first = picket("lab", "up", "--nodes", "2").stdout.strip().splitlines()[-1]
+        pids = sorted(lab_process_pids())
+        namespaces = host_snapshot()["netns"]
+        second = picket("lab", "up", "--nodes", "2").stdout.strip().splitlines()[-1]
+        assert first == second
+        assert sorted(lab_process_pids()) == pids
+        assert host_snapshot()["netns"] == namespaces
+        # Growing the lab adds a node; shrinking it is refused.
+        picket("lab", "up", "--nodes", "3")
+        assert "picket-node-3" in host_snapshot()["netns"]
+        shrink = picket("lab", "up", "--nodes", "2", check=False)
+        assert shrink.returncode == 1 and "lab down" in shrink.stderr
+    finally:
+        picket("lab", "down")

@@ -1,0 +1,197 @@
+"""The lab with no enforcement: the 3x3 model is fully connected on every protocol,
+across nodes and within them, and behaves as a cluster does under kubectl."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from tests.lab.conftest import MODEL, Kubectl, matrix, picket, wait_until
+
+
+def pods_by_ref(kubectl: Kubectl) -> dict[str, dict]:
+    items = kubectl.json("get", "pods", "-A")["items"]
+    return {f"{p['metadata']['namespace']}/{p['metadata']['name']}": p for p in items}
+
+
+@pytest.mark.parametrize("protocol", ["TCP", "UDP", "SCTP"])
+@pytest.mark.parametrize("port", [80, 81])
+def test_model_is_all_connected(model, protocol, port):
+    doc = matrix("--namespaces", "x,y,z", "--port", str(port), "--protocol", protocol)
+    assert (doc["port"], doc["protocol"]) == (port, protocol)
+    refs = [f"{ns}/{p}" for ns in "xyz" for p in "abc"]
+    assert sorted(doc["results"]) == refs
+    for src in refs:
+        assert doc["results"][src] == {dst: True for dst in refs if dst != src}, src
+
+
+def test_pairs_cross_nodes_and_stay_within_them(model):
+    pods = pods_by_ref(model)
+    nodes = {ref: p["spec"]["nodeName"] for ref, p in pods.items() if ref[0] in "xyz"}
+    assert set(nodes.values()) == {"node-1", "node-2"}
+    counts = [list(nodes.values()).count(n) for n in ("node-1", "node-2")]
+    assert max(counts) - min(counts) <= 1, "pods are spread evenly"
+    for ref, pod in pods.items():
+        node = int(pod["spec"]["nodeName"].split("-")[1])
+        assert pod["status"]["podIP"].startswith(f"198.18.{node}."), ref
+        assert pod["status"]["hostIP"] == f"198.18.0.{node}"
+
+
+def test_probe_reports_the_peer_identity(model):
+    assert picket("lab", "probe", "x/a", "y/b", "80").stdout.strip() == "connected y/b"
+    assert picket("lab", "probe", "x/a", "z/c", "81/udp").stdout.strip() == "connected z/c"
+    assert picket("lab", "probe", "y/c", "x/b", "80/sctp").stdout.strip() == "connected x/b"
+
+
+@pytest.mark.parametrize("protocol", ["TCP", "UDP", "SCTP"])
+def test_unserved_port_is_refused(model, protocol):
+    proc = picket("lab", "probe", "x/a", "y/b", f"82/{protocol}", check=False)
+    assert (proc.returncode, proc.stdout.strip()) == (1, "refused")
+
+
+def test_probe_by_ip(model):
+    ip = model.json("get", "pod", "-n", "z", "b")["status"]["podIP"]
+    assert picket("lab", "probe", "x/a", ip, "80").stdout.strip() == "connected z/b"
+
+
+def test_nodes_are_registered_with_cidr_and_address(kubectl):
+    nodes = {n["metadata"]["name"]: n for n in kubectl.json("get", "nodes")["items"]}
+    assert sorted(nodes) == ["node-1", "node-2"]
+    for i, name in enumerate(sorted(nodes), start=1):
+        node = nodes[name]
+        assert node["spec"]["podCIDR"] == f"198.18.{i}.0/24"
+        assert {"type": "InternalIP", "address": f"198.18.0.{i}"} in node["status"]["addresses"]
+        ready = [c for c in node["status"]["conditions"] if c["type"] == "Ready"]
+        assert ready[0]["status"] == "True"
+
+
+def test_exec_runs_in_the_pod_namespace(model):
+    ip = model.json("get", "pod", "-n", "x", "a")["status"]["podIP"]
+    out = picket("lab", "exec", "x/a", "--", "ip", "-4", "-o", "addr", "show", "eth0").stdout
+    assert f"inet {ip}/" in out
+
+
+def test_recreated_pod_gets_a_new_identity_and_address(model):
+    before = model.json("get", "pod", "-n", "x", "c")
+    model("delete", "pod", "-n", "x", "c")
+    assert model("get", "pod", "-n", "x", "c", check=False).returncode != 0
+    model("apply", "-f", str(MODEL))
+    model("wait", "--for=condition=Ready", "pod/c", "-n", "x", "--timeout=30s")
+    after = model.json("get", "pod", "-n", "x", "c")
+    assert after["metadata"]["uid"] != before["metadata"]["uid"]
+    assert after["status"]["podIP"] != before["status"]["podIP"]
+    assert picket("lab", "probe", "y/a", "x/c", "80").stdout.strip() == "connected x/c"
+    old_ip = before["status"]["podIP"]
+    if old_ip != after["status"]["podIP"]:
+        proc = picket("lab", "probe", "y/a", old_ip, "80", check=False)
+        assert not proc.stdout.startswith("connected x/c")
+
+
+def test_relabel_changes_nothing_in_the_pod(model):
+    before = model.json("get", "pod", "-n", "y", "a")
+    model("label", "pod", "-n", "y", "a", "color=green")
+    assert [
+        p["metadata"]["name"]
+        for p in model.json("get", "pods", "-n", "y", "-l", "color=green")["items"]
+    ] == ["a"]
+    after = model.json("get", "pod", "-n", "y", "a")
+    assert after["status"]["podIP"] == before["status"]["podIP"]
+    assert picket("lab", "probe", "x/a", "y/a", "80").stdout.strip() == "connected y/a"
+    model("label", "pod", "-n", "y", "a", "color-")
+    assert "color" not in model.json("get", "pod", "-n", "y", "a")["metadata"]["labels"]
+
+
+def test_host_network_pod_serves_from_the_node(kubectl, model):
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "hostpod", "namespace": "default"},
+        "spec": {
+            "hostNetwork": True,
+            "nodeSelector": {"kubernetes.io/hostname": "node-2"},
+            "containers": [{"name": "c", "image": "agnhost", "ports": [{"containerPort": 8080}]}],
+        },
+    }
+    kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
+    kubectl("wait", "--for=condition=Ready", "pod/hostpod", "--timeout=30s")
+    pod = kubectl.json("get", "pod", "hostpod")
+    assert pod["spec"]["nodeName"] == "node-2"
+    assert pod["status"]["podIP"] == "198.18.0.2"
+    assert picket("lab", "probe", "x/a", "default/hostpod", "8080").stdout.strip() == (
+        "connected default/hostpod"
+    )
+    kubectl("delete", "pod", "hostpod")
+
+
+def test_deployment_creates_and_removes_replicas(kubectl):
+    manifest = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {
+                    "containers": [
+                        {"name": "c", "image": "agnhost", "ports": [{"containerPort": 80}]}
+                    ]
+                },
+            },
+        },
+    }
+    kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
+    kubectl("wait", "--for=condition=Ready", "pod", "-l", "app=web", "--timeout=30s")
+    pods = kubectl.json("get", "pods", "-l", "app=web")["items"]
+    assert len(pods) == 3
+    assert all(p["metadata"]["name"].startswith("web-") for p in pods)
+    kubectl("scale", "deployment/web", "--replicas=1")
+    assert wait_until(lambda: len(kubectl.json("get", "pods", "-l", "app=web")["items"]) == 1)
+    assert kubectl.json("get", "deployment", "web")["spec"]["replicas"] == 1
+    kubectl("delete", "deployment", "web")
+    kubectl("wait", "--for=delete", "pod", "-l", "app=web", "--timeout=30s")
+    assert kubectl.json("get", "pods", "-l", "app=web")["items"] == []
+
+
+def test_invalid_policy_is_refused_with_the_field(kubectl):
+    bad = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "bad", "namespace": "default"},
+        "spec": {"podSelector": {}, "ingress": [{"ports": [{"port": 80, "endPort": 79}]}]},
+    }
+    proc = kubectl("apply", "-f", "-", stdin=json.dumps(bad), check=False)
+    assert proc.returncode != 0
+    # kubectl renders a 422 from its causes, as it does for a real cluster.
+    assert proc.stderr.strip() == (
+        'The NetworkPolicy "bad" is invalid: spec.ingress[0].ports[0].endPort: '
+        "Invalid value: 79: must be greater than or equal to `port`"
+    )
+
+
+def test_status_lists_nodes_and_pods(model):
+    out = picket("lab", "status").stdout
+    assert "lab: up, 2 nodes, backend none" in out
+    assert "node-1" in out and "node-2" in out
+    assert "x/a" in out and "ready" in out
+    assert "stored but have no effect" in out
+
+
+def test_services_are_accepted_and_stored(kubectl):
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "s", "namespace": "x"},
+        "spec": {"selector": {"pod": "a"}, "ports": [{"port": 80}]},
+    }
+    kubectl("apply", "-f", "-", stdin=json.dumps(svc))
+    assert kubectl.json("get", "service", "-n", "x", "s")["spec"]["ports"][0]["port"] == 80
+    kubectl("delete", "service", "-n", "x", "s")
+
+
+def test_kubeconfig_command(lab):
+    assert picket("lab", "kubeconfig").stdout.strip() == lab
+    assert subprocess.run(["test", "-s", lab], check=False).returncode == 0
