@@ -4,10 +4,14 @@ across nodes and within them, and behaves as a cluster does under kubectl."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+from pathlib import Path
 
 import pytest
 
+from agent.lab.config import pod_netns
 from tests.lab.conftest import MODEL, Kubectl, matrix, picket, wait_until
 
 
@@ -195,3 +199,57 @@ def test_services_are_accepted_and_stored(kubectl):
 def test_kubeconfig_command(lab):
     assert picket("lab", "kubeconfig").stdout.strip() == lab
     assert subprocess.run(["test", "-s", lab], check=False).returncode == 0
+
+
+def test_delete_f_removes_what_apply_f_made(kubectl, tmp_path):
+    manifest = tmp_path / "objects.yaml"
+    manifest.write_text("""\
+apiVersion: v1
+kind: Namespace
+metadata: {name: scratch}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: p, namespace: scratch}
+spec:
+  containers: [{name: c, image: agnhost, ports: [{containerPort: 80}]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny, namespace: scratch}
+spec: {podSelector: {}}
+""")
+    kubectl("apply", "-f", str(manifest))
+    kubectl("wait", "--for=condition=Ready", "pod/p", "-n", "scratch", "--timeout=30s")
+    out = kubectl("delete", "-f", str(manifest)).stdout
+    assert 'namespace "scratch" deleted' in out and 'pod "p" deleted' in out
+    assert kubectl("get", "namespace", "scratch", check=False).returncode != 0
+    assert "scratch" not in picket("lab", "status").stdout
+
+
+def test_kubelet_restart_keeps_pods_and_collects_deleted_ones(model):
+    state = Path("/run/picket-lab")
+    pid = int((state / "pids" / "kubelet.pid").read_text())
+    before = model.json("get", "pod", "-n", "z", "a")
+    os.kill(pid, signal.SIGKILL)
+    gone = model.json("get", "pod", "-n", "z", "b")["metadata"]["uid"]
+    model("delete", "pod", "-n", "z", "b")  # while no kubelet runs
+    picket("lab", "up", "--nodes", "2")  # restarts what is missing
+    assert wait_until(
+        lambda: (
+            picket("lab", "probe", "x/a", "z/a", "80", check=False).stdout.strip()
+            == "connected z/a"
+        )
+    )
+    after = model.json("get", "pod", "-n", "z", "a")
+    assert after["status"]["podIP"] == before["status"]["podIP"]
+    assert wait_until(
+        lambda: (
+            pod_netns(gone)
+            not in subprocess.run(
+                ["ip", "netns", "list"], capture_output=True, text=True, check=True
+            ).stdout
+        )
+    )
+    model("apply", "-f", str(MODEL))
+    model("wait", "--for=condition=Ready", "pod/b", "-n", "z", "--timeout=30s")

@@ -297,3 +297,19 @@ def test_invalid_deployment_is_422():
     assert info.value.code == 422 and "`selector` does not match template `labels`" in (
         info.value.message
     )
+
+
+def test_a_deleted_namespace_terminates_before_it_goes():
+    pending = []
+    api = Api(Store(), defer=pending.append)
+    api.create(Target(NAMESPACES, None, None, None), {"metadata": {"name": "x"}})
+    new_pod(api, "a")
+    gone = api.delete(Target(NAMESPACES, None, "x", None))
+    assert gone["status"]["phase"] == "Terminating" and gone["metadata"]["deletionTimestamp"]
+    assert api.get(Target(PODS, "x", "a", None))  # still readable, still deletable
+    with pytest.raises(st.ApiError) as info:
+        new_pod(api, "b")
+    assert info.value.code == 403 and "being terminated" in info.value.message
+    (finalize,) = pending
+    finalize()
+    assert list(api.store.items(PODS.key)) == [] and list(api.store.items(NAMESPACES.key)) == []

@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from agent.lab.apiserver import status as st
@@ -18,7 +18,7 @@ from agent.lab.apiserver.fieldselect import matches as field_matches
 from agent.lab.apiserver.patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 from agent.lab.apiserver.resources import BY_PATH, RESOURCES, Resource
 from agent.lab.apiserver.routing import Target
-from agent.lab.apiserver.store import Store
+from agent.lab.apiserver.store import Store, now_rfc3339
 from agent.lab.apiserver.watch import Matcher
 from agent.model.errors import INVALID, FieldError
 from agent.model.selector_syntax import parse_label_selector
@@ -52,8 +52,13 @@ def _random_suffix(n: int = 5) -> str:
 
 
 class Api:
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self, store: Store, defer: Callable[[Callable[[], None]], None] | None = None
+    ) -> None:
         self.store = store
+        # How work that the real server does in the background (finalizing a terminating
+        # namespace) is scheduled; by default it happens at once.
+        self.defer = defer or (lambda work: work())
 
     def list(self, target: Target, params: Mapping[str, str]) -> tuple[list[dict], int]:
         matches = matcher(target, params)
@@ -74,8 +79,18 @@ class Api:
             meta["name"] = meta["generateName"] + _random_suffix()
         obj = admit_create(resource, obj)
         namespace = meta.get("namespace", "") if resource.namespaced else ""
-        if resource.namespaced and self.store.get(NAMESPACES.key, "", namespace) is None:
-            raise st.namespace_not_found(namespace)
+        if resource.namespaced:
+            owner = self.store.get(NAMESPACES.key, "", namespace)
+            if owner is None:
+                raise st.namespace_not_found(namespace)
+            if owner["metadata"].get("deletionTimestamp"):
+                raise st.ApiError(
+                    403,
+                    "Forbidden",
+                    f'{resource.key} "{meta.get("name")}" is '
+                    f"forbidden: unable to create new content in namespace "
+                    f"{namespace} because it is being terminated",
+                )
         if self.store.get(resource.key, namespace, obj["metadata"]["name"]) is not None:
             raise st.already_exists(resource, obj["metadata"]["name"])
         if dry_run:
@@ -128,8 +143,26 @@ class Api:
         if dry_run:
             return obj
         if target.resource is NAMESPACES:
-            self._empty_namespace(target.name or "")
+            return self._terminate_namespace(obj)
         return self.store.delete(target.resource.key, target.namespace or "", target.name or "")
+
+    def _terminate_namespace(self, namespace: dict[str, Any]) -> dict[str, Any]:
+        """Like the real server: the namespace turns Terminating at once (its objects can
+        still be read and deleted, no new ones created), then its contents and itself go."""
+        if namespace["metadata"].get("deletionTimestamp"):
+            return namespace
+        new = copy.deepcopy(namespace)
+        new["metadata"]["deletionTimestamp"] = now_rfc3339()
+        new.setdefault("status", {})["phase"] = "Terminating"
+        stored = self.store.replace(NAMESPACES.key, "", new)
+        self.defer(lambda: self._finalize_namespace(new["metadata"]["name"]))
+        return stored
+
+    def _finalize_namespace(self, name: str) -> None:
+        if self.store.get(NAMESPACES.key, "", name) is None:
+            return
+        self._empty_namespace(name)
+        self.store.delete(NAMESPACES.key, "", name)
 
     def delete_collection(self, target: Target, params: Mapping[str, str]) -> list[dict]:
         items, _ = self.list(target, params)

@@ -8,7 +8,7 @@ import contextlib
 import hmac
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -33,6 +33,13 @@ def _json(obj: Any, status: int = 200) -> web.Response:
         status=status,
         content_type="application/json",
     )
+
+
+NAMESPACE_GRACE = 0.5  # seconds a deleted namespace stays Terminating
+
+
+def _after_grace(work: Callable[[], None]) -> None:
+    asyncio.get_running_loop().call_later(NAMESPACE_GRACE, work)
 
 
 def _truthy(value: str | None) -> bool:
@@ -64,7 +71,7 @@ class ApiServer:
         self, store: Store, token: str, server_address: str, bookmark_interval: float = 2.0
     ) -> None:
         self.store = store
-        self.api = Api(store)
+        self.api = Api(store, defer=_after_grace)
         self.token = token
         self.server_address = server_address
         self.bookmark_interval = bookmark_interval

@@ -10,6 +10,7 @@ Deleting a pod stops its responders and calls CNI DEL. Relabelling changes nothi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from agent.lab import cni
 from agent.lab.config import LabNode, pod_netns
 from agent.lab.kubelet.responder import Responder
 from agent.lab.kubelet.status import node_body, running_status
-from agent.lab.kubelet.watcher import PodWatcher
+from agent.lab.kubelet.watcher import SYNCED, PodWatcher
 from agent.model.errors import InvalidObjectError
 from agent.model.objects import Pod
 from agent.model.parse import parse_object
@@ -73,6 +74,9 @@ class Kubelet:
         watcher.start()
         while True:
             kind, obj = await queue.get()
+            if kind == SYNCED:
+                await self.collect_orphans()
+                continue
             uid = obj["metadata"]["uid"]
             if kind == "DELETED":
                 self.pods.pop(uid, None)
@@ -164,19 +168,62 @@ class Kubelet:
         self, uid: str, pod: Pod, node: LabNode, ports: list[tuple[int, str]]
     ) -> Sandbox:
         name = pod_netns(uid)
-        result_file = self.state_dir / "cni" / f"{uid}.json"
-        if name not in netns.listnetns():
+        result = await self._adopt(uid, name, node) if name in netns.listnetns() else None
+        if result is None:
             await asyncio.to_thread(netns.create, name)
             sandbox = cni.Sandbox(uid, f"/run/netns/{name}")
             result = await asyncio.to_thread(cni.add, self.conflist(node), sandbox, node.netns)
-            cni.save_result(result_file, result)
-        else:
-            # The kubelet restarted: the pod's network is still there.
-            result = json.loads(result_file.read_text())
+            cni.save_result(self._result_file(uid), result)
         ip = cni.result_ipv4(result)
         if ip is None:
             raise cni.CniError(f"CNI ADD for {pod.ref} returned no IPv4 address")
         return Sandbox(node, name, str(ip), Responder(pod.ref, name, ports), result)
+
+    def _result_file(self, uid: str) -> Path:
+        return self.state_dir / "cni" / f"{uid}.json"
+
+    async def _adopt(self, uid: str, name: str, node: LabNode) -> dict[str, Any] | None:
+        """After a kubelet restart the pod's network is still there: keep it if CNI CHECK
+        says it is as ADD left it, else tear it down (the caller adds it again)."""
+        sandbox = cni.Sandbox(uid, f"/run/netns/{name}")
+        try:
+            result = json.loads(self._result_file(uid).read_text())
+            await asyncio.to_thread(cni.check, self.conflist(node), sandbox, node.netns, result)
+            return result
+        except (OSError, ValueError, cni.CniError) as exc:
+            log.warning("pod network %s fails CNI CHECK, recreating it: %s", name, exc)
+        with contextlib.suppress(cni.CniError, OSError, ValueError):
+            await asyncio.to_thread(cni.delete, self.conflist(node), sandbox, node.netns, None)
+        await asyncio.to_thread(netns.remove, name)
+        return None
+
+    async def collect_orphans(self) -> None:
+        """Pod networks whose pod is gone (deleted while the kubelet was down)."""
+        live = {pod_netns(uid) for uid in self.pods}
+        for result_file in sorted((self.state_dir / "cni").glob("*.json")):
+            uid = result_file.stem
+            name = pod_netns(uid)
+            if name in live or uid in self.sandboxes:
+                continue
+            log.info("removing the network of deleted pod %s", uid)
+            node = self._node_of(result_file)
+            with contextlib.suppress(cni.CniError, OSError, ValueError):
+                await asyncio.to_thread(
+                    cni.delete,
+                    self.conflist(node),
+                    cni.Sandbox(uid, f"/run/netns/{name}"),
+                    node.netns,
+                    json.loads(result_file.read_text()),
+                )
+            if name in netns.listnetns():
+                await asyncio.to_thread(netns.remove, name)
+            result_file.unlink(missing_ok=True)
+
+    def _node_of(self, result_file: Path) -> LabNode:
+        """The node whose pod CIDR holds the address a CNI result recorded."""
+        ip = cni.result_ipv4(json.loads(result_file.read_text()))
+        found = [n for n in self.nodes.values() if ip is not None and ip in n.pod_cidr]
+        return found[0] if found else next(iter(self.nodes.values()))
 
     async def _teardown(self, uid: str) -> None:
         sandbox = self.sandboxes.pop(uid, None)
@@ -193,4 +240,4 @@ class Kubelet:
             )
         finally:
             await asyncio.to_thread(netns.remove, sandbox.netns)
-            (self.state_dir / "cni" / f"{uid}.json").unlink(missing_ok=True)
+            self._result_file(uid).unlink(missing_ok=True)

@@ -15,6 +15,7 @@ from kubernetes import client, watch
 
 log = logging.getLogger("picket.lab.kubelet")
 WATCH_TIMEOUT = 300
+SYNCED = "SYNCED"  # a pseudo-event: the state of a full list has been delivered
 
 
 class PodWatcher:
@@ -49,6 +50,8 @@ class PodWatcher:
                 self._emit("DELETED", obj)
         for obj in current.values():
             self._emit("MODIFIED" if obj["metadata"]["uid"] in self.known else "ADDED", obj)
+        # Everything the list returned is queued: the kubelet may now collect orphans.
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, (SYNCED, {}))
         return doc["metadata"]["resourceVersion"]
 
     def _run(self) -> None:
