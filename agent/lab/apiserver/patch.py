@@ -51,11 +51,7 @@ __all__ = [
     "strategic_merge_patch",
 ]
 
-FieldPath = tuple[str, ...]
-
-# The strategy of a list of primitives that merges as a set union (upstream patchStrategy:"merge"
-# without a patchMergeKey). Any other strategy value is the merge key of a list of objects.
-MERGE = "merge"
+from agent.lab.apiserver.patch_strategies import MERGE, PATCH_STRATEGIES, FieldPath, strategies_for
 
 _DIRECTIVE = "$patch"
 _RETAIN_KEYS = "$retainKeys"
@@ -65,87 +61,6 @@ _DELETE_VALUES = "$deleteFromPrimitiveList/"
 
 class PatchError(ValueError):
     """A patch that cannot be applied; the message is meant for the API client."""
-
-
-# --- the merge-key table --------------------------------------------------------------------
-
-
-def _object_meta(prefix: FieldPath) -> dict[FieldPath, str]:
-    return {(*prefix, "finalizers"): MERGE, (*prefix, "ownerReferences"): "uid"}
-
-
-def _container_lists(prefix: FieldPath) -> dict[FieldPath, str]:
-    # Container and EphemeralContainerCommon carry the same tags for these four lists.
-    keys = {"ports": "containerPort", "env": "name", "volumeMounts": "mountPath"}
-    keys["volumeDevices"] = "devicePath"
-    table: dict[FieldPath, str] = {}
-    for containers in ("containers", "initContainers", "ephemeralContainers"):
-        table[(*prefix, containers)] = "name"
-        for field, key in keys.items():
-            table[(*prefix, containers, field)] = key
-    return table
-
-
-def _pod_spec(prefix: FieldPath) -> dict[FieldPath, str]:
-    table = _container_lists(prefix)
-    table[(*prefix, "volumes")] = "name"
-    table[(*prefix, "imagePullSecrets")] = "name"
-    table[(*prefix, "hostAliases")] = "ip"
-    table[(*prefix, "schedulingGates")] = "name"
-    table[(*prefix, "resourceClaims")] = "name"
-    table[(*prefix, "topologySpreadConstraints")] = "topologyKey"
-    # tolerations, readinessGates, containers[].resizePolicy: atomic upstream.
-    return table
-
-
-def _pod_template(prefix: FieldPath) -> dict[FieldPath, str]:
-    return _object_meta((*prefix, "metadata")) | _pod_spec((*prefix, "spec"))
-
-
-_METADATA = _object_meta(("metadata",))
-_CONDITIONS = {("status", "conditions"): "type"}
-
-
-def _workload() -> dict[FieldPath, str]:
-    # A fresh table per kind, so that editing one kind's entries leaves the others alone.
-    return _METADATA | _pod_template(("spec", "template")) | _CONDITIONS
-
-
-PATCH_STRATEGIES: dict[str, dict[FieldPath, str]] = {
-    "Pod": _METADATA
-    | _pod_spec(("spec",))
-    | _CONDITIONS
-    | {
-        ("status", "podIPs"): "ip",
-        ("status", "hostIPs"): "ip",
-        ("status", "resourceClaimStatuses"): "name",
-        # containerStatuses, initContainerStatuses, ephemeralContainerStatuses: atomic.
-    },
-    "PodTemplate": _METADATA | _pod_template(("template",)),
-    "ReplicationController": _workload(),
-    "Deployment": _workload(),
-    "ReplicaSet": _workload(),
-    "StatefulSet": _workload(),
-    "DaemonSet": _workload(),
-    "Job": _workload(),
-    "CronJob": _METADATA | _pod_template(("spec", "jobTemplate", "spec", "template")),
-    "Node": _METADATA
-    | _CONDITIONS
-    | {
-        ("spec", "podCIDRs"): MERGE,
-        # spec.taints carries no patch tags upstream: atomic, so `kubectl taint k-` can remove.
-        ("status", "addresses"): "type",
-    },
-    "Service": _METADATA | _CONDITIONS | {("spec", "ports"): "port"},
-    "Namespace": _METADATA | _CONDITIONS,
-    # NetworkPolicy: ingress, egress, policyTypes, from, to, ports are all atomic upstream.
-    "NetworkPolicy": dict(_METADATA),
-}
-
-
-def _strategies_for(kind: str) -> Mapping[FieldPath, str]:
-    # Every kind has ObjectMeta, so an unknown kind still merges finalizers and ownerReferences.
-    return PATCH_STRATEGIES.get(kind, _METADATA)
 
 
 # --- RFC 7386 and RFC 6902 ------------------------------------------------------------------
@@ -218,7 +133,7 @@ def strategic_merge_patch(original: dict, patch: dict, kind: str) -> dict:
     malformed patch."""
     _require_object(original, "the object to patch")
     _require_object(patch, "a strategic merge patch")
-    merger = _Merger(_strategies_for(kind))
+    merger = _Merger(strategies_for(kind))
     # The merge edits in place, as upstream does, so it gets private copies of both inputs.
     result = merger.merge_map(copy.deepcopy(original), copy.deepcopy(patch), ())
     return {} if result is _DELETED else result
