@@ -42,6 +42,8 @@ from typing import Any
 import jsonpatch
 import jsonpointer
 
+from agent.lab.apiserver.patch_strategies import MERGE, PATCH_STRATEGIES, FieldPath, strategies_for
+
 __all__ = [
     "MERGE",
     "PATCH_STRATEGIES",
@@ -51,7 +53,6 @@ __all__ = [
     "strategic_merge_patch",
 ]
 
-from agent.lab.apiserver.patch_strategies import MERGE, PATCH_STRATEGIES, FieldPath, strategies_for
 
 _DIRECTIVE = "$patch"
 _RETAIN_KEYS = "$retainKeys"
