@@ -8,13 +8,21 @@ import asyncio
 import json
 import os
 import sys
+from ipaddress import ip_address
 
 from kubernetes.client import ApiException, CoreV1Api
 
 from agent.explain import render_matrix
 from agent.lab import lab, processes
 from agent.lab.cluster import core_api, get_pod, list_nodes, list_pods
-from agent.lab.config import state_dir
+from agent.lab.config import (
+    EXTERNAL_NS,
+    MAX_NODES,
+    OUTSIDE,
+    lab_nodes,
+    node_by_address,
+    state_dir,
+)
 from agent.lab.matrix import probe_matrix
 from agent.lab.probe import probe
 from agent.portspec import parse_port_protocol
@@ -32,7 +40,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     cmds = p.add_subparsers(dest="lab_command", metavar="COMMAND", required=True)
     up = cmds.add_parser("up", help="build the lab (idempotent); prints the kubeconfig path")
     up.add_argument("--nodes", type=int, default=2)
-    up.add_argument("--backend", default="none", help="none (iptables and ebpf: to come)")
+    up.add_argument(
+        "--backend",
+        default="none",
+        choices=lab.BACKENDS,
+        help="none (no enforcement) or iptables: one agent per node",
+    )
+    up.add_argument(
+        "--virtual-nodes",
+        type=int,
+        default=0,
+        help="nodes that exist only in the API: their pods get addresses and no "
+        "namespace (for benchmarks with thousands of pods)",
+    )
     up.set_defaults(func=cmd_up)
     cmds.add_parser("down", help="remove everything the lab made").set_defaults(func=cmd_down)
     cmds.add_parser("status", help="nodes, pods, processes").set_defaults(func=cmd_status)
@@ -43,8 +63,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("pod", metavar="NS/POD")
     ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD...")
     ex.set_defaults(func=cmd_exec)
-    pr = cmds.add_parser("probe", help="try one new connection from a pod")
-    pr.add_argument("pod", metavar="NS/POD")
+    pr = cmds.add_parser("probe", help="try one new connection from a pod, node or outside")
+    pr.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="NS/POD, node/NAME, or an address: a node's, or an outside one (198.19.200.0/24)",
+    )
     pr.add_argument("target", metavar="TARGET", help="NS/POD or an IP address")
     pr.add_argument("port", metavar="PORT[/PROTO]")
     pr.add_argument("--timeout", type=float, default=1.0)
@@ -72,7 +96,7 @@ def _api() -> CoreV1Api:
 
 def cmd_up(args: argparse.Namespace) -> int:
     try:
-        path = lab.up(args.nodes, args.backend)
+        path = lab.up(args.nodes, args.backend, args.virtual_nodes)
     except (lab.LabError, ValueError) as exc:
         return _fail(str(exc))
     print(path)
@@ -150,19 +174,45 @@ def cmd_exec(args: argparse.Namespace) -> int:
     return EXIT_FAIL  # not reached
 
 
+def _source(api: CoreV1Api, text: str) -> tuple[str, str | None]:
+    """(namespace, source address) for NS/POD, node/NAME, a node's address, or an
+    outside address (198.19.200.0/24, owned by the lab's external host)."""
+    if text.startswith("node/"):
+        node = next((n for n in lab_nodes(MAX_NODES) if n.name == text[5:]), None)
+        if node is None:
+            raise ValueError(f"no lab node {text[5:]!r}")
+        return node.netns, str(node.address)
+    if "/" in text:
+        pod = get_pod(api, text)
+        if pod.netns is None:
+            raise ValueError(f"{text} is not running in the lab")
+        return pod.netns, None
+    node = node_by_address(text)
+    if node is not None:
+        return node.netns, text
+    try:
+        if ip_address(text) in OUTSIDE:
+            return EXTERNAL_NS, text
+    except ValueError:
+        pass
+    raise ValueError(
+        f"{text!r} is not NS/POD, node/NAME, a node address or an address in {OUTSIDE}"
+    )
+
+
 def cmd_probe(args: argparse.Namespace) -> int:
     try:
         port, protocol = parse_port_protocol(args.port)
         api = _api()
-        src = get_pod(api, args.pod)
+        netns, source_ip = _source(api, args.source)
         target = args.target
         if "/" in target:
             target = get_pod(api, target).ip or ""
     except (lab.LabError, ApiException, ValueError) as exc:
         return _fail(str(exc))
-    if src.netns is None or not target:
-        return _fail("source or target pod is not running in the lab")
-    result = asyncio.run(probe(src.netns, target, port, protocol, args.timeout))
+    if not target:
+        return _fail("the target pod has no address")
+    result = asyncio.run(probe(netns, target, port, protocol, args.timeout, source_ip))
     print(result)
     return EXIT_OK if result.connected else EXIT_FAIL
 

@@ -1,7 +1,12 @@
 """The lab's names and address plan, all inside 198.18.0.0/15 (RFC 2544 test range).
 
-underlay  198.18.0.0/24   node i: 198.18.0.i; the host end (API server): .254
-pods      198.18.i.0/24   the pod CIDR of node i (i = 1..200)
+underlay  198.18.0.0/24     node i: 198.18.0.i; external host .253; the host end
+                            (API server) .254
+pods      198.18.i.0/24     the pod CIDR of node i (i = 1..200)
+virtual   198.19.k.0/24     the pod CIDR of virtual node k (k = 1..199): pods that
+                            are API objects with addresses, and no namespace
+outside   198.19.200.0/24   "the internet": every address answers, from one
+                            namespace (for ipBlock rules and external clients)
 """
 
 from __future__ import annotations
@@ -19,6 +24,11 @@ UNDERLAY = IPv4Network("198.18.0.0/24")
 API_ADDRESS = IPv4Address("198.18.0.254")
 API_PORT = 6443
 MAX_NODES = 200
+MAX_VIRTUAL_NODES = 199
+EXTERNAL_NS = "picket-external"
+EXTERNAL_LINK = "pu-external"
+EXTERNAL_ADDRESS = IPv4Address("198.18.0.253")
+OUTSIDE = IPv4Network("198.19.200.0/24")
 CNI_BIN_DIR = Path("/usr/lib/cni")
 
 
@@ -62,3 +72,35 @@ def lab_nodes(count: int) -> list[LabNode]:
 def pod_netns(uid: str) -> str:
     """A pod's network namespace, from its UID (stable, short, unique)."""
     return f"{NETNS_PREFIX}pod-{uid.replace('-', '')[:12]}"
+
+
+@dataclass(frozen=True)
+class VirtualNode:
+    """A node that exists only in the API: its pods get addresses and nothing else, so
+    benchmarks can have thousands of pods without thousands of namespaces."""
+
+    index: int  # 1-based
+
+    @property
+    def name(self) -> str:
+        return f"vnode-{self.index}"
+
+    @property
+    def pod_cidr(self) -> IPv4Network:
+        return IPv4Network(f"198.19.{self.index}.0/24")
+
+
+def virtual_nodes(count: int) -> list[VirtualNode]:
+    if not 0 <= count <= MAX_VIRTUAL_NODES:
+        raise ValueError(f"--virtual-nodes must be between 0 and {MAX_VIRTUAL_NODES}")
+    return [VirtualNode(i) for i in range(1, count + 1)]
+
+
+def node_by_address(address: str) -> LabNode | None:
+    """The lab node whose underlay address is `address`."""
+    try:
+        ip = IPv4Address(address)
+    except ValueError:
+        return None
+    index = int(ip) - int(UNDERLAY.network_address)
+    return LabNode(index) if ip in UNDERLAY and 1 <= index <= MAX_NODES else None

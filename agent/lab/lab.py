@@ -6,16 +6,25 @@ from __future__ import annotations
 import json
 import shutil
 import ssl
+import sys
 import time
 import urllib.request
 from pathlib import Path
 
 from agent.lab import processes, topology
-from agent.lab.config import API_ADDRESS, API_PORT, HOST_LINK, LabNode, lab_nodes, state_dir
+from agent.lab.config import (
+    API_ADDRESS,
+    API_PORT,
+    HOST_LINK,
+    LabNode,
+    lab_nodes,
+    state_dir,
+    virtual_nodes,
+)
 from agent.lab.tls import write_credentials
 
 APISERVER, KUBELET = "apiserver", "kubelet"
-BACKENDS = ("none",)  # iptables and ebpf arrive with their dataplanes
+BACKENDS = ("none", "iptables")  # ebpf arrives with its dataplane
 
 
 class LabError(RuntimeError):
@@ -70,7 +79,7 @@ def _start_apiserver(state: Path) -> None:
     _wait_ready(state)
 
 
-def _start_kubelet(state: Path, nodes: list[LabNode]) -> None:
+def _start_kubelet(state: Path, nodes: int, virtual: int) -> None:
     processes.start(
         state,
         KUBELET,
@@ -80,18 +89,59 @@ def _start_kubelet(state: Path, nodes: list[LabNode]) -> None:
             "--kubeconfig",
             str(kubeconfig_path(state)),
             "--nodes",
-            str(len(nodes)),
+            str(nodes),
+            "--virtual-nodes",
+            str(virtual),
             "--state-dir",
             str(state),
         ],
     )
 
 
-def up(node_count: int, backend: str) -> Path:
+def agent_args(node: str, backend: str, kubeconfig: str) -> list[str]:
+    """The `picket agent` flags the lab runs on each node: the DaemonSet passes the same
+    ones (a test derives one from the other), so the lab exercises what is deployed."""
+    return ["agent", "--node", node, "--backend", backend, "--kubeconfig", kubeconfig]
+
+
+def agent_name(node: LabNode) -> str:
+    return f"agent-{node.name}"
+
+
+def _reconcile_agents(state: Path, nodes: list[LabNode], backend: str, previous: str) -> None:
+    """One agent per node inside the node's namespace. A backend change stops the old
+    agents and removes what they programmed, first."""
+    if previous not in ("", "none", backend):
+        for node in nodes:
+            processes.stop(state, agent_name(node))
+            processes.run_once(
+                [
+                    sys.executable,
+                    "-m",
+                    "agent.cli",
+                    "agent",
+                    "--node",
+                    node.name,
+                    "--backend",
+                    previous,
+                    "--cleanup",
+                ],
+                node.netns,
+            )
+    if backend == "none":
+        return
+    for node in nodes:
+        if processes.running(state, agent_name(node)) is None:
+            argv = ["-m", "agent.cli", *agent_args(node.name, backend, str(kubeconfig_path(state)))]
+            processes.start(state, agent_name(node), argv, netns=node.netns)
+
+
+def up(node_count: int, backend: str, virtual_count: int = 0) -> Path:
     """Build or complete the lab; returns the kubeconfig path."""
     if backend not in BACKENDS:
-        raise LabError(f"backend {backend!r} is not available yet (have: {', '.join(BACKENDS)})")
+        raise LabError(f"backend {backend!r} is not available (have: {', '.join(BACKENDS)})")
     nodes = lab_nodes(node_count)
+    virtual_nodes(virtual_count)  # validates the count
     state = state_dir()
     previous = _read_config(state)
     if previous.get("nodes", 0) > node_count:
@@ -100,20 +150,25 @@ def up(node_count: int, backend: str) -> Path:
             "run `picket lab down` before shrinking it"
         )
     state.mkdir(parents=True, exist_ok=True)
-    if HOST_LINK not in {n for n in _host_links()}:
+    if HOST_LINK not in set(_host_links()):
         topology.check_host_is_free()
     topology.ensure_underlay()
     for node in nodes:
         topology.ensure_node(node, nodes)
+    topology.ensure_external(nodes)
     if not kubeconfig_path(state).exists():
         write_credentials(state, f"https://{API_ADDRESS}:{API_PORT}", [str(API_ADDRESS)])
     if processes.running(state, APISERVER) is None:
         _start_apiserver(state)
-    if previous.get("nodes") != node_count:
+    wanted = (node_count, virtual_count)
+    if (previous.get("nodes"), previous.get("virtual_nodes", 0)) != wanted:
         processes.stop(state, KUBELET)  # it serves a fixed node list: restart to add nodes
     if processes.running(state, KUBELET) is None:
-        _start_kubelet(state, nodes)
-    (state / "lab.json").write_text(json.dumps({"nodes": node_count, "backend": backend}))
+        _start_kubelet(state, node_count, virtual_count)
+    _reconcile_agents(state, nodes, backend, previous.get("backend", ""))
+    (state / "lab.json").write_text(
+        json.dumps({"nodes": node_count, "virtual_nodes": virtual_count, "backend": backend})
+    )
     return kubeconfig_path(state)
 
 

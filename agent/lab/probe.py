@@ -48,19 +48,32 @@ def _identity(data: bytes) -> str:
 
 
 async def probe(
-    netns: str | None, ip: str, port: int, protocol: str, timeout: float = 1.0
+    netns: str | None,
+    ip: str,
+    port: int,
+    protocol: str,
+    timeout: float = 1.0,
+    source_ip: str | None = None,
 ) -> ProbeResult:
-    """One new connection attempt from namespace `netns` to ip:port/protocol."""
+    """One new connection attempt from namespace `netns` (from `source_ip` when given,
+    e.g. a node's underlay address or an outside address) to ip:port/protocol."""
     run = {"TCP": _tcp, "UDP": _udp, "SCTP": _sctp}[protocol.upper()]
     try:
-        return await asyncio.wait_for(run(netns, ip, port), timeout)
+        return await asyncio.wait_for(run(netns, ip, port, source_ip), timeout)
     except TimeoutError:
         return ProbeResult(TIMEOUT)
 
 
-async def _tcp(netns: str | None, ip: str, port: int) -> ProbeResult:
+def _socket(netns: str | None, kind: int, proto: int, source_ip: str | None) -> socket.socket:
+    sock = socket_in(netns, socket.AF_INET, kind, proto)
+    if source_ip is not None:
+        sock.bind((source_ip, 0))
+    return sock
+
+
+async def _tcp(netns: str | None, ip: str, port: int, source_ip: str | None) -> ProbeResult:
     loop = asyncio.get_running_loop()
-    sock = socket_in(netns, socket.AF_INET, socket.SOCK_STREAM)
+    sock = _socket(netns, socket.SOCK_STREAM, 0, source_ip)
     try:
         try:
             await loop.sock_connect(sock, (ip, port))
@@ -74,9 +87,9 @@ async def _tcp(netns: str | None, ip: str, port: int) -> ProbeResult:
         sock.close()
 
 
-async def _udp(netns: str | None, ip: str, port: int) -> ProbeResult:
+async def _udp(netns: str | None, ip: str, port: int, source_ip: str | None) -> ProbeResult:
     loop = asyncio.get_running_loop()
-    sock = socket_in(netns, socket.AF_INET, socket.SOCK_DGRAM)
+    sock = _socket(netns, socket.SOCK_DGRAM, 0, source_ip)
     try:
         sock.connect((ip, port))
         while True:
@@ -99,9 +112,9 @@ async def _udp(netns: str | None, ip: str, port: int) -> ProbeResult:
         sock.close()
 
 
-async def _sctp(netns: str | None, ip: str, port: int) -> ProbeResult:
+async def _sctp(netns: str | None, ip: str, port: int, source_ip: str | None) -> ProbeResult:
     loop = asyncio.get_running_loop()
-    sock = socket_in(netns, socket.AF_INET, socket.SOCK_RAW, IPPROTO_SCTP)
+    sock = _socket(netns, socket.SOCK_RAW, IPPROTO_SCTP, source_ip)
     tag = secrets.randbits(32) or 1
     src_port = 32768 + secrets.randbelow(28000)
     init = sctp.init_packet(src_port, port, tag, secrets.randbits(32))

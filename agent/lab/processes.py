@@ -63,6 +63,15 @@ def start(state: Path, name: str, argv: list[str], netns: str | None = None) -> 
     return proc.pid
 
 
+def run_once(command: list[str], netns: str | None = None) -> int:
+    """Run a command to completion (in `netns`), output discarded; returns its status."""
+    if netns is not None:
+        command = ["ip", "netns", "exec", netns, *command]
+    return subprocess.run(
+        command, capture_output=True, check=False, cwd=Path(__file__).resolve().parents[2]
+    ).returncode
+
+
 def stop(state: Path, name: str, grace: float = 5.0) -> bool:
     """SIGTERM, then SIGKILL after `grace` seconds. True if a process was stopped."""
     pid = running(state, name)

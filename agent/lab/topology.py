@@ -14,13 +14,18 @@ import contextlib
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from ipaddress import IPv4Address, IPv4Network
 
 from pyroute2 import IPRoute, NetNS, netns
 
 from agent.lab.config import (
     API_ADDRESS,
+    EXTERNAL_ADDRESS,
+    EXTERNAL_LINK,
+    EXTERNAL_NS,
     HOST_LINK,
     NETNS_PREFIX,
+    OUTSIDE,
     UNDERLAY,
     UNDERLAY_BRIDGE,
     UNDERLAY_NS,
@@ -139,15 +144,68 @@ def ensure_node(node: LabNode, all_nodes: list[LabNode]) -> None:
     with netns_ipr(node.netns) as ipr:
         _ensure_address(ipr, "eth0", str(node.address), UNDERLAY.prefixlen)
         _up(ipr, "eth0")
-        present = {(r.get_attr("RTA_DST"), r["dst_len"]) for r in ipr.get_routes(family=2)}
-        for peer in all_nodes:
-            dst = peer.pod_cidr
-            if peer != node and (str(dst.network_address), dst.prefixlen) not in present:
-                ipr.route("add", dst=str(dst), gateway=str(peer.address))
+        routes = {peer.pod_cidr: peer.address for peer in all_nodes if peer != node}
+        routes[OUTSIDE] = EXTERNAL_ADDRESS
+        _ensure_routes(ipr, routes)
     sysctl(node.netns, "net.ipv4.ip_forward", "1")
     for scope in ("all", "default"):
         # Strict reverse-path filtering would drop pod traffic on asymmetric paths.
         sysctl(node.netns, f"net.ipv4.conf.{scope}.rp_filter", "0")
+
+
+def _ensure_routes(ipr: IPRoute | NetNS, routes: dict[IPv4Network, IPv4Address]) -> None:
+    present = {(r.get_attr("RTA_DST"), r["dst_len"]) for r in ipr.get_routes(family=2)}
+    for dst, gateway in routes.items():
+        if (str(dst.network_address), dst.prefixlen) not in present:
+            ipr.route("add", dst=str(dst), gateway=str(gateway))
+
+
+def ensure_external(all_nodes: list[LabNode]) -> None:
+    """The outside world: one namespace on the underlay that owns all of 198.19.200.0/24
+    (a `local` route: every address there is its own), reached through it by the nodes."""
+    _ensure_netns(EXTERNAL_NS)
+    with netns_ipr(UNDERLAY_NS) as ipr:
+        if _index(ipr, EXTERNAL_LINK) is None:
+            ipr.link(
+                "add",
+                ifname=EXTERNAL_LINK,
+                kind="veth",
+                peer={"ifname": "eth0", "net_ns_fd": EXTERNAL_NS},
+            )
+        _up(ipr, EXTERNAL_LINK, master=_index(ipr, UNDERLAY_BRIDGE))
+    with netns_ipr(EXTERNAL_NS) as ipr:
+        _ensure_address(ipr, "eth0", str(EXTERNAL_ADDRESS), UNDERLAY.prefixlen)
+        _up(ipr, "eth0")
+        local = [
+            r
+            for r in ipr.get_routes(family=2, table=255)
+            if r.get_attr("RTA_DST") == str(OUTSIDE.network_address)
+            and r["dst_len"] == OUTSIDE.prefixlen
+        ]
+        if not local:
+            ipr.route(
+                "add",
+                dst=str(OUTSIDE),
+                type="local",
+                table=255,
+                scope="host",
+                oif=_index(ipr, "lo"),
+            )
+        _ensure_routes(ipr, {n.pod_cidr: n.address for n in all_nodes})
+    # Every TCP and UDP port of every outside address is answered by one responder on 7.
+    for proto in ("tcp", "udp"):
+        rule = ["PREROUTING", "-p", proto, "-j", "REDIRECT", "--to-ports", "7"]
+        check = subprocess.run(
+            ["ip", "netns", "exec", EXTERNAL_NS, "iptables", "-w", "-t", "nat", "-C", *rule],
+            capture_output=True,
+            check=False,
+        )
+        if check.returncode != 0:
+            subprocess.run(
+                ["ip", "netns", "exec", EXTERNAL_NS, "iptables", "-w", "-t", "nat", "-A", *rule],
+                capture_output=True,
+                check=True,
+            )
 
 
 def remove_everything() -> list[str]:

@@ -21,9 +21,10 @@ from kubernetes import client
 from pyroute2 import netns
 
 from agent.lab import cni
-from agent.lab.config import LabNode, pod_netns
+from agent.lab.config import EXTERNAL_NS, LabNode, VirtualNode, pod_netns
 from agent.lab.kubelet.responder import Responder
 from agent.lab.kubelet.status import node_body, running_status
+from agent.lab.kubelet.virtual import VirtualAddresses
 from agent.lab.kubelet.watcher import SYNCED, PodWatcher
 from agent.model.errors import InvalidObjectError
 from agent.model.objects import Pod
@@ -43,9 +44,16 @@ class Sandbox:
 
 
 class Kubelet:
-    def __init__(self, api: client.CoreV1Api, nodes: list[LabNode], state_dir: Path) -> None:
+    def __init__(
+        self,
+        api: client.CoreV1Api,
+        nodes: list[LabNode],
+        state_dir: Path,
+        virtual: list[VirtualNode] | None = None,
+    ) -> None:
         self.api = api
         self.nodes = {n.name: n for n in nodes}
+        self.virtual = VirtualAddresses(virtual or [])
         self.state_dir = state_dir
         self.sandboxes: dict[str, Sandbox] = {}
         self.pods: dict[str, dict[str, Any]] = {}  # uid -> latest object seen
@@ -56,7 +64,7 @@ class Kubelet:
         return cni.network_config(str(node.pod_cidr), str(self.state_dir / "ipam" / node.name))
 
     async def register_nodes(self) -> None:
-        for node in self.nodes.values():
+        for node in [*self.nodes.values(), *self.virtual.nodes.values()]:
             body = node_body(node)
             try:
                 await asyncio.to_thread(self.api.create_node, body)
@@ -69,6 +77,11 @@ class Kubelet:
 
     async def run(self) -> None:
         await self.register_nodes()
+        if EXTERNAL_NS in netns.listnetns():
+            # "The internet": answers every TCP/UDP port (redirected to 7) and any SCTP INIT.
+            await Responder(
+                "external", EXTERNAL_NS, [(7, "TCP"), (7, "UDP")], sctp_any_port=True
+            ).start()
         queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
         watcher = PodWatcher(self.api, asyncio.get_running_loop(), queue)
         watcher.start()
@@ -91,6 +104,7 @@ class Kubelet:
         async with lock:
             try:
                 if deleted:
+                    self.virtual.release(uid)
                     await self._teardown(uid)
                     self._locks.pop(uid, None)
                     return
@@ -99,6 +113,8 @@ class Kubelet:
                     await self._schedule(obj)
                 elif node_name in self.nodes and uid not in self.sandboxes:
                     await self._start(uid, obj, self.nodes[node_name])
+                elif self.virtual.holds(node_name):
+                    await self._start_virtual(uid, obj)
             except Exception:  # one pod's failure must not stop the kubelet
                 log.exception(
                     "pod %s/%s", obj["metadata"].get("namespace"), obj["metadata"].get("name")
@@ -178,6 +194,19 @@ class Kubelet:
         if ip is None:
             raise cni.CniError(f"CNI ADD for {pod.ref} returned no IPv4 address")
         return Sandbox(node, name, str(ip), Responder(pod.ref, name, ports), result)
+
+    async def _start_virtual(self, uid: str, obj: dict[str, Any]) -> None:
+        ip = self.virtual.assign(uid, obj)
+        if ip is None:
+            return
+        node = self.virtual.nodes[obj["spec"]["nodeName"]]
+        meta = obj["metadata"]
+        await asyncio.to_thread(
+            self.api.patch_namespaced_pod_status,
+            meta["name"],
+            meta["namespace"],
+            {"status": running_status(obj, ip, self.virtual.host_ip(node))},
+        )
 
     def _result_file(self, uid: str) -> Path:
         return self.state_dir / "cni" / f"{uid}.json"

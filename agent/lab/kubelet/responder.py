@@ -16,6 +16,7 @@ import contextlib
 import logging
 import secrets
 import socket
+import struct
 from collections.abc import Iterable
 
 from agent.lab import sctp
@@ -23,6 +24,7 @@ from agent.lab.netns import socket_in
 
 log = logging.getLogger("picket.lab.responder")
 IPPROTO_SCTP = 132
+IP_PKTINFO = 8  # linux/in.h; Python 3.11's socket module lacks the constant
 
 
 class _UdpEcho(asyncio.DatagramProtocol):
@@ -45,11 +47,14 @@ class Responder:
         netns: str | None,
         ports: Iterable[tuple[int, str]],
         bind_address: str = "0.0.0.0",
+        sctp_any_port: bool = False,
     ) -> None:
         self.identity = identity.encode()
         self.netns = netns
         self.ports = sorted(set(ports))
         self.bind_address = bind_address
+        # The external host answers an SCTP INIT on every port, as it does TCP and UDP.
+        self.sctp_any_port = sctp_any_port
         self._servers: list[asyncio.AbstractServer] = []
         self._transports: list[asyncio.BaseTransport] = []
         self._raw: socket.socket | None = None
@@ -68,7 +73,7 @@ class Responder:
                     lambda: _UdpEcho(self.identity), sock=sock
                 )
                 self._transports.append(transport)
-        if any(protocol == "SCTP" for _, protocol in self.ports):
+        if self.sctp_any_port or any(protocol == "SCTP" for _, protocol in self.ports):
             self._raw = socket_in(self.netns, socket.AF_INET, socket.SOCK_RAW, IPPROTO_SCTP)
             loop.add_reader(self._raw.fileno(), self._on_sctp)
 
@@ -106,7 +111,7 @@ class Responder:
         if init is None or (self.bind_address != "0.0.0.0" and dst != self.bind_address):
             return
         peer_tag = sctp.parse_init(init).initiate_tag
-        if (packet.dst_port, "SCTP") in self.ports:
+        if self.sctp_any_port or (packet.dst_port, "SCTP") in self.ports:
             reply = sctp.init_ack_packet(
                 packet.dst_port,
                 packet.src_port,
@@ -118,7 +123,12 @@ class Responder:
         else:
             reply = sctp.abort_packet(packet.dst_port, packet.src_port, peer_tag)
         with contextlib.suppress(OSError):
-            self._raw.sendto(reply, (src, 0))
+            # Answer from the address the INIT was sent to (the external host owns a
+            # whole /24, and routing alone would pick its underlay address).
+            pktinfo = struct.pack("@i4s4s", 0, socket.inet_aton(dst), bytes(4))
+            self._raw.sendmsg(
+                [reply], [(socket.IPPROTO_IP, IP_PKTINFO, pktinfo)], 0, (src, 0)
+            )
 
     async def stop(self) -> None:
         """Close every socket, accepted connections too: they hold the namespace alive."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.lab.config import LabNode
+from agent.lab.config import LabNode, VirtualNode
 
 KUBELET_VERSION = "v1.32.0-picket-lab"
 
@@ -14,8 +14,12 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def node_body(node: LabNode) -> dict[str, Any]:
+def node_body(node: LabNode | VirtualNode) -> dict[str, Any]:
     now = _now()
+    virtual = isinstance(node, VirtualNode)
+    addresses = [{"type": "Hostname", "address": node.name}]
+    if not virtual:
+        addresses.insert(0, {"type": "InternalIP", "address": str(node.address)})
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -25,15 +29,12 @@ def node_body(node: LabNode) -> dict[str, Any]:
                 "kubernetes.io/hostname": node.name,
                 "kubernetes.io/os": "linux",
                 "kubernetes.io/arch": "amd64",
-                "picket.io/lab-node": "true",
+                "picket.io/lab-node": "virtual" if virtual else "true",
             },
         },
         "spec": {"podCIDR": str(node.pod_cidr), "podCIDRs": [str(node.pod_cidr)]},
         "status": {
-            "addresses": [
-                {"type": "InternalIP", "address": str(node.address)},
-                {"type": "Hostname", "address": node.name},
-            ],
+            "addresses": addresses,
             "conditions": [
                 {
                     "type": "Ready",
