@@ -16,7 +16,12 @@ from aiohttp import web
 from agent.lab.apiserver import resources as res
 from agent.lab.apiserver import status as st
 from agent.lab.apiserver.handlers import Api, matcher
-from agent.lab.apiserver.openapi import openapi_v2, openapi_v3_group, openapi_v3_index
+from agent.lab.apiserver.openapi import (
+    openapi_v2,
+    openapi_v2_protobuf,
+    openapi_v3_group,
+    openapi_v3_index,
+)
 from agent.lab.apiserver.routing import Discovery, Target, parse_path
 from agent.lab.apiserver.store import Event, Store
 from agent.lab.apiserver.tables import to_table
@@ -106,14 +111,19 @@ class ApiServer:
         if path in ("/healthz", "/livez", "/readyz"):
             return web.Response(text="ok")
         if path.startswith("/openapi/"):
-            return self._openapi(path)
+            return self._openapi(path, request.headers.get("Accept", ""))
         target = parse_path(path)
         if isinstance(target, Discovery):
             return self._discovery(target)
         return await self._resource(request, target)
 
-    def _openapi(self, path: str) -> web.Response:
+    def _openapi(self, path: str, accept: str) -> web.Response:
         if path == "/openapi/v2":
+            if "protobuf" in accept:
+                return web.Response(
+                    body=openapi_v2_protobuf(),
+                    content_type="application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+                )
             return _json(openapi_v2())
         if path == "/openapi/v3":
             return _json(openapi_v3_index())

@@ -126,9 +126,7 @@ class Responder:
             # Answer from the address the INIT was sent to (the external host owns a
             # whole /24, and routing alone would pick its underlay address).
             pktinfo = struct.pack("@i4s4s", 0, socket.inet_aton(dst), bytes(4))
-            self._raw.sendmsg(
-                [reply], [(socket.IPPROTO_IP, IP_PKTINFO, pktinfo)], 0, (src, 0)
-            )
+            self._raw.sendmsg([reply], [(socket.IPPROTO_IP, IP_PKTINFO, pktinfo)], 0, (src, 0))
 
     async def stop(self) -> None:
         """Close every socket, accepted connections too: they hold the namespace alive."""
