@@ -6,8 +6,8 @@ import argparse
 import sys
 
 from agent import __version__
+from agent.commands import agent_cmd, explain, lab
 from agent.commands import compile as compile_cmd
-from agent.commands import explain, lab
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.register(sub)
     compile_cmd.register(sub)
     lab.register(sub)
+    agent_cmd.register(sub)
     return parser
 
 

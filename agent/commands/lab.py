@@ -79,6 +79,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     mx.add_argument("--protocol", default="TCP", type=str.upper, choices=("TCP", "UDP", "SCTP"))
     mx.add_argument("--timeout", type=float, default=1.0)
     mx.add_argument("--json", action="store_true")
+    mx.add_argument(
+        "--outcomes",
+        action="store_true",
+        help="with --json: each result is connected, refused or timeout instead "
+        "of a boolean (refused means the policy let the connection attempt through)",
+    )
     mx.set_defaults(func=cmd_matrix)
 
 
@@ -225,7 +231,10 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     found = asyncio.run(probe_matrix(pods, args.port, args.protocol, args.timeout))
     results = {src: {dst: r.connected for dst, r in row.items()} for src, row in found.items()}
-    if args.json:
+    if args.json and args.outcomes:
+        outcomes = {src: {dst: r.outcome for dst, r in row.items()} for src, row in found.items()}
+        print(json.dumps({"port": args.port, "protocol": args.protocol, "results": outcomes}))
+    elif args.json:
         print(json.dumps({"port": args.port, "protocol": args.protocol, "results": results}))
     else:
         print(

@@ -70,3 +70,34 @@ def cluster_allows(
         if not direction_admits(ir, ir.endpoints[ref].ingress, src, protocol, port):
             return False
     return True
+
+
+def endpoints_by_ip(ir: NodeIR) -> dict[IPAddress, str]:
+    return {ip: ref for ref, endpoint in ir.endpoints.items() for ip in endpoint.ips}
+
+
+def node_admits(
+    ir: NodeIR,
+    src: IPAddress,
+    dst: IPAddress,
+    protocol: str,
+    port: int | None,
+    node_addresses: frozenset[IPAddress] = frozenset(),
+    local: Mapping[IPAddress, str] | None = None,
+) -> bool:
+    """What one node's dataplane does with a new connection: the egress of a local
+    source and the ingress of a local destination. `node_addresses` are every address
+    the node itself holds (traffic to and from them is the node's, always allowed)."""
+    if src == dst or src in node_addresses or dst in node_addresses:
+        return True
+    if src in ir.node_ips or dst in ir.node_ips:
+        return True
+    local = endpoints_by_ip(ir) if local is None else local
+    src_ref, dst_ref = local.get(src), local.get(dst)
+    if src_ref is not None and not direction_admits(
+        ir, ir.endpoints[src_ref].egress, dst, protocol, port
+    ):
+        return False
+    return dst_ref is None or direction_admits(
+        ir, ir.endpoints[dst_ref].ingress, src, protocol, port
+    )

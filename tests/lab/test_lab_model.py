@@ -255,15 +255,18 @@ def test_kubelet_restart_keeps_pods_and_collects_deleted_ones(model):
     model("wait", "--for=condition=Ready", "pod/b", "-n", "z", "--timeout=30s")
 
 
-@pytest.mark.parametrize(("source", "target", "port", "want"), [
-    ("x/a", "198.19.200.7", "443", "connected external"),
-    ("x/a", "198.19.200.9", "53/udp", "connected external"),
-    ("x/a", "198.19.200.9", "99/sctp", "connected external"),
-    ("198.19.200.7", "y/b", "80", "connected y/b"),
-    ("198.19.200.8", "y/c", "81/sctp", "connected y/c"),
-    ("node/node-2", "x/a", "81/udp", "connected x/a"),
-    ("198.18.0.1", "z/b", "80", "connected z/b"),
-])
+@pytest.mark.parametrize(
+    ("source", "target", "port", "want"),
+    [
+        ("x/a", "198.19.200.7", "443", "connected external"),
+        ("x/a", "198.19.200.9", "53/udp", "connected external"),
+        ("x/a", "198.19.200.9", "99/sctp", "connected external"),
+        ("198.19.200.7", "y/b", "80", "connected y/b"),
+        ("198.19.200.8", "y/c", "81/sctp", "connected y/c"),
+        ("node/node-2", "x/a", "81/udp", "connected x/a"),
+        ("198.18.0.1", "z/b", "80", "connected z/b"),
+    ],
+)
 def test_probes_from_and_to_outside_and_nodes(model, source, target, port, want):
     assert picket("lab", "probe", source, target, port).stdout.strip() == want
 
@@ -271,12 +274,21 @@ def test_probes_from_and_to_outside_and_nodes(model, source, target, port, want)
 def test_virtual_node_pods_get_addresses_without_namespaces(kubectl):
     picket("lab", "up", "--nodes", "2", "--virtual-nodes", "2")
     assert wait_until(lambda: "vnode-2" in kubectl("get", "nodes").stdout)
-    pods = [{"apiVersion": "v1", "kind": "Pod",
-             "metadata": {"name": f"v{i}", "namespace": "default", "labels": {"virtual": "yes"}},
-             "spec": {"nodeName": f"vnode-{1 + i % 2}",
-                      "containers": [{"name": "c", "image": "agnhost"}]}} for i in range(6)]
-    kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List",
-                                                   "items": pods}))
+    pods = [
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"v{i}", "namespace": "default", "labels": {"virtual": "yes"}},
+            "spec": {
+                "nodeName": f"vnode-{1 + i % 2}",
+                "containers": [{"name": "c", "image": "agnhost"}],
+            },
+        }
+        for i in range(6)
+    ]
+    kubectl(
+        "apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": pods})
+    )
     kubectl("wait", "--for=condition=Ready", "pod", "-l", "virtual=yes", "--timeout=30s")
     items = kubectl.json("get", "pods", "-l", "virtual=yes")["items"]
     ips = [p["status"]["podIP"] for p in items]

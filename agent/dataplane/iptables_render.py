@@ -1,0 +1,226 @@
+"""NodeIR -> iptables chains and ipsets, as text (pure; the I/O is in iptables.py).
+
+Layout, in the filter table (one jump from FORWARD; nothing else is touched):
+
+    PICKET-FORWARD   ESTABLISHED,RELATED -> ACCEPT (replies are not new connections)
+                     INVALID -> DROP
+                     -i <pod veth> -> PICKET-EG-<h>   (traffic leaving a pod: its egress)
+                     -o <pod veth> -> PICKET-IN-<h>   (traffic entering a pod: its ingress)
+    PICKET-EG-<h>    one rule per (peer set, protocol) of each clause -> RETURN (admitted)
+    PICKET-IN-<h>    ... ; then NFLOG (the drop log) and DROP
+
+A direction chain is named by a hash of its rules, so pods selected by the same
+policies share one. Peers are ipsets: `hash:ip` for selector sets, `hash:net` with
+`nomatch` entries for ipBlock excepts, `hash:ip,port` for egress named ports. The rule
+count depends on local pods and policy rules, never on how many pods a peer set holds.
+Traffic between a pod and its own node never passes FORWARD, so it is always allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network, ip_network
+
+from agent.compiler.ir import (
+    ALL_PORTS,
+    CIDRSet,
+    Clause,
+    DirectionRules,
+    NamedPortClause,
+    NamedPortSet,
+    NodeIR,
+    PeerPortClause,
+    PortRange,
+)
+
+FORWARD_CHAIN = "PICKET-FORWARD"
+CHAIN_PREFIX = "PICKET-"
+SET_PREFIX = "picket-"
+DEFAULT_NFLOG_GROUP = 100
+MULTIPORT_LIMIT = 15  # xt_multiport: 15 ports, a range counting as two
+
+
+@dataclass(frozen=True)
+class IpSet:
+    name: str
+    kind: str  # hash:ip | hash:net | hash:ip,port
+    members: frozenset[str] = field(default_factory=frozenset)  # `ipset add` syntax
+
+
+@dataclass(frozen=True)
+class Ruleset:
+    chains: dict[str, list[str]]  # chain -> rule arguments (after `-A CHAIN`)
+    sets: dict[str, IpSet]
+
+    def rule_count(self) -> int:
+        return sum(len(rules) for rules in self.chains.values())
+
+
+def set_name(set_id: str) -> str:
+    return SET_PREFIX + set_id
+
+
+def _chain_name(direction: str, rules: DirectionRules, peer_side: str) -> str:
+    digest = hashlib.sha256(repr((peer_side, rules.clauses)).encode()).hexdigest()[:12].upper()
+    return f"{CHAIN_PREFIX}{'IN' if direction == 'Ingress' else 'EG'}-{digest}"
+
+
+def _port_matches(ports: tuple[PortRange, ...] | None) -> list[tuple[str, str]]:
+    """(protocol argument, port match) alternatives, ORed by being separate rules."""
+    if ports is None:
+        return [("", "")]
+    out = []
+    by_protocol: dict[str, list[PortRange]] = {}
+    for r in ports:
+        by_protocol.setdefault(r.protocol, []).append(r)
+    for protocol, ranges in sorted(by_protocol.items()):
+        proto = f"-p {protocol.lower()}"
+        if any((r.first, r.last) == ALL_PORTS for r in ranges):
+            out.append((proto, ""))
+            continue
+        out += [(proto, f"-m multiport --dports {chunk}") for chunk in _multiport_chunks(ranges)]
+    return out
+
+
+def _multiport_chunks(ranges: list[PortRange]) -> Iterable[str]:
+    chunk: list[str] = []
+    weight = 0
+    for r in sorted(ranges):
+        item, cost = (str(r.first), 1) if r.first == r.last else (f"{r.first}:{r.last}", 2)
+        if weight + cost > MULTIPORT_LIMIT:
+            yield ",".join(chunk)
+            chunk, weight = [], 0
+        chunk.append(item)
+        weight += cost
+    if chunk:
+        yield ",".join(chunk)
+
+
+def _comment(clause: Clause) -> str:
+    return f'-m comment --comment "{clause.origin}"'
+
+
+def _clause_rules(clause: Clause, peer_side: str) -> list[str]:
+    """`peer_side` is src for ingress (the peer sends), dst for egress."""
+    if isinstance(clause, NamedPortClause):
+        return [
+            f"-m set --match-set {set_name(clause.members)} {peer_side},{peer_side} "
+            f"{_comment(clause)} -j RETURN"
+        ]
+    assert isinstance(clause, PeerPortClause)
+    peers = (
+        [""]
+        if clause.peers is None
+        else [f"-m set --match-set {set_name(sid)} {peer_side}" for sid in clause.peers]
+    )
+    rules = []
+    for proto, port_match in _port_matches(clause.ports):
+        for peer in peers:
+            # -p comes first: a protocol's match modules need it.
+            parts = (proto, peer, port_match, _comment(clause), "-j RETURN")
+            rules.append(" ".join(p for p in parts if p))
+    return rules
+
+
+def _direction_chain(
+    direction: str, rules: DirectionRules, nflog_group: int
+) -> tuple[str, list[str]]:
+    peer_side = "src" if direction == "Ingress" else "dst"
+    body: list[str] = []
+    for clause in rules.clauses:
+        body += _clause_rules(clause, peer_side)
+    word = "ingress" if direction == "Ingress" else "egress"
+    body += [
+        f'-m comment --comment "isolated by {", ".join(rules.policies)}" '
+        f'-j NFLOG --nflog-group {nflog_group} --nflog-prefix "picket drop {word}"',
+        "-j DROP",
+    ]
+    return _chain_name(direction, rules, peer_side), body
+
+
+def _cidr_members(peer: CIDRSet) -> frozenset[str]:
+    # hash:net cannot hold a /0: two /1s cover the same addresses.
+    if not isinstance(peer.cidr, IPv4Network):
+        return frozenset()
+    nets = (
+        [ip_network("0.0.0.0/1"), ip_network("128.0.0.0/1")]
+        if peer.cidr.prefixlen == 0
+        else [peer.cidr]
+    )
+    return frozenset(
+        [str(n) for n in nets]
+        + [f"{e} nomatch" for e in peer.excepts if isinstance(e, IPv4Network)]
+    )
+
+
+def render_sets(ir: NodeIR) -> dict[str, IpSet]:
+    """Every peer set the IR names, with its members (IPv4; IPv6 comes with ip6tables)."""
+    out = {}
+    for sid, peer_set in ir.sets.items():
+        name = set_name(sid)
+        if isinstance(peer_set, CIDRSet):
+            out[name] = IpSet(name, "hash:net", _cidr_members(peer_set))
+        elif isinstance(peer_set, NamedPortSet):
+            members = frozenset(
+                f"{ip},{proto.lower()}:{port}"
+                for ip, proto, port in ir.members.get(sid, frozenset())
+                if isinstance(ip, IPv4Address)
+            )
+            out[name] = IpSet(name, "hash:ip,port", members)
+        else:
+            members = frozenset(
+                str(ip) for ip in ir.members.get(sid, frozenset()) if isinstance(ip, IPv4Address)
+            )
+            out[name] = IpSet(name, "hash:ip", members)
+    return out
+
+
+def render(
+    ir: NodeIR, interfaces: Mapping[str, str], nflog_group: int = DEFAULT_NFLOG_GROUP
+) -> Ruleset:
+    """`interfaces` maps a local endpoint (namespace/name) to its host-side interface;
+    endpoints without one (not wired yet) get no rules until they have one."""
+    chains: dict[str, list[str]] = {}
+    forward = [
+        "-m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+        "-m conntrack --ctstate INVALID -j DROP",
+    ]
+    dispatch_in: list[str] = []
+    for ref, endpoint in ir.endpoints.items():
+        ifname = interfaces.get(ref)
+        if ifname is None:
+            continue
+        for direction, rules, flag, target in (
+            ("Egress", endpoint.egress, "-i", forward),
+            ("Ingress", endpoint.ingress, "-o", dispatch_in),
+        ):
+            if rules is None:
+                continue  # not isolated: nothing to check
+            name, body = _direction_chain(direction, rules, nflog_group)
+            chains[name] = body
+            target.append(f'{flag} {ifname} -m comment --comment "{ref}" -j {name}')
+    chains[FORWARD_CHAIN] = forward + dispatch_in
+    return Ruleset(dict(sorted(chains.items())), render_sets(ir))
+
+
+def restore_text(ruleset: Ruleset, stale_chains: Iterable[str] = ()) -> str:
+    """Input for `iptables-restore --noflush`: declaring a chain flushes it, so our chains
+    are replaced whole in one transaction; stale ones are flushed, then deleted."""
+    stale = sorted(set(stale_chains) - set(ruleset.chains))
+    lines = ["*filter"]
+    lines += [f":{name} - [0:0]" for name in [*ruleset.chains, *stale]]
+    for name, rules in ruleset.chains.items():
+        lines += [f"-A {name} {rule}" for rule in rules]
+    lines += [f"-X {name}" for name in stale]
+    lines.append("COMMIT")
+    return "\n".join(lines) + "\n"
+
+
+def ipset_create(ipset: IpSet, name: str | None = None) -> str:
+    return f"create {name or ipset.name} {ipset.kind} family inet -exist"
+
+
+def ipset_fill(ipset: IpSet, name: str | None = None) -> list[str]:
+    return [f"add {name or ipset.name} {member} -exist" for member in sorted(ipset.members)]

@@ -1,0 +1,571 @@
+"""Conformance: on the 3x3 model over two nodes, every scenario's observed matrix equals
+the oracle's matrix computed from the live objects. The scenarios cover every rule of
+DESIGN.md's semantics list; same-node and cross-node pairs are both in every matrix.
+
+The suite is parametrized by backend; no expectation is backend-specific."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from tests.lab.conftest import MODEL, Kubectl, picket
+from tests.lab.enforcement import apply, converged, live_state, oracle_allows, probe_allowed
+
+NAMESPACES = ["x", "y", "z"]
+BACKENDS = ["iptables"]
+
+
+def netpol(ns: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    }
+
+
+def sel(**labels: str) -> dict[str, Any]:
+    return {"matchLabels": labels}
+
+
+def pods_peer(**labels: str) -> dict[str, Any]:
+    return {"podSelector": sel(**labels)}
+
+
+def ns_peer(**labels: str) -> dict[str, Any]:
+    return {"namespaceSelector": sel(**labels)}
+
+
+def extra_pod(ns: str, name: str, node: str, ports: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": {"scenario": "extra", "pod": name}},
+        "spec": {
+            "nodeName": node,
+            "containers": [{"name": "c", "image": "agnhost", "ports": ports}],
+        },
+    }
+
+
+def pod_ip(kubectl: Kubectl, ref: str) -> str:
+    ns, name = ref.split("/")
+    return kubectl.json("get", "pod", "-n", ns, name)["status"]["podIP"]
+
+
+@dataclass
+class Scenario:
+    name: str
+    objects: Callable[[Kubectl], list[dict[str, Any]]]
+    targets: list[tuple[int, str]] = field(default_factory=lambda: [(80, "TCP")])
+    change: Callable[[Kubectl], None] | None = None  # applied after the first comparison
+    undo: Callable[[Kubectl], None] | None = None
+    checks: list[tuple[str, str, str]] = field(default_factory=list)  # non-pod endpoints
+
+
+def fixed(*objects: dict[str, Any]) -> Callable[[Kubectl], list[dict[str, Any]]]:
+    return lambda kubectl: list(objects)
+
+
+DENY_IN = {"podSelector": {}}
+DENY_OUT = {"podSelector": {}, "policyTypes": ["Egress"]}
+
+
+def _relabel_pod(ref: str, *labels: str) -> Callable[[Kubectl], None]:
+    ns, name = ref.split("/")
+    return lambda kubectl: kubectl("label", "pod", "-n", ns, name, "--overwrite", *labels)
+
+
+def _relabel_ns(ns: str, *labels: str) -> Callable[[Kubectl], None]:
+    return lambda kubectl: kubectl("label", "namespace", ns, "--overwrite", *labels)
+
+
+def _ipblock_except(kubectl: Kubectl) -> list[dict[str, Any]]:
+    hole = pod_ip(kubectl, "x/a")
+    return [
+        netpol(
+            "y",
+            "from-node1-pods-but-x-a",
+            {
+                "podSelector": {},
+                "ingress": [
+                    {"from": [{"ipBlock": {"cidr": "198.18.1.0/24", "except": [f"{hole}/32"]}}]}
+                ],
+            },
+        )
+    ]
+
+
+def _egress_to_pod_ip(kubectl: Kubectl) -> list[dict[str, Any]]:
+    return [
+        netpol(
+            "x",
+            "egress-to-y-b-by-address",
+            {
+                "podSelector": {},
+                "policyTypes": ["Egress"],
+                "egress": [{"to": [{"ipBlock": {"cidr": f"{pod_ip(kubectl, 'y/b')}/32"}}]}],
+            },
+        )
+    ]
+
+
+NAMED = [
+    extra_pod(
+        "y",
+        "web1",
+        "node-1",
+        [{"containerPort": 80, "name": "http"}, {"containerPort": 81, "name": "alt"}],
+    ),
+    extra_pod(
+        "y",
+        "web2",
+        "node-2",
+        [{"containerPort": 81, "name": "http"}, {"containerPort": 80, "name": "alt"}],
+    ),
+]
+
+SCENARIOS = [
+    Scenario("deny-all-ingress", fixed(netpol("y", "deny", DENY_IN))),
+    Scenario("deny-all-egress", fixed(netpol("x", "deny", DENY_OUT)), [(80, "TCP"), (81, "UDP")]),
+    Scenario(
+        "deny-all-both-ways",
+        fixed(netpol("z", "deny", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]})),
+    ),
+    Scenario(
+        "allow-all-ingress-after-deny",
+        fixed(
+            netpol("y", "deny", DENY_IN), netpol("y", "allow", {"podSelector": {}, "ingress": [{}]})
+        ),
+    ),
+    Scenario(
+        "namespace-selector",
+        fixed(netpol("y", "from-x", {"podSelector": {}, "ingress": [{"from": [ns_peer(ns="x")]}]})),
+    ),
+    Scenario(
+        "pod-selector-own-namespace",
+        fixed(
+            netpol(
+                "y",
+                "from-a",
+                {"podSelector": sel(pod="b"), "ingress": [{"from": [pods_peer(pod="a")]}]},
+            )
+        ),
+    ),
+    Scenario(
+        "and-peer",
+        fixed(
+            netpol(
+                "y",
+                "x-a-only",
+                {
+                    "podSelector": {},
+                    "ingress": [{"from": [{**ns_peer(ns="x"), **pods_peer(pod="a")}]}],
+                },
+            )
+        ),
+    ),
+    Scenario(
+        "or-peers",
+        fixed(
+            netpol(
+                "y",
+                "x-or-a",
+                {"podSelector": {}, "ingress": [{"from": [ns_peer(ns="x"), pods_peer(pod="a")]}]},
+            )
+        ),
+    ),
+    Scenario(
+        "namespace-expression-in",
+        fixed(
+            netpol(
+                "z",
+                "from-x-y",
+                {
+                    "podSelector": {},
+                    "ingress": [
+                        {
+                            "from": [
+                                {
+                                    "namespaceSelector": {
+                                        "matchExpressions": [
+                                            {"key": "ns", "operator": "In", "values": ["x", "y"]}
+                                        ]
+                                    }
+                                }
+                            ]
+                        }
+                    ],
+                },
+            )
+        ),
+    ),
+    Scenario(
+        "pod-expression-notin-exists",
+        fixed(
+            netpol(
+                "x",
+                "not-b",
+                {
+                    "podSelector": {"matchExpressions": [{"key": "pod", "operator": "Exists"}]},
+                    "ingress": [
+                        {
+                            "from": [
+                                {
+                                    "namespaceSelector": {},
+                                    "podSelector": {
+                                        "matchExpressions": [
+                                            {"key": "pod", "operator": "NotIn", "values": ["b"]}
+                                        ]
+                                    },
+                                }
+                            ]
+                        }
+                    ],
+                },
+            )
+        ),
+    ),
+    Scenario(
+        "does-not-exist",
+        fixed(
+            netpol(
+                "x",
+                "unlabelled-only",
+                {
+                    "podSelector": {},
+                    "ingress": [
+                        {
+                            "from": [
+                                {
+                                    "namespaceSelector": {},
+                                    "podSelector": {
+                                        "matchExpressions": [
+                                            {"key": "pod", "operator": "DoesNotExist"}
+                                        ]
+                                    },
+                                }
+                            ]
+                        }
+                    ],
+                },
+            )
+        ),
+    ),
+    Scenario(
+        "numeric-port",
+        fixed(netpol("y", "only-81", {"podSelector": {}, "ingress": [{"ports": [{"port": 81}]}]})),
+        [(80, "TCP"), (81, "TCP")],
+    ),
+    Scenario(
+        "named-port-per-pod",
+        fixed(
+            *NAMED,
+            netpol(
+                "y", "http-only", {"podSelector": {}, "ingress": [{"ports": [{"port": "http"}]}]}
+            ),
+        ),
+        [(80, "TCP"), (81, "TCP")],
+    ),
+    Scenario(
+        "egress-named-port-per-destination",
+        fixed(
+            *NAMED,
+            netpol(
+                "x",
+                "to-http",
+                {
+                    "podSelector": {},
+                    "policyTypes": ["Egress"],
+                    "egress": [{"ports": [{"port": "http"}]}],
+                },
+            ),
+        ),
+        [(80, "TCP"), (81, "TCP")],
+    ),
+    Scenario(
+        "end-port-range",
+        fixed(
+            netpol(
+                "z",
+                "81-90",
+                {"podSelector": {}, "ingress": [{"ports": [{"port": 81, "endPort": 90}]}]},
+            )
+        ),
+        [(80, "TCP"), (81, "TCP")],
+    ),
+    Scenario(
+        "udp",
+        fixed(
+            netpol(
+                "y",
+                "udp-81",
+                {"podSelector": {}, "ingress": [{"ports": [{"port": 81, "protocol": "UDP"}]}]},
+            )
+        ),
+        [(80, "UDP"), (81, "UDP"), (81, "TCP")],
+    ),
+    Scenario(
+        "sctp",
+        fixed(
+            netpol(
+                "x",
+                "sctp-80",
+                {
+                    "podSelector": {},
+                    "ingress": [
+                        {"from": [ns_peer(ns="z")], "ports": [{"port": 80, "protocol": "SCTP"}]}
+                    ],
+                },
+            )
+        ),
+        [(80, "SCTP"), (81, "SCTP"), (80, "TCP")],
+    ),
+    Scenario("ipblock-except-pod-address", _ipblock_except),
+    Scenario("ipblock-egress-to-pod-address", _egress_to_pod_ip),
+    Scenario(
+        "ipblock-external",
+        fixed(
+            netpol(
+                "y",
+                "from-outside",
+                {
+                    "podSelector": {},
+                    "ingress": [
+                        {
+                            "from": [
+                                {
+                                    "ipBlock": {
+                                        "cidr": "198.19.200.0/24",
+                                        "except": ["198.19.200.7/32"],
+                                    }
+                                }
+                            ]
+                        }
+                    ],
+                },
+            ),
+            netpol(
+                "x",
+                "to-outside",
+                {
+                    "podSelector": sel(pod="a"),
+                    "policyTypes": ["Egress"],
+                    "egress": [
+                        {"to": [{"ipBlock": {"cidr": "198.19.200.8/32"}}], "ports": [{"port": 443}]}
+                    ],
+                },
+            ),
+        ),
+        checks=[
+            ("198.19.200.7", "y/b", "80"),
+            ("198.19.200.9", "y/b", "80"),
+            ("x/a", "198.19.200.8", "443"),
+            ("x/a", "198.19.200.9", "443"),
+            ("x/a", "198.19.200.8", "80"),
+            ("x/b", "198.19.200.9", "443"),
+        ],
+    ),
+    Scenario(
+        "egress-only-policy",
+        fixed(
+            netpol(
+                "y",
+                "egress-to-z",
+                {
+                    "podSelector": {},
+                    "policyTypes": ["Egress"],
+                    "egress": [{"to": [ns_peer(ns="z")]}],
+                },
+            )
+        ),
+    ),
+    Scenario(
+        "policy-types-defaulted-from-egress-rules",
+        fixed(
+            netpol(
+                "z",
+                "egress-rules",
+                {"podSelector": sel(pod="c"), "egress": [{"to": [ns_peer(ns="x")]}]},
+            )
+        ),
+    ),
+    Scenario(
+        "additive-policies",
+        fixed(
+            netpol("y", "from-x", {"podSelector": {}, "ingress": [{"from": [ns_peer(ns="x")]}]}),
+            netpol(
+                "y",
+                "from-z-c",
+                {
+                    "podSelector": {},
+                    "ingress": [{"from": [{**ns_peer(ns="z"), **pods_peer(pod="c")}]}],
+                },
+            ),
+            netpol(
+                "x",
+                "out-y",
+                {
+                    "podSelector": sel(pod="a"),
+                    "policyTypes": ["Egress"],
+                    "egress": [{"to": [ns_peer(ns="y")]}],
+                },
+            ),
+        ),
+    ),
+    Scenario(
+        "empty-from-and-empty-rule",
+        fixed(
+            netpol(
+                "x",
+                "empty-from",
+                {"podSelector": sel(pod="a"), "ingress": [{"from": [], "ports": [{"port": 80}]}]},
+            ),
+            netpol("y", "empty-rule", {"podSelector": sel(pod="c"), "ingress": [{}]}),
+        ),
+    ),
+    Scenario(
+        "from-nodes-by-ipblock",
+        fixed(
+            netpol(
+                "z",
+                "from-node-2",
+                {
+                    "podSelector": {},
+                    "ingress": [{"from": [{"ipBlock": {"cidr": "198.18.0.2/32"}}]}],
+                },
+            )
+        ),
+        checks=[
+            ("node/node-1", "z/a", "80"),
+            ("node/node-2", "z/a", "80"),
+            ("node/node-1", "z/b", "80"),
+            ("node/node-2", "z/b", "80"),
+            ("198.19.200.1", "z/c", "80"),
+        ],
+    ),
+    Scenario(
+        "policy-update",
+        fixed(
+            netpol("y", "changing", {"podSelector": {}, "ingress": [{"from": [ns_peer(ns="x")]}]})
+        ),
+        change=lambda kubectl: apply(
+            kubectl,
+            netpol(
+                "y",
+                "changing",
+                {"podSelector": sel(pod="a"), "ingress": [{"from": [ns_peer(ns="z")]}]},
+            ),
+        ),
+    ),
+    Scenario(
+        "pod-relabel",
+        fixed(
+            netpol(
+                "y",
+                "from-green",
+                {
+                    "podSelector": {},
+                    "ingress": [
+                        {"from": [{"namespaceSelector": {}, "podSelector": sel(color="green")}]}
+                    ],
+                },
+            )
+        ),
+        change=_relabel_pod("x/b", "color=green"),
+        undo=_relabel_pod("x/b", "color-"),
+    ),
+    Scenario(
+        "isolated-pod-relabelled-out",
+        fixed(netpol("x", "deny-red", {"podSelector": sel(color="red")})),
+        change=_relabel_pod("x/c", "color=red"),
+        undo=_relabel_pod("x/c", "color-"),
+    ),
+    Scenario(
+        "namespace-relabel",
+        fixed(
+            netpol(
+                "y",
+                "from-trusted",
+                {"podSelector": {}, "ingress": [{"from": [ns_peer(trusted="yes")]}]},
+            )
+        ),
+        change=_relabel_ns("z", "trusted=yes"),
+        undo=_relabel_ns("z", "trusted-"),
+    ),
+    Scenario(
+        "policy-delete",
+        fixed(netpol("z", "temporary", DENY_IN)),
+        change=lambda kubectl: kubectl("delete", "networkpolicy", "-n", "z", "temporary"),
+    ),
+]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def enforcing(request: pytest.FixtureRequest) -> Iterator[Kubectl]:
+    picket("lab", "down")
+    up = picket("lab", "up", "--nodes", "2", "--backend", request.param)
+    kubectl = Kubectl(up.stdout.strip().splitlines()[-1])
+    kubectl("apply", "-f", str(MODEL))
+    kubectl("wait", "--for=condition=Ready", "pod", "--all", "-A", "--timeout=60s")
+    try:
+        yield kubectl
+    finally:
+        picket("lab", "down")
+
+
+def reset(kubectl: Kubectl) -> None:
+    for ns in NAMESPACES:
+        kubectl("delete", "networkpolicy", "--all", "-n", ns)
+    kubectl("delete", "pod", "-A", "-l", "scenario=extra", "--wait=true")
+
+
+def test_pairs_span_nodes(enforcing):
+    nodes = {p.node_name for p in live_state(enforcing).endpoint_pods if p.namespace in "xyz"}
+    assert nodes == {"node-1", "node-2"}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
+def test_scenario(enforcing, scenario):
+    kubectl = enforcing
+    reset(kubectl)
+    try:
+        objects = scenario.objects(kubectl)
+        apply(kubectl, *objects)
+        if any(o["kind"] == "Pod" for o in objects):
+            kubectl(
+                "wait",
+                "--for=condition=Ready",
+                "pod",
+                "-A",
+                "-l",
+                "scenario=extra",
+                "--timeout=30s",
+            )
+        for port, protocol in scenario.targets:
+            assert converged(kubectl, NAMESPACES, port, protocol) == [], (port, protocol)
+        for source, target, port in scenario.checks:
+            number, _, proto = port.partition("/")
+            want = oracle_allows(
+                kubectl,
+                source.removeprefix("node/").replace("node-", "198.18.0."),
+                target,
+                int(number),
+                (proto or "TCP").upper(),
+            )
+            assert probe_allowed(source, target, port) == want, (source, target, port, want)
+        if scenario.change is not None:
+            scenario.change(kubectl)
+            for port, protocol in scenario.targets:
+                assert converged(kubectl, NAMESPACES, port, protocol) == [], "after the change"
+    finally:
+        if scenario.undo is not None:
+            scenario.undo(kubectl)
+
+
+def test_scenario_count_covers_the_suite():
+    assert len(SCENARIOS) >= 25
