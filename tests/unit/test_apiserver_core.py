@@ -313,3 +313,11 @@ def test_a_deleted_namespace_terminates_before_it_goes():
     (finalize,) = pending
     finalize()
     assert list(api.store.items(PODS.key)) == [] and list(api.store.items(NAMESPACES.key)) == []
+
+
+@pytest.mark.parametrize("name", ["default", "kube-system", "kube-public"])
+def test_system_namespaces_cannot_be_deleted(name):
+    api = api_with_namespace(name)
+    with pytest.raises(st.ApiError) as info:
+        api.delete(Target(NAMESPACES, None, name, None))
+    assert info.value.code == 403 and "may not be deleted" in info.value.message

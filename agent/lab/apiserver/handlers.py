@@ -25,6 +25,8 @@ from agent.model.selector_syntax import parse_label_selector
 
 NAMESPACES = BY_PATH[("", "v1", "namespaces")]
 PODS = BY_PATH[("", "v1", "pods")]
+# The real server refuses to delete these (the namespace lifecycle admission plugin).
+IMMORTAL_NAMESPACES = ("default", "kube-system", "kube-public")
 MERGE = "application/merge-patch+json"
 STRATEGIC = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -140,6 +142,12 @@ class Api:
 
     def delete(self, target: Target, dry_run: bool = False) -> dict[str, Any]:
         obj = self.get(target)
+        if target.resource is NAMESPACES and target.name in IMMORTAL_NAMESPACES:
+            raise st.ApiError(
+                403,
+                "Forbidden",
+                f'namespaces "{target.name}" is forbidden: this namespace may not be deleted',
+            )
         if dry_run:
             return obj
         if target.resource is NAMESPACES:

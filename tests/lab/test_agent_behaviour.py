@@ -1,0 +1,175 @@
+"""What users expect of an enforcing agent beyond the matrix: replies of allowed
+connections pass while the reverse direction is denied; a connection a new policy
+forbids stops while one that stays allowed goes on; drift is repaired; stopping the
+agent keeps enforcing; cleanup removes everything it added."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.lab.conftest import MODEL, PICKET, Kubectl, picket, wait_until
+from tests.lab.enforcement import apply, converged
+from tests.lab.test_conformance import BACKENDS, netpol, ns_peer, pods_peer, sel
+
+# A client that keeps one TCP connection open and sends a line every 50 ms: it prints
+# "echo" for each answer, and "gap" once no answer came for 300 ms.
+CLIENT = r"""
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)
+s.recv(100)
+s.settimeout(0.3)
+while True:
+    try:
+        s.sendall(b"ping\n")
+        data = s.recv(100)
+        print("echo" if data else "closed", flush=True)
+        if not data:
+            break
+    except OSError:
+        print("gap", flush=True)
+    time.sleep(0.05)
+"""
+
+
+class Connection:
+    """A long-lived connection from a pod, watched from a thread."""
+
+    def __init__(self, source: str, ip: str, port: int) -> None:
+        self.proc = subprocess.Popen([PICKET, "lab", "exec", source, "--", sys.executable,
+                                      "-u", "-c", CLIENT, ip, str(port)],
+                                     stdout=subprocess.PIPE, text=True)
+        self.lines: list[tuple[float, str]] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append((time.monotonic(), line.strip()))
+
+    def echoes_since(self, moment: float) -> int:
+        return sum(1 for t, line in self.lines if t > moment and line == "echo")
+
+    def last_echo(self) -> float:
+        return max((t for t, line in self.lines if line == "echo"), default=0.0)
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def lab_with(request: pytest.FixtureRequest) -> Iterator[tuple[Kubectl, str]]:
+    picket("lab", "down")
+    up = picket("lab", "up", "--nodes", "2", "--backend", request.param)
+    kubectl = Kubectl(up.stdout.strip().splitlines()[-1])
+    kubectl("apply", "-f", str(MODEL))
+    kubectl("wait", "--for=condition=Ready", "pod", "--all", "-A", "--timeout=60s")
+    try:
+        yield kubectl, request.param
+    finally:
+        picket("lab", "down")
+
+
+@pytest.fixture
+def kubectl(lab_with: tuple[Kubectl, str]) -> Iterator[Kubectl]:
+    kubectl = lab_with[0]
+    yield kubectl
+    for ns in "xyz":
+        kubectl("delete", "networkpolicy", "--all", "-n", ns)
+
+
+def probe(source: str, target: str, port: str) -> str:
+    return picket("lab", "probe", source, target, port, check=False).stdout.strip()
+
+
+@pytest.mark.parametrize("port", ["80", "81/udp"])
+def test_replies_pass_while_the_reverse_is_denied(kubectl, port):
+    # y/b accepts x/a and may open nothing itself; x/a accepts nothing.
+    apply(kubectl,
+          netpol("y", "b-from-x-a", {"podSelector": sel(pod="b"), "policyTypes": [
+              "Ingress", "Egress"], "ingress": [{"from": [{**ns_peer(ns="x"),
+                                                           **pods_peer(pod="a")}]}]}),
+          netpol("x", "a-closed", {"podSelector": sel(pod="a")}))
+    assert wait_until(lambda: probe("y/b", "x/a", port) == "timeout")
+    assert probe("x/a", "y/b", port) == "connected y/b"
+    assert probe("y/b", "x/a", port) == "timeout"
+    assert converged(kubectl, ["x", "y", "z"], int(port.split("/")[0]),
+                     "UDP" if "udp" in port else "TCP") == []
+
+
+def test_forbidden_connection_stops_and_allowed_one_goes_on(kubectl):
+    ip = kubectl.json("get", "pod", "-n", "y", "b")["status"]["podIP"]
+    doomed, kept = Connection("x/a", ip, 80), Connection("x/c", ip, 80)
+    try:
+        assert wait_until(lambda: doomed.echoes_since(0) > 3 and kept.echoes_since(0) > 3, 10)
+        applied = time.monotonic()
+        apply(kubectl, netpol("y", "b-from-x-c-only", {
+            "podSelector": sel(pod="b"),
+            "ingress": [{"from": [{**ns_peer(ns="x"), **pods_peer(pod="c")}]}]}))
+        # The forbidden connection stops carrying data (bench/programming.py measures how
+        # soon; here we only require that it does, within a generous bound).
+        assert wait_until(lambda: doomed.last_echo() < time.monotonic() - 1.0, 10)
+        stopped = doomed.last_echo()
+        time.sleep(1.0)
+        assert doomed.echoes_since(stopped) == 0
+        assert kept.echoes_since(applied) > 10, "the allowed connection was disturbed"
+        assert "gap" not in [line for t, line in kept.lines if t > applied]
+    finally:
+        doomed.close()
+        kept.close()
+
+
+def _node_rules(node: str) -> str:
+    return subprocess.run(["ip", "netns", "exec", f"picket-{node}", "iptables-save"],
+                          capture_output=True, text=True, check=True).stdout
+
+
+def test_drift_is_repaired_by_the_periodic_resync(kubectl, lab_with):
+    if lab_with[1] != "iptables":
+        pytest.skip("iptables drift only concerns the iptables backend")
+    apply(kubectl, netpol("y", "deny", {"podSelector": {}}))
+    assert converged(kubectl, ["x", "y"], 80, "TCP") == []
+    before = _node_rules("node-1")
+    assert "-j PICKET-FORWARD" in before
+    node = ["ip", "netns", "exec", "picket-node-1", "iptables", "-w"]
+    subprocess.run([*node, "-D", "FORWARD", "-m", "comment", "--comment",
+                    "picket: NetworkPolicy", "-j", "PICKET-FORWARD"], check=True)
+    subprocess.run([*node, "-F", "PICKET-FORWARD"], check=True)
+    assert "-j PICKET-FORWARD" not in _node_rules("node-1")
+    assert wait_until(lambda: _node_rules("node-1").count("-j PICKET-") ==
+                      before.count("-j PICKET-"), 45), "repaired within the resync period"
+    assert converged(kubectl, ["x", "y"], 80, "TCP") == []
+
+
+def test_stopped_agent_keeps_enforcing_and_restarts(kubectl, lab_with):
+    apply(kubectl, netpol("z", "deny", {"podSelector": {}}))
+    assert converged(kubectl, ["x", "z"], 80, "TCP") == []
+    for node in ("node-1", "node-2"):
+        pid = int(open(f"/run/picket-lab/pids/agent-{node}.pid").read())
+        subprocess.run(["kill", "-9", str(pid)], check=True)
+    assert probe("x/a", "z/b", "80") == "timeout"  # no agent, rules still in place
+    picket("lab", "up", "--nodes", "2", "--backend", lab_with[1])
+    kubectl("delete", "networkpolicy", "-n", "z", "deny")
+    assert converged(kubectl, ["x", "z"], 80, "TCP") == []
+
+
+def test_cleanup_removes_everything(kubectl, lab_with):
+    if lab_with[1] != "iptables":
+        pytest.skip("checks iptables state")
+    apply(kubectl, netpol("x", "deny", {"podSelector": {}}))
+    assert converged(kubectl, ["x", "y"], 80, "TCP") == []
+    assert "PICKET" in _node_rules("node-1")
+    picket("lab", "up", "--nodes", "2", "--backend", "none")  # stops agents, cleans up
+    for node in ("node-1", "node-2"):
+        assert "PICKET" not in _node_rules(node)
+        sets = subprocess.run(["ip", "netns", "exec", f"picket-{node}", "ipset", "list", "-n"],
+                              capture_output=True, text=True, check=True).stdout
+        assert "picket" not in sets
+    assert probe("y/a", "x/b", "80") == "connected x/b"
+    picket("lab", "up", "--nodes", "2", "--backend", lab_with[1])
