@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -41,9 +42,23 @@ class Connection:
     """A long-lived connection from a pod, watched from a thread."""
 
     def __init__(self, source: str, ip: str, port: int) -> None:
-        self.proc = subprocess.Popen([PICKET, "lab", "exec", source, "--", sys.executable,
-                                      "-u", "-c", CLIENT, ip, str(port)],
-                                     stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [
+                PICKET,
+                "lab",
+                "exec",
+                source,
+                "--",
+                sys.executable,
+                "-u",
+                "-c",
+                CLIENT,
+                ip,
+                str(port),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         self.lines: list[tuple[float, str]] = []
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -91,16 +106,28 @@ def probe(source: str, target: str, port: str) -> str:
 @pytest.mark.parametrize("port", ["80", "81/udp"])
 def test_replies_pass_while_the_reverse_is_denied(kubectl, port):
     # y/b accepts x/a and may open nothing itself; x/a accepts nothing.
-    apply(kubectl,
-          netpol("y", "b-from-x-a", {"podSelector": sel(pod="b"), "policyTypes": [
-              "Ingress", "Egress"], "ingress": [{"from": [{**ns_peer(ns="x"),
-                                                           **pods_peer(pod="a")}]}]}),
-          netpol("x", "a-closed", {"podSelector": sel(pod="a")}))
+    apply(
+        kubectl,
+        netpol(
+            "y",
+            "b-from-x-a",
+            {
+                "podSelector": sel(pod="b"),
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [{"from": [{**ns_peer(ns="x"), **pods_peer(pod="a")}]}],
+            },
+        ),
+        netpol("x", "a-closed", {"podSelector": sel(pod="a")}),
+    )
     assert wait_until(lambda: probe("y/b", "x/a", port) == "timeout")
     assert probe("x/a", "y/b", port) == "connected y/b"
     assert probe("y/b", "x/a", port) == "timeout"
-    assert converged(kubectl, ["x", "y", "z"], int(port.split("/")[0]),
-                     "UDP" if "udp" in port else "TCP") == []
+    assert (
+        converged(
+            kubectl, ["x", "y", "z"], int(port.split("/")[0]), "UDP" if "udp" in port else "TCP"
+        )
+        == []
+    )
 
 
 def test_forbidden_connection_stops_and_allowed_one_goes_on(kubectl):
@@ -109,9 +136,17 @@ def test_forbidden_connection_stops_and_allowed_one_goes_on(kubectl):
     try:
         assert wait_until(lambda: doomed.echoes_since(0) > 3 and kept.echoes_since(0) > 3, 10)
         applied = time.monotonic()
-        apply(kubectl, netpol("y", "b-from-x-c-only", {
-            "podSelector": sel(pod="b"),
-            "ingress": [{"from": [{**ns_peer(ns="x"), **pods_peer(pod="c")}]}]}))
+        apply(
+            kubectl,
+            netpol(
+                "y",
+                "b-from-x-c-only",
+                {
+                    "podSelector": sel(pod="b"),
+                    "ingress": [{"from": [{**ns_peer(ns="x"), **pods_peer(pod="c")}]}],
+                },
+            ),
+        )
         # The forbidden connection stops carrying data (bench/programming.py measures how
         # soon; here we only require that it does, within a generous bound).
         assert wait_until(lambda: doomed.last_echo() < time.monotonic() - 1.0, 10)
@@ -126,8 +161,12 @@ def test_forbidden_connection_stops_and_allowed_one_goes_on(kubectl):
 
 
 def _node_rules(node: str) -> str:
-    return subprocess.run(["ip", "netns", "exec", f"picket-{node}", "iptables-save"],
-                          capture_output=True, text=True, check=True).stdout
+    return subprocess.run(
+        ["ip", "netns", "exec", f"picket-{node}", "iptables-save"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
 
 def test_drift_is_repaired_by_the_periodic_resync(kubectl, lab_with):
@@ -138,12 +177,25 @@ def test_drift_is_repaired_by_the_periodic_resync(kubectl, lab_with):
     before = _node_rules("node-1")
     assert "-j PICKET-FORWARD" in before
     node = ["ip", "netns", "exec", "picket-node-1", "iptables", "-w"]
-    subprocess.run([*node, "-D", "FORWARD", "-m", "comment", "--comment",
-                    "picket: NetworkPolicy", "-j", "PICKET-FORWARD"], check=True)
+    subprocess.run(
+        [
+            *node,
+            "-D",
+            "FORWARD",
+            "-m",
+            "comment",
+            "--comment",
+            "picket: NetworkPolicy",
+            "-j",
+            "PICKET-FORWARD",
+        ],
+        check=True,
+    )
     subprocess.run([*node, "-F", "PICKET-FORWARD"], check=True)
     assert "-j PICKET-FORWARD" not in _node_rules("node-1")
-    assert wait_until(lambda: _node_rules("node-1").count("-j PICKET-") ==
-                      before.count("-j PICKET-"), 45), "repaired within the resync period"
+    assert wait_until(
+        lambda: _node_rules("node-1").count("-j PICKET-") == before.count("-j PICKET-"), 45
+    ), "repaired within the resync period"
     assert converged(kubectl, ["x", "y"], 80, "TCP") == []
 
 
@@ -151,7 +203,7 @@ def test_stopped_agent_keeps_enforcing_and_restarts(kubectl, lab_with):
     apply(kubectl, netpol("z", "deny", {"podSelector": {}}))
     assert converged(kubectl, ["x", "z"], 80, "TCP") == []
     for node in ("node-1", "node-2"):
-        pid = int(open(f"/run/picket-lab/pids/agent-{node}.pid").read())
+        pid = int(Path(f"/run/picket-lab/pids/agent-{node}.pid").read_text())
         subprocess.run(["kill", "-9", str(pid)], check=True)
     assert probe("x/a", "z/b", "80") == "timeout"  # no agent, rules still in place
     picket("lab", "up", "--nodes", "2", "--backend", lab_with[1])
@@ -168,8 +220,12 @@ def test_cleanup_removes_everything(kubectl, lab_with):
     picket("lab", "up", "--nodes", "2", "--backend", "none")  # stops agents, cleans up
     for node in ("node-1", "node-2"):
         assert "PICKET" not in _node_rules(node)
-        sets = subprocess.run(["ip", "netns", "exec", f"picket-{node}", "ipset", "list", "-n"],
-                              capture_output=True, text=True, check=True).stdout
+        sets = subprocess.run(
+            ["ip", "netns", "exec", f"picket-{node}", "ipset", "list", "-n"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         assert "picket" not in sets
     assert probe("y/a", "x/b", "80") == "connected x/b"
     picket("lab", "up", "--nodes", "2", "--backend", lab_with[1])

@@ -48,8 +48,7 @@ def remove(kubectl: Kubectl, folder: Path) -> None:
         if doc["kind"] == "Namespace" and meta["name"] not in SYSTEM_NAMESPACES:
             kubectl("delete", "namespace", meta["name"], "--ignore-not-found")
         elif doc["kind"] == "Pod" and meta["namespace"] in SYSTEM_NAMESPACES:
-            kubectl("delete", "pod", "-n", meta["namespace"], meta["name"],
-                    "--ignore-not-found")
+            kubectl("delete", "pod", "-n", meta["namespace"], meta["name"], "--ignore-not-found")
 
 
 @pytest.mark.parametrize("folder", EXAMPLES, ids=[p.name for p in EXAMPLES])
@@ -61,13 +60,20 @@ def test_example_is_enforced_as_expected(kubectl, folder):
         pod_ips = manifest_pod_ips(folder)
         for expected in parse_expectations((folder / "expected.txt").read_text()):
             if isinstance(expected, MatrixExpectation):
+
                 def matches(e: MatrixExpectation = expected) -> bool:
                     got = observed(list(e.namespaces), e.port, e.protocol)
                     return differences(e.results, got) == []
+
                 assert wait_until(matches, 20), (
-                    f"{expected.port}/{expected.protocol}: " + "; ".join(differences(
-                        expected.results, observed(list(expected.namespaces), expected.port,
-                                                   expected.protocol))))
+                    f"{expected.port}/{expected.protocol}: "
+                    + "; ".join(
+                        differences(
+                            expected.results,
+                            observed(list(expected.namespaces), expected.port, expected.protocol),
+                        )
+                    )
+                )
             else:
                 assert isinstance(expected, CheckExpectation)
                 src = pod_ips.get(expected.src, expected.src)

@@ -1,0 +1,113 @@
+"""The agent's pure parts: fail-closed snapshots, the coalescing sync runner, backoff."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from agent.compiler.compile import compile_node
+from agent.snapshot import Snapshotter, fail_closed
+from agent.sync import SyncRunner
+from agent.watch import BACKOFF_CAP, backoff
+from tests.unit.builders import model_cluster, policy
+
+
+def raw_by_kind(objs: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for obj in objs:
+        obj = {**obj, "metadata": {**obj["metadata"], "resourceVersion": "1"}}
+        out.setdefault(obj["kind"], []).append(obj)
+    return out
+
+
+def test_invalid_policy_fails_closed_on_its_selector():
+    bad = policy(
+        "y",
+        "broken",
+        {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"ports": [{"port": 0}]}]},
+    )
+    snap = Snapshotter()
+    state = snap.state(raw_by_kind([*model_cluster(), bad]))
+    assert snap.invalid == {"NetworkPolicy": 1}
+    ir = compile_node(state, "node-1")
+    assert ir.endpoints["y/a"].ingress is not None
+    assert ir.endpoints["y/a"].ingress.clauses == ()  # isolated, admits nothing
+    assert ir.endpoints["y/b"].ingress is None
+
+
+def test_unreadable_policy_isolates_its_whole_namespace_both_ways():
+    bad = policy("y", "broken", {"podSelector": "pod=a", "policyTypes": "sometimes"})
+    obj = fail_closed({**bad})
+    assert obj.pod_selector.is_empty and obj.policy_types == ("Ingress", "Egress")
+
+
+def test_invalid_pod_keeps_what_policies_select_on():
+    pod = next(o for o in model_cluster() if o["kind"] == "Pod")
+    pod = {
+        **pod,
+        "spec": {
+            **pod["spec"],
+            "containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 99999}]}],
+        },
+    }
+    kept = fail_closed(pod)
+    assert kept.labels == pod["metadata"]["labels"] and kept.node_name == "node-1"
+    assert [str(ip) for ip in kept.ips] == [pod["status"]["podIP"]]
+
+
+def test_snapshot_parses_each_version_once():
+    snap = Snapshotter()
+    objs = raw_by_kind(model_cluster())
+    snap.state(objs)
+    first = dict(snap._parsed)
+    snap.state(objs)
+    assert all(snap._parsed[k] is first[k] for k in first)
+
+
+def test_a_burst_of_requests_is_a_handful_of_syncs():
+    calls: list[bool] = []
+
+    def sync(full: bool, requested: float | None) -> None:
+        calls.append(full)
+        time.sleep(0.01)  # programming takes a while; requests pile up meanwhile
+
+    runner = SyncRunner(sync, resync_period=3600, batch_window=0.005)
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    time.sleep(0.05)  # the initial full sync
+    before = len(calls)
+    for _ in range(1000):
+        runner.request()
+        time.sleep(0.00005)
+    time.sleep(0.1)
+    runner.stop()
+    thread.join(2)
+    assert calls[0] is True
+    assert 1 <= len(calls) - before <= 10
+
+
+def test_a_failed_sync_is_retried():
+    calls: list[int] = []
+
+    def sync(full: bool, requested: float | None) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("the kernel said no")
+
+    runner = SyncRunner(sync, resync_period=3600, retry_interval=0.01)
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    time.sleep(0.05)
+    runner.request()
+    time.sleep(0.1)
+    runner.stop()
+    thread.join(2)
+    assert len(calls) == 3
+    assert runner.last_success is not None
+
+
+def test_backoff_grows_with_jitter_and_a_cap():
+    assert 0.1 <= backoff(1) <= 0.3
+    assert 0.4 <= backoff(3) <= 1.2
+    assert all(backoff(50) <= BACKOFF_CAP * 1.5 for _ in range(100))
+    assert len({round(backoff(5), 6) for _ in range(20)}) > 1

@@ -1,0 +1,106 @@
+"""The iptables rendering as golden text: what a node programs for the examples.
+Regenerate after a deliberate change with:
+
+    PICKET_REGENERATE=1 .venv/bin/python -m pytest tests/unit/test_iptables_render.py
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from agent.compiler.compile import compile_node
+from agent.compiler.ir import PortRange
+from agent.dataplane.iptables_render import (
+    MULTIPORT_LIMIT,
+    _multiport_chunks,
+    render,
+    restore_text,
+)
+from agent.manifests import load_state
+from tests.unit.builders import model_cluster, policy, state_of
+
+ROOT = Path(__file__).parents[2]
+GOLDEN = Path(__file__).parent / "golden"
+EXAMPLES = sorted(p for p in (ROOT / "examples").iterdir() if p.is_dir())
+
+
+def rendered(folder: Path, node: str) -> str:
+    state, _ = load_state([str(folder)])
+    ir = compile_node(state, node)
+    ruleset = render(ir, {ref: f"veth-{ref.replace('/', '-')}"[:15] for ref in ir.endpoints})
+    sets = "".join(
+        f"# set {s.name} {s.kind}: {' '.join(sorted(s.members))}\n" for s in ruleset.sets.values()
+    )
+    return restore_text(ruleset) + sets
+
+
+@pytest.mark.parametrize("node", ["node-1", "node-2"])
+@pytest.mark.parametrize("folder", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_golden(folder, node):
+    path = GOLDEN / f"{folder.name}.{node}.iptables"
+    text = rendered(folder, node)
+    if os.environ.get("PICKET_REGENERATE"):
+        path.write_text(text)
+    assert text == path.read_text()
+
+
+def test_rule_count_does_not_depend_on_peer_pods():
+    spec = {"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {}}]}]}
+    small = state_of([*model_cluster(), policy("y", "p", spec)])
+    extra = [
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"peer{i}", "namespace": "z"},
+            "spec": {"nodeName": "node-2", "containers": [{"name": "c", "image": "i"}]},
+            "status": {"podIP": f"198.19.{i // 250}.{i % 250 + 1}"},
+        }
+        for i in range(2000)
+    ]
+    big = state_of([*model_cluster(), *extra, policy("y", "p", spec)])
+    interfaces = {f"{ns}/{p}": f"v{ns}{p}" for ns in "xyz" for p in "abc"}
+    few, many = (render(compile_node(s, "node-1"), interfaces) for s in (small, big))
+    assert few.rule_count() == many.rule_count()
+    (small_set,), (big_set,) = few.sets.values(), many.sets.values()
+    assert len(big_set.members) == len(small_set.members) + 2000
+
+
+def test_shared_chains_for_pods_selected_alike():
+    spec = {"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]}
+    ir = compile_node(state_of([*model_cluster(), policy("y", "p", spec)]), "node-1")
+    ruleset = render(ir, {ref: "v" + ref.replace("/", "") for ref in ir.endpoints})
+    in_chains = [c for c in ruleset.chains if c.startswith("PICKET-IN-")]
+    assert len(in_chains) == 1  # y/a and y/b share one chain
+
+
+def test_unwired_endpoints_get_no_rules():
+    spec = {"podSelector": {}}
+    ir = compile_node(state_of([*model_cluster(), policy("y", "p", spec)]), "node-1")
+    assert render(ir, {}).chains["PICKET-FORWARD"] == [
+        "-m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+        "-m conntrack --ctstate INVALID -j DROP",
+    ]
+
+
+def test_multiport_chunks_respect_the_limit():
+    ranges = [PortRange("TCP", p, p) for p in range(1000, 1020)] + [PortRange("TCP", 5, 9)]
+    chunks = list(_multiport_chunks(ranges))
+    for chunk in chunks:
+        assert sum(2 if ":" in item else 1 for item in chunk.split(",")) <= MULTIPORT_LIMIT
+    assert sorted(i for c in chunks for i in c.split(",")) == sorted(
+        ["5:9", *map(str, range(1000, 1020))]
+    )
+
+
+def test_zero_prefix_ipblock_is_two_halves():
+    spec = {
+        "podSelector": {},
+        "ingress": [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["198.18.0.0/15"]}}]}],
+    }
+    ir = compile_node(state_of([*model_cluster(), policy("y", "p", spec)]), "node-1")
+    (ipset,) = render(ir, {}).sets.values()
+    assert ipset.kind == "hash:net"
+    assert ipset.members == {"0.0.0.0/1", "128.0.0.0/1", "198.18.0.0/15 nomatch"}
