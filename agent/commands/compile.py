@@ -8,9 +8,11 @@ import sys
 
 from agent.commands.manifest_args import add_manifest_arguments, load_manifests
 from agent.compiler.compile import compile_node
+from agent.compiler.ir import NodeIR
 from agent.compiler.render import render_ir_json, render_ir_text
+from agent.dataplane.iptables_render import ipset_create, ipset_fill, render, restore_text
 
-BACKENDS = ("ir",)
+BACKENDS = ("ir", "iptables")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--backend",
         choices=BACKENDS,
         default="ir",
-        help="ir: the backend-neutral IR (peer sets and clauses)",
+        help="ir: the backend-neutral IR (peer sets and clauses); iptables: the "
+        "iptables-restore and ipset input the agent would apply",
     )
     p.set_defaults(func=run)
 
@@ -41,8 +44,27 @@ def run(args: argparse.Namespace) -> int:
             f"picket compile: note: no pod or Node object names node {args.node!r}", file=sys.stderr
         )
     ir = compile_node(state, args.node)
+    if args.backend == "iptables":
+        print(iptables_text(ir))
+        return 0
     if args.output == "json":
         print(json.dumps(render_ir_json(ir), indent=2))
     else:
         print(render_ir_text(ir))
     return 0
+
+
+def iptables_text(ir: NodeIR) -> str:
+    """Exactly what the iptables backend programs, but for interface names, which only
+    the node knows (the route to each pod): they are shown as <host-if:NS/POD>."""
+    ruleset = render(ir, {ref: f"<host-if:{ref}>" for ref in ir.endpoints})
+    lines = [
+        "# ipset restore",
+        *[line for s in ruleset.sets.values() for line in (ipset_create(s), *ipset_fill(s))],
+    ]
+    lines += ["# iptables-restore --noflush", restore_text(ruleset).rstrip()]
+    lines.append(
+        "# and, once: iptables -I FORWARD 1 -m comment --comment "
+        '"picket: NetworkPolicy" -j PICKET-FORWARD'
+    )
+    return "\n".join(lines)

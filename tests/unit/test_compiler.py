@@ -125,3 +125,12 @@ def test_compile_command_text(capsys):
     out = capsys.readouterr().out
     assert "endpoint shop/backend 198.18.2.11" in out
     assert "ports 8080/TCP" in out  # the named port http, resolved on the backend
+
+
+def test_compile_command_iptables(capsys):
+    folder = str(Path(__file__).parents[2] / "examples" / "01-three-tier")
+    assert main(["compile", "-f", folder, "--node", "node-1", "--backend", "iptables"]) == 0
+    out = capsys.readouterr().out
+    assert "# ipset restore" in out and "create picket-s-" in out
+    assert "-A PICKET-FORWARD -o <host-if:shop/database>" in out
+    assert '--nflog-prefix "picket drop ingress"' in out
