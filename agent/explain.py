@@ -97,8 +97,11 @@ def render_json(v: Verdict) -> dict[str, Any]:
     }
 
 
-def render_matrix(results: dict[str, dict[str, bool]]) -> str:
-    """Rows are sources, columns destinations: '.' connects, 'X' is denied, '-' self."""
+def render_matrix(
+    results: dict[str, dict[str, bool]], marks: dict[str, dict[str, str]] | None = None
+) -> str:
+    """Rows are sources, columns destinations: '.' connects, 'X' is denied, '-' self
+    (or the given `marks`)."""
     names = list(results)
     corner = "from\\to"
     first = max([len(corner), *(len(n) for n in names)])
@@ -109,11 +112,12 @@ def render_matrix(results: dict[str, dict[str, bool]]) -> str:
     for src in names:
         cells = []
         for dst, w in zip(names, widths, strict=True):
-            mark = (
-                SELF_MARK
-                if dst == src
-                else (ALLOWED_MARK if results[src].get(dst) else DENIED_MARK)
-            )
+            if dst == src:
+                mark = SELF_MARK
+            elif marks is not None:
+                mark = marks[src].get(dst, "?")
+            else:
+                mark = ALLOWED_MARK if results[src].get(dst) else DENIED_MARK
             cells.append(mark.ljust(w))
         lines.append(" ".join([src.ljust(first), *cells]).rstrip())
     return "\n".join(line.rstrip() for line in lines)

@@ -158,7 +158,14 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"  {pod.ref:40} {pod.node or '-':10} {pod.ip or '-':15} "
             f"{'ready' if pod.ready else 'not ready'}"
         )
-    print("agents: none (backend none: no enforcement)")
+    agents = [n for n in processes.names(state) if n.startswith("agent-")]
+    if conf.get("backend", "none") == "none" or not agents:
+        print("agents: none (backend none: no enforcement)")
+    for name in agents:
+        print(
+            f"agent {name.removeprefix('agent-')}: backend {conf['backend']}, log "
+            f"{state / 'logs' / (name + '.log')}"
+        )
     print(
         "note: kinds other than Namespace, Pod, Node, NetworkPolicy and Deployment "
         "(Services included, for now) are stored but have no effect in the lab"
@@ -236,6 +243,18 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         print(json.dumps({"port": args.port, "protocol": args.protocol, "results": outcomes}))
     elif args.json:
         print(json.dumps({"port": args.port, "protocol": args.protocol, "results": results}))
+    elif args.outcomes:
+        print(
+            f"# {args.port}/{args.protocol}: rows connect to columns; '.' connected, "
+            "'r' refused (let through, nothing listens), 'X' timed out (dropped)"
+        )
+        marks = {"connected": ".", "refused": "r", "timeout": "X"}
+        print(
+            render_matrix(
+                {s: {d: True for d in row} for s, row in found.items()},
+                {s: {d: marks[r.outcome] for d, r in row.items()} for s, row in found.items()},
+            )
+        )
     else:
         print(
             f"# {args.port}/{args.protocol}: rows connect to columns; '.' connected, "

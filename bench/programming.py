@@ -1,0 +1,295 @@
+#!/usr/bin/env python3
+"""Programming figures for a backend, in the lab (run as root from the repository):
+
+    .venv/bin/python bench/programming.py --backend iptables
+
+For 10 / 100 / 1,000 policies over 1,000 and 10,000 pods (most of them on virtual
+nodes: API objects with addresses, no namespaces), it reports the agent's full-sync
+duration (snapshot + compile + program, from the agent's log of its periodic full
+syncs) and the rules it programmed; then the relabel-to-enforced latency: from the API
+write of a pod relabel to the first probe that observes the new verdict, p50/p99.
+Prints Markdown for docs/benchmarks.md. Leaves no lab behind."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from kubernetes import client, config
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from agent.lab.config import pod_netns  # noqa: E402
+from agent.lab.probe import probe  # noqa: E402
+
+PICKET = str(Path(sys.executable).parent / "picket")
+NAMESPACES = 50
+APPS = 20
+LOG = Path("/run/picket-lab/logs/agent-node-1.log")
+SYNC_LINE = re.compile(r"full sync: (\d+) endpoints, (\d+) sets, (\d+) rules \(([\d.]+) ms\)")
+
+
+def run(*cmd: str) -> str:
+    return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+
+
+def pod(ns: str, name: str, node: str, labels: dict[str, str]) -> dict:
+    return {
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "nodeName": node,
+            "containers": [{"name": "c", "image": "agnhost", "ports": [{"containerPort": 80}]}],
+        },
+    }
+
+
+def policy(j: int) -> dict:
+    """Policy j selects app a<j%20> in namespace bench-<j%50> and admits two peers."""
+    return {
+        "metadata": {"name": f"p{j}"},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": f"a{j % APPS}"}},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [
+                {
+                    "from": [
+                        {
+                            "namespaceSelector": {"matchLabels": {"team": f"t{j % 10}"}},
+                            "podSelector": {"matchLabels": {"app": f"a{(j + 1) % APPS}"}},
+                        },
+                        {"podSelector": {"matchLabels": {"tier": f"t{j % 7}"}}},
+                    ],
+                    "ports": [{"port": 80}, {"port": 8000, "endPort": 8100}],
+                }
+            ],
+            "egress": [
+                {
+                    "to": [{"namespaceSelector": {"matchLabels": {"team": f"t{(j + 3) % 10}"}}}],
+                    "ports": [{"port": 53, "protocol": "UDP"}, {"port": 443}],
+                }
+            ],
+        },
+    }
+
+
+class Bench:
+    def __init__(self, kubeconfig: str) -> None:
+        api = config.new_client_from_config(kubeconfig)
+        self.core, self.net = client.CoreV1Api(api), client.NetworkingV1Api(api)
+        self.pool = ThreadPoolExecutor(16)
+        self.pods = 0
+        self.policies = 0
+
+    def namespaces(self) -> None:
+        for k in range(NAMESPACES):
+            self.core.create_namespace(
+                {"metadata": {"name": f"bench-{k}", "labels": {"team": f"t{k % 10}"}}}
+            )
+
+    def grow_pods(self, total: int, virtual_nodes: int) -> None:
+        """Real-node pods first (20 of them, the ones policies are enforced on), then
+        virtual ones."""
+
+        def make(i: int) -> None:
+            ns = f"bench-{i % NAMESPACES}"
+            node = f"node-{1 + i % 2}" if i < 20 else f"vnode-{1 + i % virtual_nodes}"
+            labels = {"app": f"a{i % APPS}", "tier": f"t{i % 7}"}
+            self.core.create_namespaced_pod(
+                ns, pod(ns, f"p{i}", node, labels), _preload_content=False
+            )
+
+        list(self.pool.map(make, range(self.pods, total)))
+        self.pods = total
+
+    def grow_policies(self, total: int) -> None:
+        def make(j: int) -> None:
+            self.net.create_namespaced_network_policy(
+                f"bench-{j % NAMESPACES}", policy(j), _preload_content=False
+            )
+
+        list(self.pool.map(make, range(self.policies, total)))
+        self.policies = total
+
+
+def full_syncs_after(mark: int, count: int, timeout: float = 300) -> list[tuple[int, ...]]:
+    """The next `count` full-sync log lines of node-1's agent after byte offset `mark`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = SYNC_LINE.findall(LOG.read_text()[mark:])
+        if len(found) >= count:
+            return [(int(e), int(s), int(r), float(ms)) for e, s, r, ms in found[:count]]
+        time.sleep(1)
+    raise TimeoutError("the agent logged no full sync")
+
+
+def wait_ready(core: client.CoreV1Api, total: int, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        items = json.loads(
+            core.list_pod_for_all_namespaces(label_selector="app", _preload_content=False).data
+        )["items"]
+        if sum(bool((p.get("status") or {}).get("podIP")) for p in items) >= total:
+            return
+        time.sleep(1)
+    raise TimeoutError("pods did not get addresses")
+
+
+async def wait_verdict(netns: str, ip: str, want: bool, timeout: float = 10.0) -> float:
+    """Probe until the verdict is `want`; returns when the deciding probe started."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        started = time.monotonic()
+        result = await probe(netns, ip, 80, "TCP", timeout=0.05)
+        if result.connected == want:
+            return started
+    raise TimeoutError("verdict did not change")
+
+
+def relabel_latency(bench: Bench, rounds: int) -> list[float]:
+    """In a namespace of its own (no bench policy selects its pods), a client on node-1
+    and a server on node-2 that admits only peers labelled picket-bench=allowed: flip the
+    client's label and time the new verdict, while the cluster holds every bench pod and
+    policy."""
+    bench.core.create_namespace({"metadata": {"name": "latency"}})
+    for name, node in (("client", "node-1"), ("server", "node-2")):
+        bench.core.create_namespaced_pod(
+            "latency", pod("latency", name, node, {"role": name}), _preload_content=False
+        )
+    bench.net.create_namespaced_network_policy(
+        "latency",
+        {
+            "metadata": {"name": "server"},
+            "spec": {
+                "podSelector": {"matchLabels": {"role": "server"}},
+                "ingress": [
+                    {"from": [{"podSelector": {"matchLabels": {"picket-bench": "allowed"}}}]}
+                ],
+            },
+        },
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        pods = {
+            p["metadata"]["name"]: p
+            for p in json.loads(
+                bench.core.list_namespaced_pod("latency", _preload_content=False).data
+            )["items"]
+        }
+        if all((p.get("status") or {}).get("podIP") for p in pods.values()) and len(pods) == 2:
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError("latency pods did not start")
+        time.sleep(0.5)
+    netns = pod_netns(pods["client"]["metadata"]["uid"])
+    ip = pods["server"]["status"]["podIP"]
+    asyncio.run(wait_verdict(netns, ip, False, 30))
+    latencies = []
+    for i in range(rounds):
+        allowed = i % 2 == 0
+        value = "allowed" if allowed else None
+        written = time.monotonic()
+        bench.core.patch_namespaced_pod(
+            "client",
+            "latency",
+            {"metadata": {"labels": {"picket-bench": value}}},
+            _preload_content=False,
+        )
+        latencies.append(asyncio.run(wait_verdict(netns, ip, allowed)) - written)
+    return latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--backend", default="iptables")
+    p.add_argument("--rounds", type=int, default=40, help="relabels timed")
+    p.add_argument("--pods", default="1000,10000")
+    p.add_argument("--policies", default="10,100,1000")
+    args = p.parse_args()
+    pod_steps = [int(x) for x in args.pods.split(",")]
+    policy_steps = [int(x) for x in args.policies.split(",")]
+    virtual = 40
+    rows = []
+    run(PICKET, "lab", "down")
+    try:
+        kubeconfig = (
+            run(
+                PICKET,
+                "lab",
+                "up",
+                "--nodes",
+                "2",
+                "--backend",
+                args.backend,
+                "--virtual-nodes",
+                str(virtual),
+            )
+            .strip()
+            .splitlines()[-1]
+        )
+        bench = Bench(kubeconfig)
+        bench.namespaces()
+        for pods in pod_steps:
+            bench.grow_pods(pods, virtual)
+            wait_ready(bench.core, pods)
+            for policies in policy_steps:
+                bench.grow_policies(policies)
+                mark = len(LOG.read_text())
+                # The first full sync after the change may still be catching up; take the
+                # second, a steady-state full sync of the whole state.
+                _, (endpoints, sets, rules, ms) = full_syncs_after(mark, 2)
+                rows.append((policies, pods, endpoints, sets, rules, ms))
+                print(f"measured: {rows[-1]}", file=sys.stderr, flush=True)
+            bench.policies = _reset_policies(bench, bench.policies)
+        latencies = relabel_latency(bench, args.rounds)
+    finally:
+        run(PICKET, "lab", "down")
+    print(
+        f"Machine: {platform.node()}, {os.cpu_count()} CPUs, kernel {platform.release()}, "
+        f"Python {platform.python_version()}; backend {args.backend}; 2 lab nodes and "
+        f"{virtual} virtual nodes; figures from node-1's agent.\n"
+    )
+    print("| policies | pods | local endpoints | peer sets | rules | full sync ms |")
+    print("|---|---|---|---|---|---|")
+    for policies, pods, endpoints, sets, rules, ms in rows:
+        print(f"| {policies} | {pods} | {endpoints} | {sets} | {rules} | {ms:.0f} |")
+    ms = [1000 * v for v in latencies]
+    print(
+        f"\nRelabel to enforced ({len(ms)} relabels, 10,000 pods, "
+        f"{policy_steps[-1]} policies): p50 {percentile(ms, 0.5):.0f} ms, "
+        f"p99 {percentile(ms, 0.99):.0f} ms, max {max(ms):.0f} ms, "
+        f"mean {statistics.mean(ms):.0f} ms."
+    )
+
+
+def _reset_policies(bench: Bench, count: int) -> int:
+    """Keep the policies: each pod step measures every policy count from scratch."""
+
+    def delete(j: int) -> None:
+        bench.net.delete_namespaced_network_policy(
+            f"p{j}", f"bench-{j % NAMESPACES}", _preload_content=False
+        )
+
+    if count and bench.pods < 10000:
+        list(bench.pool.map(delete, range(count)))
+        return 0
+    return count
+
+
+if __name__ == "__main__":
+    main()
