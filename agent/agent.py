@@ -1,5 +1,6 @@
-"""The agent loop: informers -> snapshot -> compile for this node -> diff -> backend,
-then remove the conntrack entries of connections the change forbids.
+"""The agent loop: informers -> changed objects -> compile for this node (incrementally;
+from scratch on a full sync) -> diff -> backend, then remove the conntrack entries of
+connections a narrowing change forbids.
 
 Shutting down leaves the rules in place (fail closed: enforcement must not stop
 because the agent does); `picket agent --cleanup` removes them."""
@@ -11,11 +12,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from agent.compiler.compile import compile_node
-from agent.compiler.diff import diff_ir
+from agent.compiler.diff import IRDiff, diff_ir
+from agent.compiler.incremental import IncrementalCompiler
 from agent.compiler.ir import NodeIR
 from agent.dataplane import conntrack
 from agent.dataplane.iptables import IptablesBackend, node_addresses
+from agent.model.live import LiveState
 from agent.snapshot import Snapshotter
 from agent.sync import SyncRunner
 from agent.watch import Informer, Kind
@@ -32,6 +34,18 @@ class SyncStats:
     conntrack_removed: int = 0
 
 
+def narrows(change: IRDiff) -> bool:
+    """Whether a change can forbid a connection that was allowed (then conntrack entries
+    are judged again); adding members or pods only widens."""
+    return bool(
+        change.endpoints_changed
+        or change.endpoints_removed
+        or change.sets_removed
+        or change.node_ips is not None
+        or any(m.removed for m in change.members.values())
+    )
+
+
 class Agent:
     def __init__(
         self, node: str, backend: IptablesBackend, kinds: list[Kind], resync_period: float = 30.0
@@ -41,19 +55,38 @@ class Agent:
         self.runner = SyncRunner(self.sync, resync_period=resync_period)
         self.informers = [Informer(k, self.runner.request) for k in kinds]
         self.snapshots = Snapshotter()
+        self.compiler = IncrementalCompiler(node)
+        self.live: LiveState | None = None
         self.ir: NodeIR | None = None
         self.stats = SyncStats()
         self.ready = threading.Event()
 
+    def _compile(self, full: bool) -> NodeIR:
+        if full or self.live is None:
+            for informer in self.informers:
+                informer.drain()  # a rebuild covers what changed so far
+            state = self.snapshots.state({i.kind.name: i.objects() for i in self.informers})
+            self.live = LiveState.from_state(state)
+            return self.compiler.rebuild(self.live)
+        for informer in self.informers:
+            kind = informer.kind.name
+            for key, raw in informer.drain().items():
+                obj = self.snapshots.parse(kind, raw) if raw is not None else None
+                if obj is None:
+                    self.snapshots.forget(kind, key)
+                    self.live.remove(kind, key.lstrip("/"))
+                else:
+                    self.live.put(obj)
+        return self.compiler.update(self.live)
+
     def sync(self, full: bool, requested: float | None) -> None:
         start = time.monotonic()
-        state = self.snapshots.state({i.kind.name: i.objects() for i in self.informers})
-        ir = compile_node(state, self.node)
+        ir = self._compile(full)
         change = diff_ir(self.ir, ir)
         if change.empty and not full:
             return
-        self.backend.apply(ir, full)
-        if self.ir is not None and not change.empty:
+        self.backend.apply(ir, change, full)
+        if self.ir is not None and narrows(change):
             self.stats.conntrack_removed += conntrack.remove_denied(ir, node_addresses())
         self.ir = ir
         done = time.monotonic()

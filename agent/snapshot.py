@@ -90,15 +90,15 @@ class Snapshotter:
     """Remembers parsed objects by (kind, namespace/name, resourceVersion)."""
 
     _parsed: dict[tuple[str, str], _Parsed] = field(default_factory=dict)
-    invalid: dict[str, int] = field(default_factory=dict)  # kind -> objects refused now
 
-    def _parse(self, kind: str, raw: dict[str, Any]) -> _Parsed:
+    def parse(self, kind: str, raw: dict[str, Any]) -> ApiObject | None:
+        """The object as the compiler sees it (fail-closed when the model refuses it)."""
         meta = _meta(raw)
         key = (kind, f"{meta.get('namespace', '')}/{meta.get('name', '')}")
         version = str(meta.get("resourceVersion", ""))
         cached = self._parsed.get(key)
         if cached is not None and version and cached.version == version:
-            return cached
+            return cached.obj
         raw = {"kind": kind, "apiVersion": _api_version(kind), **raw}
         try:
             parsed = _Parsed(version, parse_object(raw), False)
@@ -106,24 +106,32 @@ class Snapshotter:
             log.error("%s; enforcing it fail-closed", exc)
             parsed = _Parsed(version, fail_closed(raw), True)
         self._parsed[key] = parsed
-        return parsed
+        return parsed.obj
+
+    def forget(self, kind: str, key: str) -> None:
+        self._parsed.pop((kind, key), None)
+
+    @property
+    def invalid(self) -> dict[str, int]:
+        """kind -> how many current objects the model refuses (enforced fail-closed)."""
+        counts: dict[str, int] = {}
+        for (kind, _), parsed in self._parsed.items():
+            if parsed.refused:
+                counts[kind] = counts.get(kind, 0) + 1
+        return counts
 
     def state(self, objects: dict[str, Iterable[dict[str, Any]]]) -> ClusterState:
         """`objects` maps a kind to its raw objects (as informers hold them)."""
         found: list[ApiObject] = []
-        live: dict[tuple[str, str], _Parsed] = {}
+        live: set[tuple[str, str]] = set()
         for kind, raws in objects.items():
             for raw in raws:
-                parsed = self._parse(kind, raw)
+                obj = self.parse(kind, raw)
                 meta = _meta(raw)
-                live[(kind, f"{meta.get('namespace', '')}/{meta.get('name', '')}")] = parsed
-                if parsed.obj is not None:
-                    found.append(parsed.obj)
-        self._parsed = live
-        self.invalid = {}
-        for (kind, _), parsed in live.items():
-            if parsed.refused:
-                self.invalid[kind] = self.invalid.get(kind, 0) + 1
+                live.add((kind, f"{meta.get('namespace', '')}/{meta.get('name', '')}"))
+                if obj is not None:
+                    found.append(obj)
+        self._parsed = {k: v for k, v in self._parsed.items() if k in live}
         return ClusterState.from_objects(found)
 
 

@@ -13,11 +13,11 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes import client, config, watch
+from kubernetes import client, config
 
 log = logging.getLogger("picket.watch")
 WATCH_TIMEOUT = 300  # seconds; the server ends the watch, we resume from the last version
@@ -68,11 +68,19 @@ class Informer:
         self.synced = threading.Event()
         self._lock = threading.Lock()
         self._objects: dict[str, dict[str, Any]] = {}
-        self.version = 0  # bumped on every change, so consumers can skip unchanged kinds
+        # Keys changed since the consumer last drained them (None: deleted), so a sync
+        # can compile only what changed.
+        self._dirty: dict[str, dict[str, Any] | None] = {}
 
     def objects(self) -> list[dict[str, Any]]:
         with self._lock:
             return list(self._objects.values())
+
+    def drain(self) -> dict[str, dict[str, Any] | None]:
+        """The changes since the last drain: key -> object, or None when deleted."""
+        with self._lock:
+            dirty, self._dirty = self._dirty, {}
+            return dirty
 
     def start(self) -> None:
         threading.Thread(target=self._run, name=f"informer-{self.kind.name}", daemon=True).start()
@@ -82,19 +90,26 @@ class Informer:
         doc = json.loads(resp.data)
         fresh = {_key(o): o for o in doc.get("items", [])}
         with self._lock:
+            # A re-list reconciles: what vanished meanwhile is a deletion.
+            for key in self._objects.keys() - fresh.keys():
+                self._dirty[key] = None
+            for key, obj in fresh.items():
+                if self._objects.get(key) != obj:
+                    self._dirty[key] = obj
             self._objects = fresh
-            self.version += 1
         self.synced.set()
         self.on_change()
         return doc["metadata"]["resourceVersion"]
 
     def _apply(self, kind: str, obj: dict[str, Any]) -> None:
+        key = _key(obj)
         with self._lock:
             if kind == "DELETED":
-                self._objects.pop(_key(obj), None)
+                self._objects.pop(key, None)
+                self._dirty[key] = None
             else:
-                self._objects[_key(obj)] = obj
-            self.version += 1
+                self._objects[key] = obj
+                self._dirty[key] = obj
         self.on_change()
 
     def _run(self) -> None:
@@ -123,18 +138,60 @@ class Informer:
                 time.sleep(backoff(failures))
 
     def _watch(self, rv: str) -> str:
-        stream = watch.Watch().stream(
-            self.kind.list_call,
-            resource_version=rv,
-            allow_watch_bookmarks=True,
-            timeout_seconds=WATCH_TIMEOUT,
-        )
-        for event in stream:
-            obj = event["raw_object"]
+        for kind, obj in watch_events(self.kind.list_call, rv):
             rv = (obj.get("metadata") or {}).get("resourceVersion", rv)
-            if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
-                self._apply(event["type"], obj)
+            if kind in ("ADDED", "MODIFIED", "DELETED"):
+                self._apply(kind, obj)
         return rv
+
+
+class WatchExpired(client.ApiException):
+    """The server no longer has the resourceVersion we asked to resume from (410)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(status=410, reason=f"Expired: {message}")
+
+
+def watch_events(
+    list_call: Callable[..., Any], rv: str, timeout: int = WATCH_TIMEOUT
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(type, raw object) from one watch request, BOOKMARKs included; an ERROR event
+    raises (WatchExpired for 410). Lines are decoded as plain JSON: the client's model
+    classes cost milliseconds per object, which is programming latency."""
+    resp = list_call(
+        watch=True,
+        resource_version=rv,
+        allow_watch_bookmarks=True,
+        timeout_seconds=timeout,
+        _preload_content=False,
+    )
+    try:
+        for line in _lines(resp):
+            event = json.loads(line)
+            obj = event.get("object") or {}
+            if event.get("type") == "ERROR":
+                if obj.get("code") == 410:
+                    raise WatchExpired(str(obj.get("message", "")))
+                raise client.ApiException(
+                    status=obj.get("code", 500), reason=str(obj.get("message", ""))
+                )
+            yield event.get("type", ""), obj
+    finally:
+        resp.close()
+        resp.release_conn()
+
+
+def _lines(resp: Any) -> Iterator[str]:
+    """Complete lines of a chunked watch response, as they arrive."""
+    pending = b""
+    for chunk in resp.stream(amt=None, decode_content=False):
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            if line.strip():
+                yield line.decode()
+    if pending.strip():
+        yield pending.decode()
 
 
 def backoff(failures: int) -> float:

@@ -35,7 +35,7 @@ from agent.model.state import ClusterState
 
 def local_endpoints(state: ClusterState, node: str) -> list[Pod]:
     """The node's pods under policy: not hostNetwork, not finished, with an address."""
-    return [p for p in state.endpoint_pods if p.node_name == node and p.ips]
+    return [p for p in state.pods_on(node) if not p.host_network and not p.is_terminal and p.ips]
 
 
 def node_addresses(state: ClusterState, node: str) -> tuple[IPAddress, ...]:
@@ -43,7 +43,7 @@ def node_addresses(state: ClusterState, node: str) -> tuple[IPAddress, ...]:
     found: list[IPAddress] = []
     if node in state.nodes:
         found += state.nodes[node].addresses
-    found += [p.host_ip for p in state.pods.values() if p.node_name == node and p.host_ip]
+    found += [p.host_ip for p in state.pods_on(node) if p.host_ip]
     return tuple(dict.fromkeys(found))
 
 
@@ -107,9 +107,13 @@ def _rule_clauses(
 ) -> list[Clause]:
     # A rule without peers admits every peer; without ports, every port and protocol.
     peers = [_peer_set(policy, p) for p in rule.peers]
-    peer_ids = tuple(sorted({sets.add(p) for p in peers})) if peers else None
+
+    def peer_ids() -> tuple[str, ...] | None:
+        # Registered only when a clause uses them: an unused set is not programmed.
+        return tuple(sorted({sets.add(p) for p in peers})) if peers else None
+
     if not rule.ports:
-        return [PeerPortClause(peer_ids, None, origin)]
+        return [PeerPortClause(peer_ids(), None, origin)]
     ranges: set[PortRange] = set()
     clauses: list[Clause] = []
     for spec in rule.ports:
@@ -128,5 +132,5 @@ def _rule_clauses(
                 named = NamedPortSet(peer, spec.port, spec.protocol)
                 clauses.append(NamedPortClause(sets.add(named), origin))
     if ranges:
-        clauses.insert(0, PeerPortClause(peer_ids, tuple(sorted(ranges)), origin))
+        clauses.insert(0, PeerPortClause(peer_ids(), tuple(sorted(ranges)), origin))
     return clauses

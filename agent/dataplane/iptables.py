@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import logging
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterable
 from ipaddress import ip_address
 
 from pyroute2 import IPRoute
 
+from agent.compiler.diff import IRDiff
 from agent.compiler.ir import NodeIR
 from agent.dataplane.iptables_render import (
     CHAIN_PREFIX,
@@ -29,8 +30,12 @@ from agent.dataplane.iptables_render import (
     Ruleset,
     ipset_create,
     ipset_fill,
-    render,
+    member_text,
+    render_chains,
+    render_set,
+    render_sets,
     restore_text,
+    set_name,
 )
 from agent.model.objects import IPAddress
 
@@ -100,56 +105,77 @@ class IptablesBackend:
     def __init__(self, nflog_group: int = DEFAULT_NFLOG_GROUP, mode: str | None = None) -> None:
         self.mode = mode or detect_mode()
         self.nflog_group = nflog_group
-        self._sets: dict[str, IpSet] = {}  # what is programmed, as far as we know
-        self._rules: str | None = None
+        self._chains: dict[str, list[str]] | None = None  # what is programmed
+        self._interfaces: dict[str, str] = {}
         self._set_names: set[str] = set()
-        self.ruleset: Ruleset | None = None
 
     def _tool(self, name: str) -> str:
         return f"{name}-{self.mode}" if name == "iptables" else f"iptables-{self.mode}-{name}"
 
-    def apply(self, ir: NodeIR, full: bool) -> bool:
-        """Program `ir`. A full apply also repairs drift (flushed chains, a removed jump,
-        edited sets). Returns whether the rules (not only set members) changed."""
-        ruleset = render(ir, host_interfaces(ir), self.nflog_group)
-        self._apply_sets(ruleset.sets, full)
-        rules_changed = self._apply_rules(ruleset, full)
-        self._destroy_stale_sets(set(ruleset.sets), full)
-        self.ruleset = ruleset
+    def apply(self, ir: NodeIR, change: IRDiff | None = None, full: bool = True) -> bool:
+        """Program `ir`. A full apply rebuilds every set and chain, which also repairs
+        drift (flushed chains, a removed jump, edited sets); otherwise only what `change`
+        (the diff from the previous IR) touched. Returns whether the chains changed."""
+        if full or change is None or self._chains is None:
+            self._interfaces = host_interfaces(ir)
+            self._swap_sets(render_sets(ir).values())
+        else:
+            if change.endpoints_added or change.endpoints_changed:
+                self._interfaces = host_interfaces(ir)
+            self._update_sets(ir, change)
+        chains = render_chains(ir, self._interfaces, self.nflog_group)
+        rules_changed = self._apply_chains(chains, full or self._chains is None)
+        self._destroy_stale_sets({set_name(sid) for sid in ir.sets}, full)
         return rules_changed
 
-    def _apply_sets(self, wanted: Mapping[str, IpSet], full: bool) -> None:
+    def _swap_sets(self, sets: Iterable[IpSet]) -> None:
         lines: list[str] = []
-        for name, ipset in wanted.items():
-            known = self._sets.get(name)
-            if full or known is None or known.kind != ipset.kind:
-                # Build aside and swap in: the set is never seen half-filled.
-                temp = f"{SET_PREFIX}t-{name.removeprefix(SET_PREFIX)}"[:31]
-                lines += [
-                    ipset_create(ipset),
-                    ipset_create(ipset, temp),
-                    f"flush {temp}",
-                    *ipset_fill(ipset, temp),
-                    f"swap {temp} {name}",
-                    f"destroy {temp}",
-                ]
-            else:
-                lines += [f"add {name} {m} -exist" for m in sorted(ipset.members - known.members)]
-                lines += [f"del {name} {m} -exist" for m in sorted(known.members - ipset.members)]
+        for ipset in sets:
+            # Build aside and swap in: the set is never seen half-filled.
+            temp = f"{SET_PREFIX}t-{ipset.name.removeprefix(SET_PREFIX)}"[:31]
+            lines += [
+                ipset_create(ipset),
+                ipset_create(ipset, temp),
+                f"flush {temp}",
+                *ipset_fill(ipset, temp),
+                f"swap {temp} {ipset.name}",
+                f"destroy {temp}",
+            ]
+        self._ipset(lines)
+
+    def _update_sets(self, ir: NodeIR, change: IRDiff) -> None:
+        """New sets are built whole; existing ones change by member, in one batch."""
+        self._swap_sets(render_set(ir, sid) for sid in change.sets_added)
+        lines: list[str] = []
+        for sid, members in change.members.items():
+            if sid in change.sets_added or sid not in ir.sets:
+                continue
+            name, peer_set = set_name(sid), ir.sets[sid]
+            for verb, found in (("add", members.added), ("del", members.removed)):
+                texts = (member_text(peer_set, m) for m in found)
+                lines += [f"{verb} {name} {t} -exist" for t in sorted(filter(None, texts))]
+        self._ipset(lines)
+
+    @staticmethod
+    def _ipset(lines: list[str]) -> None:
         if lines:
             _run(["ipset", "restore"], "\n".join(lines) + "\n")
-        self._sets = dict(wanted)
 
-    def _apply_rules(self, ruleset: Ruleset, full: bool) -> bool:
-        stale = self._existing_chains() if full or self._rules is None else set()
-        text = restore_text(ruleset, stale)
-        core = restore_text(ruleset)
-        changed = core != self._rules
+    def _apply_chains(self, chains: dict[str, list[str]], full: bool) -> bool:
+        """All our chains in one iptables-restore transaction, when they changed (or on a
+        full sync, which also deletes chains we no longer use and restores the jump)."""
+        changed = chains != self._chains
         if changed or full:
-            _run([self._tool("restore"), "--noflush", "-w"], text)
-            self._rules = core
-        self._ensure_jump()
+            stale = self._existing_chains() if full else set(self._chains or ())
+            _run(
+                [self._tool("restore"), "--noflush", "-w"], restore_text(Ruleset(chains, {}), stale)
+            )
+            self._chains = chains
+            self._ensure_jump()
         return changed
+
+    def rule_count(self) -> int:
+        return sum(len(rules) for rules in (self._chains or {}).values())
 
     def _existing_chains(self) -> set[str]:
         out = _run([self._tool("save"), "-t", "filter"])
@@ -179,9 +205,6 @@ class IptablesBackend:
     def _existing_sets() -> list[str]:
         return [n for n in _run(["ipset", "list", "-n"]).split() if n.startswith(SET_PREFIX)]
 
-    def rule_count(self) -> int:
-        return self.ruleset.rule_count() if self.ruleset else 0
-
     def cleanup(self) -> list[str]:
         """Remove everything Picket added: the jump, the chains, the sets."""
         removed = []
@@ -202,5 +225,5 @@ class IptablesBackend:
         for name in self._existing_sets():
             _run(["ipset", "destroy", name])
             removed.append(f"set {name}")
-        self._sets, self._rules = {}, None
+        self._chains, self._set_names = None, set()
         return removed

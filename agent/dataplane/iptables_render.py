@@ -32,6 +32,7 @@ from agent.compiler.ir import (
     NamedPortSet,
     NodeIR,
     PeerPortClause,
+    PeerSet,
     PortRange,
 )
 
@@ -155,31 +156,38 @@ def _cidr_members(peer: CIDRSet) -> frozenset[str]:
     )
 
 
+def member_text(peer_set: PeerSet, member: object) -> str | None:
+    """One member in `ipset add` syntax; None for what the set cannot hold (IPv6)."""
+    if isinstance(peer_set, NamedPortSet):
+        ip, proto, port = member  # type: ignore[misc]
+        return f"{ip},{proto.lower()}:{port}" if isinstance(ip, IPv4Address) else None
+    return str(member) if isinstance(member, IPv4Address) else None
+
+
+def set_kind(peer_set: PeerSet) -> str:
+    if isinstance(peer_set, CIDRSet):
+        return "hash:net"
+    return "hash:ip,port" if isinstance(peer_set, NamedPortSet) else "hash:ip"
+
+
+def render_set(ir: NodeIR, sid: str) -> IpSet:
+    peer_set = ir.sets[sid]
+    if isinstance(peer_set, CIDRSet):
+        members = _cidr_members(peer_set)
+    else:
+        texts = (member_text(peer_set, m) for m in ir.members.get(sid, frozenset()))
+        members = frozenset(t for t in texts if t is not None)
+    return IpSet(set_name(sid), set_kind(peer_set), members)
+
+
 def render_sets(ir: NodeIR) -> dict[str, IpSet]:
     """Every peer set the IR names, with its members (IPv4; IPv6 comes with ip6tables)."""
-    out = {}
-    for sid, peer_set in ir.sets.items():
-        name = set_name(sid)
-        if isinstance(peer_set, CIDRSet):
-            out[name] = IpSet(name, "hash:net", _cidr_members(peer_set))
-        elif isinstance(peer_set, NamedPortSet):
-            members = frozenset(
-                f"{ip},{proto.lower()}:{port}"
-                for ip, proto, port in ir.members.get(sid, frozenset())
-                if isinstance(ip, IPv4Address)
-            )
-            out[name] = IpSet(name, "hash:ip,port", members)
-        else:
-            members = frozenset(
-                str(ip) for ip in ir.members.get(sid, frozenset()) if isinstance(ip, IPv4Address)
-            )
-            out[name] = IpSet(name, "hash:ip", members)
-    return out
+    return {set_name(sid): render_set(ir, sid) for sid in ir.sets}
 
 
-def render(
+def render_chains(
     ir: NodeIR, interfaces: Mapping[str, str], nflog_group: int = DEFAULT_NFLOG_GROUP
-) -> Ruleset:
+) -> dict[str, list[str]]:
     """`interfaces` maps a local endpoint (namespace/name) to its host-side interface;
     endpoints without one (not wired yet) get no rules until they have one."""
     chains: dict[str, list[str]] = {}
@@ -202,7 +210,13 @@ def render(
             chains[name] = body
             target.append(f'{flag} {ifname} -m comment --comment "{ref}" -j {name}')
     chains[FORWARD_CHAIN] = forward + dispatch_in
-    return Ruleset(dict(sorted(chains.items())), render_sets(ir))
+    return dict(sorted(chains.items()))
+
+
+def render(
+    ir: NodeIR, interfaces: Mapping[str, str], nflog_group: int = DEFAULT_NFLOG_GROUP
+) -> Ruleset:
+    return Ruleset(render_chains(ir, interfaces, nflog_group), render_sets(ir))
 
 
 def restore_text(ruleset: Ruleset, stale_chains: Iterable[str] = ()) -> str:

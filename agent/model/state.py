@@ -85,6 +85,17 @@ class ClusterState:
         """Declared namespaces and those that pods live in."""
         return tuple(sorted(set(self.namespaces) | {p.namespace for p in self.pods.values()}))
 
+    def pods_on(self, node: str) -> tuple[Pod, ...]:
+        """Every pod bound to `node` (hostNetwork and finished ones included), by ref."""
+        return self._pods_by_node.get(node, ())
+
+    @cached_property
+    def _pods_by_node(self) -> dict[str | None, tuple[Pod, ...]]:
+        index: dict[str | None, list[Pod]] = {}
+        for ref in sorted(self.pods):
+            index.setdefault(self.pods[ref].node_name, []).append(self.pods[ref])
+        return {node: tuple(pods) for node, pods in index.items()}
+
     def pod_by_ip(self, ip: IPAddress) -> Pod | None:
         return self._pods_by_ip.get(ip)
 

@@ -66,24 +66,30 @@ def test_snapshot_parses_each_version_once():
 
 def test_a_burst_of_requests_is_a_handful_of_syncs():
     calls: list[bool] = []
+    busy, release = threading.Event(), threading.Event()
 
     def sync(full: bool, requested: float | None) -> None:
         calls.append(full)
-        time.sleep(0.01)  # programming takes a while; requests pile up meanwhile
+        if not full and len(calls) == 2:
+            busy.set()
+            release.wait(5)  # programming is slow; the burst arrives meanwhile
 
     runner = SyncRunner(sync, resync_period=3600, batch_window=0.005)
     thread = threading.Thread(target=runner.run, daemon=True)
     thread.start()
-    time.sleep(0.05)  # the initial full sync
-    before = len(calls)
-    for _ in range(1000):
+    deadline = time.monotonic() + 5
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.001)  # the initial full sync comes first
+    runner.request()
+    assert busy.wait(5)
+    for _ in range(999):
         runner.request()
-        time.sleep(0.00005)
-    time.sleep(0.1)
+    release.set()
+    time.sleep(0.2)
     runner.stop()
     thread.join(2)
     assert calls[0] is True
-    assert 1 <= len(calls) - before <= 10
+    assert calls[1:] == [False, False]  # the 999 requests became one sync
 
 
 def test_a_failed_sync_is_retried():

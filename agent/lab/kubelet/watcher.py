@@ -11,10 +11,11 @@ import threading
 import time
 from typing import Any
 
-from kubernetes import client, watch
+from kubernetes import client
+
+from agent.watch import watch_events
 
 log = logging.getLogger("picket.lab.kubelet")
-WATCH_TIMEOUT = 300
 SYNCED = "SYNCED"  # a pseudo-event: the state of a full list has been delivered
 
 
@@ -61,17 +62,10 @@ class PodWatcher:
             try:
                 if rv is None:
                     rv = self._list()
-                stream = watch.Watch().stream(
-                    self.api.list_pod_for_all_namespaces,
-                    resource_version=rv,
-                    allow_watch_bookmarks=True,
-                    timeout_seconds=WATCH_TIMEOUT,
-                )
-                for event in stream:
-                    obj = event["raw_object"]
+                for kind, obj in watch_events(self.api.list_pod_for_all_namespaces, rv):
                     rv = obj["metadata"]["resourceVersion"]
-                    if event["type"] != "BOOKMARK":
-                        self._emit(event["type"], obj)
+                    if kind != "BOOKMARK":
+                        self._emit(kind, obj)
                 backoff = 0.2
             except client.ApiException as exc:
                 if exc.status != 410:

@@ -1,0 +1,146 @@
+"""A cluster state that changes one object at a time, keeping its indices current, and
+says what each change touched. It reads like ClusterState (the compiler takes either),
+so the agent can compile a relabel without rebuilding a snapshot of every pod."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from agent.model.objects import (
+    NAMESPACE_NAME_LABEL,
+    IPAddress,
+    Namespace,
+    NetworkPolicy,
+    Node,
+    Pod,
+)
+from agent.model.parse import ApiObject
+from agent.model.state import ClusterState
+
+
+@dataclass
+class Changes:
+    """What changed since the compiler last looked."""
+
+    pods: list[tuple[Pod | None, Pod | None]] = field(default_factory=list)  # (old, new)
+    policy_namespaces: set[str] = field(default_factory=set)
+    namespaces: set[str] = field(default_factory=set)  # labels changed, or came or went
+    nodes: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return not (self.pods or self.policy_namespaces or self.namespaces or self.nodes)
+
+
+def _is_endpoint(pod: Pod) -> bool:
+    return not pod.host_network and not pod.is_terminal
+
+
+class LiveState:
+    def __init__(self) -> None:
+        self.namespaces: dict[str, Namespace] = {}
+        self.nodes: dict[str, Node] = {}
+        self.pods: dict[str, Pod] = {}
+        self.policies: dict[str, NetworkPolicy] = {}
+        self._pods_by_ns: dict[str, dict[str, Pod]] = {}
+        self._pods_by_node: dict[str | None, dict[str, Pod]] = {}
+        self._policies_by_ns: dict[str, dict[str, NetworkPolicy]] = {}
+        self.changes = Changes()
+
+    @classmethod
+    def from_state(cls, state: ClusterState) -> LiveState:
+        live = cls()
+        for obj in [
+            *state.namespaces.values(),
+            *state.nodes.values(),
+            *state.pods.values(),
+            *state.policies.values(),
+        ]:
+            live.put(obj)
+        live.changes = Changes()
+        return live
+
+    # --- changes -----------------------------------------------------------------------
+
+    def put(self, obj: ApiObject) -> None:
+        if isinstance(obj, Pod):
+            self._set_pod(obj.ref, obj)
+        elif isinstance(obj, NetworkPolicy):
+            self._set_policy(obj.ref, obj.namespace, obj)
+        elif isinstance(obj, Namespace):
+            self._set_namespace(obj.name, obj)
+        elif isinstance(obj, Node):
+            self.nodes[obj.name] = obj
+            self.changes.nodes = True
+
+    def remove(self, kind: str, key: str) -> None:
+        """`key` is namespace/name for namespaced kinds, the name otherwise."""
+        if kind == "Pod":
+            self._set_pod(key, None)
+        elif kind == "NetworkPolicy":
+            self._set_policy(key, key.split("/", 1)[0], None)
+        elif kind == "Namespace":
+            self._set_namespace(key, None)
+        elif kind == "Node" and self.nodes.pop(key, None) is not None:
+            self.changes.nodes = True
+
+    def _set_pod(self, ref: str, pod: Pod | None) -> None:
+        old = self.pods.pop(ref, None)
+        if old is not None:
+            self._pods_by_ns.get(old.namespace, {}).pop(ref, None)
+            self._pods_by_node.get(old.node_name, {}).pop(ref, None)
+        if pod is not None:
+            self.pods[ref] = pod
+            self._pods_by_ns.setdefault(pod.namespace, {})[ref] = pod
+            self._pods_by_node.setdefault(pod.node_name, {})[ref] = pod
+        if old != pod:
+            self.changes.pods.append((old, pod))
+
+    def _set_policy(self, ref: str, namespace: str, policy: NetworkPolicy | None) -> None:
+        old = self.policies.pop(ref, None)
+        self._policies_by_ns.get(namespace, {}).pop(ref, None)
+        if policy is not None:
+            self.policies[ref] = policy
+            self._policies_by_ns.setdefault(namespace, {})[ref] = policy
+        if old != policy:
+            self.changes.policy_namespaces.add(namespace)
+
+    def _set_namespace(self, name: str, namespace: Namespace | None) -> None:
+        old = self.namespaces.pop(name, None)
+        if namespace is not None:
+            self.namespaces[name] = namespace
+        if (old.labels if old else None) != (namespace.labels if namespace else None):
+            self.changes.namespaces.add(name)
+
+    def take_changes(self) -> Changes:
+        changes, self.changes = self.changes, Changes()
+        return changes
+
+    # --- reads, as ClusterState offers them -------------------------------------------
+
+    def namespace_labels(self, name: str) -> dict[str, str]:
+        namespace = self.namespaces.get(name)
+        return namespace.labels if namespace is not None else {NAMESPACE_NAME_LABEL: name}
+
+    def policies_in(self, namespace: str) -> tuple[NetworkPolicy, ...]:
+        found = self._policies_by_ns.get(namespace, {})
+        return tuple(found[ref] for ref in sorted(found))
+
+    @property
+    def namespace_names(self) -> tuple[str, ...]:
+        return tuple(sorted(set(self.namespaces) | {n for n, p in self._pods_by_ns.items() if p}))
+
+    @property
+    def endpoint_pods(self) -> tuple[Pod, ...]:
+        return tuple(self.pods[r] for r in sorted(self.pods) if _is_endpoint(self.pods[r]))
+
+    def endpoint_pods_in(self, namespace: str) -> tuple[Pod, ...]:
+        found = self._pods_by_ns.get(namespace, {})
+        return tuple(found[r] for r in sorted(found) if _is_endpoint(found[r]))
+
+    def pods_on(self, node: str) -> tuple[Pod, ...]:
+        found = self._pods_by_node.get(node, {})
+        return tuple(found[r] for r in sorted(found))
+
+    def host_ips(self, node: str) -> list[IPAddress]:
+        return [p.host_ip for p in self.pods_on(node) if p.host_ip is not None]
