@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+
+import pytest
 
 from agent.compiler.compile import compile_node
 from agent.snapshot import Snapshotter, fail_closed
 from agent.sync import SyncRunner
-from agent.watch import BACKOFF_CAP, backoff
+from agent.watch import BACKOFF_CAP, WatchExpired, backoff, watch_events
 from tests.unit.builders import model_cluster, policy
 
 
@@ -117,3 +120,49 @@ def test_backoff_grows_with_jitter_and_a_cap():
     assert 0.4 <= backoff(3) <= 1.2
     assert all(backoff(50) <= BACKOFF_CAP * 1.5 for _ in range(100))
     assert len({round(backoff(5), 6) for _ in range(20)}) > 1
+
+
+class _Chunked:
+    """A watch response delivering its bytes in arbitrary chunks."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+        self.closed = False
+
+    def stream(self, amt: object = None, decode_content: bool = False) -> list[bytes]:
+        return self.chunks
+
+    def close(self) -> None:
+        self.closed = True
+
+    def release_conn(self) -> None:
+        pass
+
+
+def test_watch_events_are_split_on_lines_whatever_the_chunks():
+    events = [{"type": "ADDED", "object": {"metadata": {"name": str(i)}}} for i in range(3)]
+    blob = b"".join(json.dumps(e).encode() + b"\n" for e in events)
+    response = _Chunked([blob[:7], blob[7:50], blob[50:51], blob[51:]])
+    found = list(watch_events(lambda **kw: response, "1"))
+    assert [(k, o["metadata"]["name"]) for k, o in found] == [
+        ("ADDED", "0"),
+        ("ADDED", "1"),
+        ("ADDED", "2"),
+    ]
+    assert response.closed
+
+
+def test_watch_error_410_raises_expired():
+    error = {
+        "type": "ERROR",
+        "object": {
+            "kind": "Status",
+            "code": 410,
+            "reason": "Expired",
+            "message": "too old resource version: 1 (5)",
+        },
+    }
+    response = _Chunked([json.dumps(error).encode() + b"\n"])
+    with pytest.raises(WatchExpired) as info:
+        list(watch_events(lambda **kw: response, "1"))
+    assert info.value.status == 410
