@@ -3,7 +3,7 @@
 Layout, in the filter table (one jump from FORWARD; nothing else is touched):
 
     PICKET-FORWARD   ESTABLISHED,RELATED -> ACCEPT (replies are not new connections)
-                     INVALID -> DROP
+                     INVALID -> DROP; NEW TCP without SYN -> DROP (no mid-stream pickup)
                      -i <pod veth> -> PICKET-EG-<h>   (traffic leaving a pod: its egress)
                      -o <pod veth> -> PICKET-IN-<h>   (traffic entering a pod: its ingress)
     PICKET-EG-<h>    one rule per (peer set, protocol) of each clause -> RETURN (admitted)
@@ -194,6 +194,12 @@ def render_chains(
     forward = [
         "-m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
         "-m conntrack --ctstate INVALID -j DROP",
+        # A TCP packet that opens nothing yet has no conntrack entry belongs to a
+        # connection whose entry we removed because policy now forbids it: conntrack's
+        # loose pickup would otherwise adopt it, possibly reversed (from the server) and
+        # so allowed, and the connection would live on.
+        '-p tcp ! --syn -m conntrack --ctstate NEW -m comment --comment "no mid-stream '
+        'pickup" -j DROP',
     ]
     dispatch_in: list[str] = []
     for ref, endpoint in ir.endpoints.items():
