@@ -166,3 +166,15 @@ def test_watch_error_410_raises_expired():
     with pytest.raises(WatchExpired) as info:
         list(watch_events(lambda **kw: response, "1"))
     assert info.value.status == 410
+
+
+def test_only_narrowing_changes_rescan_conntrack():
+    from agent.agent import narrows
+    from agent.compiler.diff import IRDiff, MemberChange
+
+    assert not narrows(IRDiff())
+    assert not narrows(IRDiff(members={"s": MemberChange(frozenset({1}), frozenset())}))
+    assert not narrows(IRDiff(endpoints_added={"x/a": None}))
+    assert narrows(IRDiff(members={"s": MemberChange(frozenset(), frozenset({1}))}))
+    assert narrows(IRDiff(endpoints_changed={"x/a": None}))
+    assert narrows(IRDiff(sets_removed=("s",)))
