@@ -8,6 +8,7 @@ from agent.compiler.ir import (
     CIDRSet,
     Clause,
     DirectionRules,
+    IdentityKey,
     LocalEndpoint,
     NamedPortClause,
     NamedPortSet,
@@ -17,6 +18,7 @@ from agent.compiler.ir import (
     PeerSet,
     PortRange,
     SelectorSet,
+    identity_key,
     set_id,
 )
 from agent.compiler.members import set_members
@@ -74,8 +76,22 @@ def compile_node(state: ClusterState, node: str) -> NodeIR:
         sid: set_members(state, s) for sid, s in sets.sets.items() if not isinstance(s, CIDRSet)
     }
     return NodeIR(
-        node, node_addresses(state, node), endpoints, dict(sorted(sets.sets.items())), members
+        node,
+        node_addresses(state, node),
+        endpoints,
+        dict(sorted(sets.sets.items())),
+        members,
+        pod_addresses(state),
     )
+
+
+def pod_addresses(state: ClusterState) -> dict[IPAddress, IdentityKey]:
+    """Every policed pod address, with its identity key."""
+    return {
+        ip: identity_key(state.namespace_labels(pod.namespace), pod.labels)
+        for pod in state.endpoint_pods
+        for ip in pod.ips
+    }
 
 
 def _direction(state: ClusterState, pod: Pod, direction: str, sets: _Sets) -> DirectionRules | None:

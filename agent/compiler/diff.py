@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from agent.compiler.ir import LocalEndpoint, NodeIR, PeerSet
+from agent.compiler.ir import IdentityKey, LocalEndpoint, NodeIR, PeerSet
 from agent.model.objects import IPAddress
 
 
@@ -23,6 +24,8 @@ class IRDiff:
     endpoints_changed: dict[str, LocalEndpoint] = field(default_factory=dict)
     endpoints_removed: tuple[str, ...] = ()
     node_ips: tuple[IPAddress, ...] | None = None  # set when they changed
+    # Pod addresses whose identity key changed (None: the address is gone).
+    addresses: dict[IPAddress, IdentityKey | None] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -34,6 +37,7 @@ class IRDiff:
             or self.endpoints_changed
             or self.endpoints_removed
             or self.node_ips is not None
+            or self.addresses
         )
 
 
@@ -55,4 +59,17 @@ def diff_ir(old: NodeIR | None, new: NodeIR) -> IRDiff:
         },
         endpoints_removed=tuple(r for r in old.endpoints if r not in new.endpoints),
         node_ips=new.node_ips if new.node_ips != old.node_ips else None,
+        addresses=_address_changes(old.addresses, new.addresses),
     )
+
+
+def _address_changes(
+    old: Mapping[IPAddress, IdentityKey], new: Mapping[IPAddress, IdentityKey]
+) -> dict[IPAddress, IdentityKey | None]:
+    if old is new:
+        return {}
+    changes: dict[IPAddress, IdentityKey | None] = {
+        ip: key for ip, key in new.items() if old.get(ip) != key
+    }
+    changes.update({ip: None for ip in old if ip not in new})
+    return changes

@@ -15,9 +15,16 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Hashable, Iterable
 
-from agent.compiler.compile import _direction, _Sets, local_endpoints, node_addresses
+from agent.compiler.compile import (
+    _direction,
+    _Sets,
+    local_endpoints,
+    node_addresses,
+    pod_addresses,
+)
 from agent.compiler.ir import (
     CIDRSet,
+    IdentityKey,
     LocalEndpoint,
     NamedPortClause,
     NamedPortSet,
@@ -25,10 +32,11 @@ from agent.compiler.ir import (
     PeerPortClause,
     PeerSet,
     SelectorSet,
+    identity_key,
 )
 from agent.compiler.members import set_members
 from agent.model.live import Changes, LiveState
-from agent.model.objects import EGRESS, INGRESS, Pod
+from agent.model.objects import EGRESS, INGRESS, IPAddress, Pod
 
 
 def _is_endpoint(pod: Pod) -> bool:
@@ -87,6 +95,7 @@ class IncrementalCompiler:
         self._counts: dict[str, Counter] = {}
         self._frozen: dict[str, frozenset] = {}
         self._node_ips: tuple = ()
+        self._addresses: dict[IPAddress, IdentityKey] = {}
 
     def rebuild(self, state: LiveState) -> NodeIR:
         self._endpoints = {}
@@ -95,6 +104,7 @@ class IncrementalCompiler:
         self._recompute_endpoints(state, [p.ref for p in local_endpoints(state, self.node)])
         self._sync_sets(state, full=set(_referenced(self._endpoints.values())))
         self._node_ips = node_addresses(state, self.node)
+        self._addresses = pod_addresses(state)
         return self.ir()
 
     def update(self, state: LiveState) -> NodeIR:
@@ -121,7 +131,24 @@ class IncrementalCompiler:
         )
         self._sync_sets(state, full=full, changes=changes)
         self._node_ips = node_addresses(state, self.node)
+        self._update_addresses(state, changes)
         return self.ir()
+
+    def _update_addresses(self, state: LiveState, changes: Changes) -> None:
+        touched = {ip for pair in changes.pods for p in pair if p is not None for ip in p.ips}
+        touched |= {
+            ip for ns in changes.namespaces for p in state.endpoint_pods_in(ns) for ip in p.ips
+        }
+        if not touched:
+            return
+        addresses = dict(self._addresses)  # a new mapping: the diff compares by identity
+        for ip in touched:
+            pod = state.endpoint_pod_with_ip(ip)
+            if pod is None:
+                addresses.pop(ip, None)
+            else:
+                addresses[ip] = identity_key(state.namespace_labels(pod.namespace), pod.labels)
+        self._addresses = addresses
 
     def _recompute_endpoints(self, state: LiveState, refs: list[str]) -> None:
         registry = _Sets()
@@ -180,7 +207,12 @@ class IncrementalCompiler:
             members[sid] = self._frozen[sid]
         endpoints = {ref: self._endpoints[ref] for ref in sorted(self._endpoints)}
         return NodeIR(
-            self.node, self._node_ips, endpoints, dict(sorted(self._sets.items())), members
+            self.node,
+            self._node_ips,
+            endpoints,
+            dict(sorted(self._sets.items())),
+            members,
+            self._addresses,
         )
 
 

@@ -106,6 +106,26 @@ class NamedPortSet:
 
 
 PeerSet = SelectorSet | CIDRSet | NamedPortSet
+Labels = tuple[tuple[str, str], ...]
+IdentityKey = tuple[Labels, Labels]  # (namespace labels, pod labels), each sorted
+
+
+def identity_key(namespace_labels: Mapping[str, str], pod_labels: Mapping[str, str]) -> IdentityKey:
+    return tuple(sorted(namespace_labels.items())), tuple(sorted(pod_labels.items()))
+
+
+def selects_identity(peer: SelectorSet, key: IdentityKey) -> bool:
+    """Whether pods with these labels, in a namespace with these labels, are in `peer`
+    (the namespace's name is its kubernetes.io/metadata.name label)."""
+    namespace_labels, pod_labels = dict(key[0]), dict(key[1])
+    if peer.namespace_selector is None:
+        if namespace_labels.get("kubernetes.io/metadata.name") != peer.namespace:
+            return False
+    elif not peer.namespace_selector.matches(namespace_labels):
+        return False
+    return peer.pod_selector is None or peer.pod_selector.matches(pod_labels)
+
+
 NamedMember = tuple[IPAddress, str, int]
 
 
@@ -171,3 +191,7 @@ class NodeIR:
     # Members of selector sets (addresses) and named-port sets ((address, proto, port)).
     # CIDR sets are defined by their prefixes and have no member list.
     members: Mapping[str, frozenset] = field(default_factory=dict)
+    # Every policed pod address in the cluster and what an identity-based datapath keys
+    # on: the pod's (namespace labels, pod labels). Pods with equal keys share an
+    # identity; the iptables backend does not need this.
+    addresses: Mapping[IPAddress, IdentityKey] = field(default_factory=dict)

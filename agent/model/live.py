@@ -45,6 +45,7 @@ class LiveState:
         self._pods_by_ns: dict[str, dict[str, Pod]] = {}
         self._pods_by_node: dict[str | None, dict[str, Pod]] = {}
         self._policies_by_ns: dict[str, dict[str, NetworkPolicy]] = {}
+        self._pods_by_ip: dict[IPAddress, set[str]] = {}
         self.changes = Changes()
 
     @classmethod
@@ -89,10 +90,14 @@ class LiveState:
         if old is not None:
             self._pods_by_ns.get(old.namespace, {}).pop(ref, None)
             self._pods_by_node.get(old.node_name, {}).pop(ref, None)
+            for ip in old.ips:
+                self._pods_by_ip.get(ip, set()).discard(ref)
         if pod is not None:
             self.pods[ref] = pod
             self._pods_by_ns.setdefault(pod.namespace, {})[ref] = pod
             self._pods_by_node.setdefault(pod.node_name, {})[ref] = pod
+            for ip in pod.ips:
+                self._pods_by_ip.setdefault(ip, set()).add(ref)
         if old != pod:
             self.changes.pods.append((old, pod))
 
@@ -137,6 +142,12 @@ class LiveState:
     def endpoint_pods_in(self, namespace: str) -> tuple[Pod, ...]:
         found = self._pods_by_ns.get(namespace, {})
         return tuple(found[r] for r in sorted(found) if _is_endpoint(found[r]))
+
+    def endpoint_pod_with_ip(self, ip: IPAddress) -> Pod | None:
+        """The policed pod holding `ip`; of several (briefly, while one replaces
+        another), the last by namespace/name, as ClusterState's indices resolve it."""
+        refs = sorted(r for r in self._pods_by_ip.get(ip, ()) if _is_endpoint(self.pods[r]))
+        return self.pods[refs[-1]] if refs else None
 
     def pods_on(self, node: str) -> tuple[Pod, ...]:
         found = self._pods_by_node.get(node, {})

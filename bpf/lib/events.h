@@ -1,0 +1,64 @@
+/* Counters, and drop events for the drop log: a per-CPU token bucket keeps a flood of
+ * denied packets from flooding the ring buffer (what it holds back is counted). */
+#ifndef PICKET_EVENTS_H
+#define PICKET_EVENTS_H
+
+static __always_inline void count_packet(__u32 reason)
+{
+    __u64 *value = picket_counters.lookup(&reason);
+    if (value)
+        *value += 1;
+}
+
+static __always_inline int take_token(void)
+{
+    __u32 zero = 0;
+    struct rate_state *state = picket_rate.lookup(&zero);
+    if (!state)
+        return 0;
+    __u64 now = bpf_ktime_get_ns();
+    __u64 rate = config_get(CONFIG_EVENTS_PER_SECOND, 1000);
+    __u64 burst = config_get(CONFIG_EVENTS_BURST, 100) * 1000;
+    __u64 elapsed = now - state->last_ns;
+    if (elapsed > 10000000000ULL)
+        elapsed = 10000000000ULL; /* no overflow after a long quiet */
+    __u64 tokens = state->tokens_milli + elapsed * rate / 1000000;
+    if (tokens > burst)
+        tokens = burst;
+    state->last_ns = now;
+    if (tokens < 1000) {
+        state->tokens_milli = tokens;
+        return 0;
+    }
+    state->tokens_milli = tokens - 1000;
+    return 1;
+}
+
+static __always_inline void report_drop(struct __sk_buff *skb, struct packet *pkt,
+                                        __u32 endpoint, __u8 direction, __u8 reason)
+{
+    count_packet(reason);
+    if (!take_token()) {
+        count_packet(REASON_EVENT_SUPPRESSED);
+        return;
+    }
+    struct drop_event *event = picket_drops.ringbuf_reserve(sizeof(struct drop_event));
+    if (!event) {
+        count_packet(REASON_EVENT_SUPPRESSED);
+        return;
+    }
+    event->timestamp_ns = bpf_ktime_get_ns();
+    event->saddr = pkt->saddr;
+    event->daddr = pkt->daddr;
+    event->sport = pkt->sport;
+    event->dport = pkt->dport;
+    event->protocol = pkt->protocol;
+    event->direction = direction;
+    event->reason = reason;
+    event->pad = 0;
+    event->endpoint = endpoint;
+    event->ifindex = skb->ifindex;
+    picket_drops.ringbuf_submit(event, 0);
+}
+
+#endif

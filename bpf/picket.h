@@ -1,0 +1,124 @@
+/* Picket's eBPF datapath: the one place where struct layouts, identities, reason codes
+ * and map names are defined. agent/dataplane/ebpf_layout.py mirrors this file, and a
+ * test parses it to check the mirror. */
+#ifndef PICKET_H
+#define PICKET_H
+
+/* Directions, from the pod's point of view. */
+#define DIR_INGRESS 0
+#define DIR_EGRESS 1
+
+/* Reserved identities. Pod identities start at IDENTITY_POD_FIRST, CIDR (ipBlock
+ * prefix) identities at IDENTITY_CIDR_FIRST. */
+#define IDENTITY_ANY 0      /* a policy entry for any peer */
+#define IDENTITY_HOST 1     /* this node's own addresses: always allowed */
+#define IDENTITY_WORLD 2    /* an address that is no pod and no node address */
+#define IDENTITY_POD_FIRST 256
+#define IDENTITY_CIDR_FIRST 16777216
+
+/* Endpoint flags. */
+#define EP_INGRESS_ISOLATED 1
+#define EP_EGRESS_ISOLATED 2
+#define EP_NAMED_EGRESS 4   /* egress rules with named ports: look in the named map */
+
+/* Why a packet passed or was dropped: per-CPU counters are indexed by these. */
+#define REASON_ALLOWED_POLICY 0
+#define REASON_ALLOWED_CT 1
+#define REASON_ALLOWED_NOT_ISOLATED 2
+#define REASON_ALLOWED_HOST 3
+#define REASON_ALLOWED_OTHER 4      /* not IPv4, ICMP errors: not policed */
+#define REASON_DROP_POLICY 5
+#define REASON_DROP_NO_SYN 6        /* TCP without SYN and without a connection */
+#define REASON_EVENT_SUPPRESSED 7   /* drop events the rate limit kept out of the ring */
+#define REASON_COUNT 8
+
+/* CT flags */
+#define CT_FIN 1
+
+/* Config slots (an array map the agent writes). */
+#define CONFIG_TCP_TIMEOUT_S 0
+#define CONFIG_UDP_TIMEOUT_S 1
+#define CONFIG_OTHER_TIMEOUT_S 2
+#define CONFIG_FIN_TIMEOUT_S 3
+#define CONFIG_EVENTS_PER_SECOND 4
+#define CONFIG_EVENTS_BURST 5
+#define CONFIG_COUNT 6
+
+/* LPM trie over (prefix of) a peer address. IPv4 now; IPv6 gets its own map with a
+ * 16-byte address, the value shape stays. */
+struct addr_key {
+    __u32 prefixlen;
+    __u8 addr[4];
+};
+
+struct addr_value {
+    __u32 pod_identity;   /* IDENTITY_HOST, IDENTITY_WORLD or a pod identity */
+    __u32 cidr_identity;  /* the longest ipBlock prefix holding the address, or 0 */
+};
+
+/* Local endpoints, by the ifindex of the pod's host-side interface. */
+struct endpoint_value {
+    __u32 id;
+    __u32 flags;
+};
+
+/* LPM trie: (endpoint, direction, identity) exactly, then protocol and port as a
+ * prefix: 96 bits = any protocol, 104 = any port of one protocol, 105..120 = a port
+ * range as aligned blocks, 120 = one port. All multi-byte fields big-endian. */
+struct policy_key {
+    __u32 prefixlen;
+    __u8 endpoint[4];
+    __u8 direction;
+    __u8 pad[3];
+    __u8 identity[4];
+    __u8 protocol;
+    __u8 port[2];
+};
+
+/* Egress named ports: the port depends on the destination pod. */
+struct named_key {
+    __u32 endpoint;
+    __u32 daddr;      /* network byte order */
+    __u16 port;       /* host byte order */
+    __u8 protocol;
+    __u8 pad;
+};
+
+/* A connection as one endpoint's check saw it first (its original direction). */
+struct ct_key {
+    __u32 saddr;      /* network byte order */
+    __u32 daddr;
+    __u16 sport;      /* host byte order */
+    __u16 dport;
+    __u8 protocol;
+    __u8 direction;
+    __u16 pad;
+    __u32 endpoint;
+};
+
+struct ct_value {
+    __u64 last_seen_ns;
+    __u32 flags;
+    __u32 pad;
+};
+
+struct drop_event {
+    __u64 timestamp_ns;
+    __u32 saddr;      /* network byte order */
+    __u32 daddr;
+    __u16 sport;      /* host byte order */
+    __u16 dport;
+    __u8 protocol;
+    __u8 direction;
+    __u8 reason;
+    __u8 pad;
+    __u32 endpoint;
+    __u32 ifindex;
+};
+
+struct rate_state {
+    __u64 tokens_milli;   /* thousandths of an event */
+    __u64 last_ns;
+};
+
+#endif

@@ -1,0 +1,45 @@
+/* Picket's TC programs, attached (clsact, direct action) to each local pod's host-side
+ * interface: what the pod sends is checked against its egress policy, what it receives
+ * against its ingress policy. The maps are pinned under PICKET_PIN_DIR so that a
+ * restarted agent keeps them; logic lives in lib/. */
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/pkt_cls.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/in.h>
+#include <uapi/linux/tcp.h>
+#include <uapi/linux/icmp.h>
+#include "picket.h"
+
+BPF_TABLE_PINNED7("lpm_trie", struct addr_key, struct addr_value, picket_addr,
+                  PICKET_ADDR_ENTRIES, PICKET_PIN_DIR "/addr", BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("hash", __u32, struct endpoint_value, picket_endpoints,
+                 PICKET_ENDPOINT_ENTRIES, PICKET_PIN_DIR "/endpoints");
+BPF_TABLE_PINNED7("lpm_trie", struct policy_key, __u8, picket_policy,
+                  PICKET_POLICY_ENTRIES, PICKET_PIN_DIR "/policy", BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("hash", struct named_key, __u8, picket_named,
+                 PICKET_NAMED_ENTRIES, PICKET_PIN_DIR "/named");
+BPF_TABLE_PINNED("lru_hash", struct ct_key, struct ct_value, picket_ct,
+                 PICKET_CT_ENTRIES, PICKET_PIN_DIR "/ct");
+BPF_TABLE_PINNED("percpu_array", __u32, __u64, picket_counters, REASON_COUNT,
+                 PICKET_PIN_DIR "/counters");
+BPF_TABLE_PINNED("array", __u32, __u64, picket_config, CONFIG_COUNT,
+                 PICKET_PIN_DIR "/config");
+BPF_TABLE("percpu_array", __u32, struct rate_state, picket_rate, 1);
+BPF_RINGBUF_OUTPUT(picket_drops, PICKET_RING_PAGES);
+
+#include "lib/packet.h"
+#include "lib/ct.h"
+#include "lib/policy.h"
+#include "lib/events.h"
+#include "lib/verdict.h"
+
+int picket_from_pod(struct __sk_buff *skb)
+{
+    return picket_verdict(skb, DIR_EGRESS);
+}
+
+int picket_to_pod(struct __sk_buff *skb)
+{
+    return picket_verdict(skb, DIR_INGRESS);
+}
