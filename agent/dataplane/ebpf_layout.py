@@ -1,0 +1,144 @@
+"""The Python mirror of bpf/picket.h: identities, flags, reason codes, config slots and
+struct layouts. tests/unit/test_ebpf_layout.py parses the header and checks this file
+against it, so the two cannot drift apart."""
+
+from __future__ import annotations
+
+import ctypes
+
+DIR_INGRESS, DIR_EGRESS = 0, 1
+
+IDENTITY_ANY = 0
+IDENTITY_HOST = 1
+IDENTITY_WORLD = 2
+IDENTITY_POD_FIRST = 256
+IDENTITY_CIDR_FIRST = 16777216
+
+EP_INGRESS_ISOLATED = 1
+EP_EGRESS_ISOLATED = 2
+EP_NAMED_EGRESS = 4
+
+REASON_ALLOWED_POLICY = 0
+REASON_ALLOWED_CT = 1
+REASON_ALLOWED_NOT_ISOLATED = 2
+REASON_ALLOWED_HOST = 3
+REASON_ALLOWED_OTHER = 4
+REASON_DROP_POLICY = 5
+REASON_DROP_NO_SYN = 6
+REASON_EVENT_SUPPRESSED = 7
+REASON_COUNT = 8
+REASON_NAMES = {
+    REASON_ALLOWED_POLICY: "allowed_policy",
+    REASON_ALLOWED_CT: "allowed_conntrack",
+    REASON_ALLOWED_NOT_ISOLATED: "allowed_not_isolated",
+    REASON_ALLOWED_HOST: "allowed_host",
+    REASON_ALLOWED_OTHER: "allowed_not_policed",
+    REASON_DROP_POLICY: "dropped_policy",
+    REASON_DROP_NO_SYN: "dropped_no_syn",
+    REASON_EVENT_SUPPRESSED: "event_suppressed",
+}
+
+CT_FIN = 1
+
+CONFIG_TCP_TIMEOUT_S = 0
+CONFIG_UDP_TIMEOUT_S = 1
+CONFIG_OTHER_TIMEOUT_S = 2
+CONFIG_FIN_TIMEOUT_S = 3
+CONFIG_EVENTS_PER_SECOND = 4
+CONFIG_EVENTS_BURST = 5
+CONFIG_COUNT = 6
+
+PROTOCOL_NUMBERS = {"TCP": 6, "UDP": 17, "SCTP": 132, "ICMP": 1}
+
+# Bits of the policy LPM key before protocol and port: endpoint, direction, pad, identity.
+POLICY_EXACT_BITS = 96
+POLICY_PROTOCOL_BITS = 104
+POLICY_FULL_BITS = 120
+
+
+class AddrKey(ctypes.Structure):
+    _fields_ = [("prefixlen", ctypes.c_uint32), ("addr", ctypes.c_uint8 * 4)]
+
+
+class AddrValue(ctypes.Structure):
+    _fields_ = [("pod_identity", ctypes.c_uint32), ("cidr_identity", ctypes.c_uint32)]
+
+
+class EndpointValue(ctypes.Structure):
+    _fields_ = [("id", ctypes.c_uint32), ("flags", ctypes.c_uint32)]
+
+
+class PolicyKey(ctypes.Structure):
+    _fields_ = [
+        ("prefixlen", ctypes.c_uint32),
+        ("endpoint", ctypes.c_uint8 * 4),
+        ("direction", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 3),
+        ("identity", ctypes.c_uint8 * 4),
+        ("protocol", ctypes.c_uint8),
+        ("port", ctypes.c_uint8 * 2),
+    ]
+
+
+class NamedKey(ctypes.Structure):
+    _fields_ = [
+        ("endpoint", ctypes.c_uint32),
+        ("daddr", ctypes.c_uint32),
+        ("port", ctypes.c_uint16),
+        ("protocol", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
+    ]
+
+
+class CtKey(ctypes.Structure):
+    _fields_ = [
+        ("saddr", ctypes.c_uint32),
+        ("daddr", ctypes.c_uint32),
+        ("sport", ctypes.c_uint16),
+        ("dport", ctypes.c_uint16),
+        ("protocol", ctypes.c_uint8),
+        ("direction", ctypes.c_uint8),
+        ("pad", ctypes.c_uint16),
+        ("endpoint", ctypes.c_uint32),
+    ]
+
+
+class CtValue(ctypes.Structure):
+    _fields_ = [
+        ("last_seen_ns", ctypes.c_uint64),
+        ("flags", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+    ]
+
+
+class DropEvent(ctypes.Structure):
+    _fields_ = [
+        ("timestamp_ns", ctypes.c_uint64),
+        ("saddr", ctypes.c_uint32),
+        ("daddr", ctypes.c_uint32),
+        ("sport", ctypes.c_uint16),
+        ("dport", ctypes.c_uint16),
+        ("protocol", ctypes.c_uint8),
+        ("direction", ctypes.c_uint8),
+        ("reason", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
+        ("endpoint", ctypes.c_uint32),
+        ("ifindex", ctypes.c_uint32),
+    ]
+
+
+class RateState(ctypes.Structure):
+    _fields_ = [("tokens_milli", ctypes.c_uint64), ("last_ns", ctypes.c_uint64)]
+
+
+STRUCTS = {
+    "addr_key": AddrKey,
+    "addr_value": AddrValue,
+    "endpoint_value": EndpointValue,
+    "policy_key": PolicyKey,
+    "named_key": NamedKey,
+    "ct_key": CtKey,
+    "ct_value": CtValue,
+    "drop_event": DropEvent,
+    "rate_state": RateState,
+}

@@ -1,0 +1,66 @@
+"""bpf/picket.h and its Python mirror agree: every #define, every struct field (name,
+order, width), every struct size."""
+
+from __future__ import annotations
+
+import ctypes
+import re
+from pathlib import Path
+
+import pytest
+
+from agent.dataplane import ebpf_layout
+
+HEADER = (Path(__file__).parents[2] / "bpf" / "picket.h").read_text()
+C_TYPES = {
+    "__u8": ctypes.c_uint8,
+    "__u16": ctypes.c_uint16,
+    "__u32": ctypes.c_uint32,
+    "__u64": ctypes.c_uint64,
+}
+
+
+def header_defines() -> dict[str, int]:
+    return {
+        name: int(value)
+        for name, value in re.findall(r"^#define (\w+) (\d+)", HEADER, re.MULTILINE)
+    }
+
+
+def header_structs() -> dict[str, list[tuple[str, str, int]]]:
+    out = {}
+    for name, body in re.findall(r"struct (\w+) \{(.*?)\};", HEADER, re.DOTALL):
+        fields = []
+        for ctype, field, count in re.findall(r"(__u\d+) (\w+)(?:\[(\d+)\])?;", body):
+            fields.append((field, ctype, int(count or 1)))
+        out[name] = fields
+    return out
+
+
+def test_every_define_is_mirrored():
+    defines = header_defines()
+    assert len(defines) > 20
+    for name, value in defines.items():
+        assert getattr(ebpf_layout, name) == value, name
+
+
+@pytest.mark.parametrize("name", sorted(ebpf_layout.STRUCTS))
+def test_struct_layouts_match(name):
+    mirror = ebpf_layout.STRUCTS[name]
+    fields = header_structs()[name]
+    assert [f for f, _, _ in fields] == [f[0] for f in mirror._fields_]
+    for (field, ctype, count), (_, pytype) in zip(fields, mirror._fields_, strict=True):
+        expected = C_TYPES[ctype] * count if count > 1 else C_TYPES[ctype]
+        assert ctypes.sizeof(pytype) == ctypes.sizeof(expected), field
+    size = sum(ctypes.sizeof(C_TYPES[c]) * n for _, c, n in fields)
+    assert ctypes.sizeof(mirror) >= size
+
+
+def test_every_struct_is_mirrored():
+    assert set(header_structs()) == set(ebpf_layout.STRUCTS)
+
+
+def test_policy_key_bits():
+    # endpoint(4) + direction(1) + pad(3) + identity(4) = 96 bits, then protocol and port.
+    assert ebpf_layout.POLICY_EXACT_BITS == 8 * (4 + 1 + 3 + 4)
+    assert ebpf_layout.POLICY_FULL_BITS == ebpf_layout.POLICY_EXACT_BITS + 8 + 16
