@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from agent.compiler.diff import IRDiff, diff_ir
 from agent.compiler.incremental import IncrementalCompiler
 from agent.compiler.ir import NodeIR
-from agent.dataplane import conntrack
-from agent.dataplane.iptables import IptablesBackend, node_addresses
+from agent.dataplane.backend import Backend
 from agent.model.live import LiveState
 from agent.snapshot import Snapshotter
 from agent.sync import SyncRunner
@@ -48,7 +47,7 @@ def narrows(change: IRDiff) -> bool:
 
 class Agent:
     def __init__(
-        self, node: str, backend: IptablesBackend, kinds: list[Kind], resync_period: float = 30.0
+        self, node: str, backend: Backend, kinds: list[Kind], resync_period: float = 30.0
     ) -> None:
         self.node = node
         self.backend = backend
@@ -87,7 +86,7 @@ class Agent:
             return
         self.backend.apply(ir, change, full)
         if self.ir is not None and narrows(change):
-            self.stats.conntrack_removed += conntrack.remove_denied(ir, node_addresses())
+            self.stats.conntrack_removed += self.backend.remove_denied(ir)
         self.ir = ir
         done = time.monotonic()
         self.stats.last_duration = done - start

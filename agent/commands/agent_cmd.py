@@ -8,8 +8,32 @@ import os
 import signal
 import sys
 import threading
+from dataclasses import fields
+from pathlib import Path
 
-BACKENDS = ("iptables",)
+from agent.dataplane.backend import Backend
+
+BACKENDS = ("iptables", "ebpf")
+
+
+def _ebpf_flags(p: argparse.ArgumentParser) -> None:
+    from agent.dataplane.ebpf import EbpfSettings
+
+    group = p.add_argument_group("eBPF backend (map sizes, timeouts in seconds, drop events)")
+    for f in fields(EbpfSettings):
+        group.add_argument(
+            f"--bpf-{f.name.replace('_', '-')}",
+            dest=f"bpf_{f.name}",
+            type=int,
+            default=f.default,
+            help=f"default {f.default}",
+        )
+    group.add_argument(
+        "--bpf-pin-root",
+        type=Path,
+        default=Path("/sys/fs/bpf/picket"),
+        help="where maps are pinned, per node (default /sys/fs/bpf/picket)",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,8 +55,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="seconds between full syncs, which repair drift (default 30)",
     )
     p.add_argument(
-        "--nflog-group", type=int, default=100, help="NFLOG group of the drop log (default 100)"
+        "--nflog-group",
+        type=int,
+        default=100,
+        help="iptables: NFLOG group of the drop log (default 100)",
     )
+    _ebpf_flags(p)
     p.add_argument(
         "--cleanup",
         action="store_true",
@@ -42,24 +70,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def make_backend(args: argparse.Namespace, cleanup: bool = False) -> Backend:
+    if args.backend == "ebpf":
+        from agent.dataplane.ebpf import EbpfBackend, EbpfSettings
+
+        settings = EbpfSettings(
+            **{f.name: getattr(args, f"bpf_{f.name}") for f in fields(EbpfSettings)}
+        )
+        return EbpfBackend(args.node, args.bpf_pin_root, settings=settings, load=not cleanup)
+    from agent.dataplane.iptables import IptablesBackend
+
+    return IptablesBackend(nflog_group=args.nflog_group)
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
-    from agent.dataplane.iptables import DataplaneError, IptablesBackend
-
-    backend = IptablesBackend(nflog_group=args.nflog_group)
-    if args.cleanup:
-        try:
-            for item in backend.cleanup():
-                print(f"removed {item}")
-        except DataplaneError as exc:
-            print(f"picket agent: {exc}", file=sys.stderr)
-            return 1
-        return 0
     if not args.node:
         print("picket agent: --node or $NODE_NAME is required", file=sys.stderr)
         return 2
+    try:
+        backend = make_backend(args, cleanup=args.cleanup)
+        if args.cleanup:
+            for item in backend.cleanup():
+                print(f"removed {item}")
+            return 0
+    except Exception as exc:  # a dataplane that cannot start: one clear line
+        print(f"picket agent: {exc}", file=sys.stderr)
+        return 1
     from agent.agent import Agent
     from agent.watch import api_client, kinds
 

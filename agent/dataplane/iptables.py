@@ -15,12 +15,11 @@ from __future__ import annotations
 import logging
 import subprocess
 from collections.abc import Iterable
-from ipaddress import ip_address
-
-from pyroute2 import IPRoute
 
 from agent.compiler.diff import IRDiff
 from agent.compiler.ir import NodeIR
+from agent.dataplane import conntrack
+from agent.dataplane.interfaces import host_interfaces, node_addresses
 from agent.dataplane.iptables_render import (
     CHAIN_PREFIX,
     DEFAULT_NFLOG_GROUP,
@@ -37,7 +36,6 @@ from agent.dataplane.iptables_render import (
     restore_text,
     set_name,
 )
-from agent.model.objects import IPAddress
 
 log = logging.getLogger("picket.iptables")
 JUMP = ["FORWARD", "-m", "comment", "--comment", "picket: NetworkPolicy", "-j", FORWARD_CHAIN]
@@ -72,31 +70,6 @@ def detect_mode() -> str:
         ["iptables", "--version"], capture_output=True, text=True, check=False
     ).stdout
     return "nft" if "nf_tables" in version else "legacy"
-
-
-def host_interfaces(ir: NodeIR) -> dict[str, str]:
-    """Local endpoint -> host-side interface, from the routes to their addresses (the
-    CNI's veth names are not a contract; its routes are)."""
-    with IPRoute() as ipr:
-        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
-        oif_by_dst = {}
-        for route in ipr.get_routes(family=2, table=254):
-            if route["dst_len"] == 32 and route.get_attr("RTA_OIF") is not None:
-                oif_by_dst[route.get_attr("RTA_DST")] = route.get_attr("RTA_OIF")
-    found = {}
-    for ref, endpoint in ir.endpoints.items():
-        for ip in endpoint.ips:
-            oif = oif_by_dst.get(str(ip))
-            if oif in names:
-                found[ref] = names[oif]
-                break
-    return found
-
-
-def node_addresses() -> frozenset[IPAddress]:
-    """Every address this node (network namespace) holds."""
-    with IPRoute() as ipr:
-        return frozenset(ip_address(a.get_attr("IFA_ADDRESS")) for a in ipr.get_addr())
 
 
 class IptablesBackend:
@@ -173,6 +146,10 @@ class IptablesBackend:
             self._chains = chains
             self._ensure_jump()
         return changed
+
+    def remove_denied(self, ir: NodeIR) -> int:
+        """Conntrack entries of connections the IR no longer admits (netfilter's)."""
+        return conntrack.remove_denied(ir, node_addresses())
 
     def rule_count(self) -> int:
         return sum(len(rules) for rules in (self._chains or {}).values())

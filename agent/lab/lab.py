@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import ssl
+import subprocess
 import sys
 import time
 import urllib.request
@@ -24,7 +25,10 @@ from agent.lab.config import (
 from agent.lab.tls import write_credentials
 
 APISERVER, KUBELET = "apiserver", "kubelet"
-BACKENDS = ("none", "iptables")  # ebpf arrives with its dataplane
+BACKENDS = ("none", "iptables", "ebpf")
+BPF_ROOT = Path("/sys/fs/bpf")
+BPF_PINS = BPF_ROOT / "picket"  # the agents' default pin root
+EBPF_STATE = Path("/run/picket")  # the agents' identity numbering (ebpf-<node>.json)
 
 
 class LabError(RuntimeError):
@@ -165,9 +169,21 @@ def up(node_count: int, backend: str, virtual_count: int = 0) -> Path:
         processes.stop(state, KUBELET)  # it serves a fixed node list: restart to add nodes
     if processes.running(state, KUBELET) is None:
         _start_kubelet(state, node_count, virtual_count)
+    mounted = previous.get("mounted_bpffs", False)
+    if backend == "ebpf" and not _is_bpffs(BPF_ROOT):
+        # Pinned maps need the BPF filesystem; the lab mounts it, and unmounts it at down.
+        subprocess.run(["mount", "-t", "bpf", "bpf", str(BPF_ROOT)], check=True)
+        mounted = True
     _reconcile_agents(state, nodes, backend, previous.get("backend", ""))
     (state / "lab.json").write_text(
-        json.dumps({"nodes": node_count, "virtual_nodes": virtual_count, "backend": backend})
+        json.dumps(
+            {
+                "nodes": node_count,
+                "virtual_nodes": virtual_count,
+                "backend": backend,
+                "mounted_bpffs": mounted,
+            }
+        )
     )
     return kubeconfig_path(state)
 
@@ -182,6 +198,7 @@ def down() -> list[str]:
     state = state_dir()
     removed = [f"process {name}" for name in processes.names(state) if processes.stop(state, name)]
     removed += topology.remove_everything()
+    removed += _remove_bpf_leftovers(_read_config(state).get("mounted_bpffs", False))
     if state.exists():
         shutil.rmtree(state)
         removed.append(f"files {state}")
@@ -190,3 +207,28 @@ def down() -> list[str]:
 
 def config() -> dict:
     return _read_config(state_dir())
+
+
+def _is_bpffs(path: Path) -> bool:
+    mounts = Path("/proc/mounts").read_text().splitlines()
+    return any(line.split()[1] == str(path) and line.split()[2] == "bpf" for line in mounts)
+
+
+def _remove_bpf_leftovers(unmount: bool) -> list[str]:
+    """The eBPF agents' pinned maps and numbering of lab nodes (their programs went with
+    the node namespaces), and the BPF filesystem if the lab mounted it."""
+    removed = []
+    for pins in sorted(BPF_PINS.glob("node-*")) if BPF_PINS.exists() else []:
+        shutil.rmtree(pins)
+        removed.append(f"pinned maps {pins}")
+    for numbering in sorted(EBPF_STATE.glob("ebpf-node-*.json")):
+        numbering.unlink()
+        removed.append(f"file {numbering}")
+    if BPF_PINS.exists() and not any(BPF_PINS.iterdir()):
+        BPF_PINS.rmdir()
+    if EBPF_STATE.exists() and not any(EBPF_STATE.iterdir()):
+        EBPF_STATE.rmdir()
+    if unmount and _is_bpffs(BPF_ROOT):
+        subprocess.run(["umount", str(BPF_ROOT)], check=False)
+        removed.append(f"mount {BPF_ROOT}")
+    return removed

@@ -49,7 +49,9 @@ def start(state: Path, name: str, argv: list[str], netns: str | None = None) -> 
     (state / "logs").mkdir(parents=True, exist_ok=True)
     command = [sys.executable, *argv]
     if netns is not None:
-        command = ["ip", "netns", "exec", netns, *command]
+        # nsenter, not `ip netns exec`: that also remounts /sys, which would hide the
+        # BPF filesystem (pinned maps) from the agents.
+        command = ["nsenter", f"--net=/run/netns/{netns}", *command]
     with open(state / "logs" / f"{name}.log", "ab") as log:
         proc = subprocess.Popen(
             command,
@@ -66,7 +68,9 @@ def start(state: Path, name: str, argv: list[str], netns: str | None = None) -> 
 def run_once(command: list[str], netns: str | None = None) -> int:
     """Run a command to completion (in `netns`), output discarded; returns its status."""
     if netns is not None:
-        command = ["ip", "netns", "exec", netns, *command]
+        # nsenter, not `ip netns exec`: that also remounts /sys, which would hide the
+        # BPF filesystem (pinned maps) from the agents.
+        command = ["nsenter", f"--net=/run/netns/{netns}", *command]
     return subprocess.run(
         command, capture_output=True, check=False, cwd=Path(__file__).resolve().parents[2]
     ).returncode

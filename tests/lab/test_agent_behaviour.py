@@ -169,17 +169,12 @@ def _node_rules(node: str) -> str:
     ).stdout
 
 
-def test_drift_is_repaired_by_the_periodic_resync(kubectl, lab_with):
-    if lab_with[1] != "iptables":
-        pytest.skip("iptables drift only concerns the iptables backend")
-    apply(kubectl, netpol("y", "deny", {"podSelector": {}}))
-    assert converged(kubectl, ["x", "y"], 80, "TCP") == []
-    before = _node_rules("node-1")
-    assert "-j PICKET-FORWARD" in before
-    node = ["ip", "netns", "exec", "picket-node-1", "iptables", "-w"]
+def _break_iptables(node: str) -> None:
+    """A foreign `iptables -F` of our chain and a removed jump."""
+    iptables = ["ip", "netns", "exec", f"picket-{node}", "iptables", "-w"]
     subprocess.run(
         [
-            *node,
+            *iptables,
             "-D",
             "FORWARD",
             "-m",
@@ -191,12 +186,111 @@ def test_drift_is_repaired_by_the_periodic_resync(kubectl, lab_with):
         ],
         check=True,
     )
-    subprocess.run([*node, "-F", "PICKET-FORWARD"], check=True)
-    assert "-j PICKET-FORWARD" not in _node_rules("node-1")
-    assert wait_until(
-        lambda: _node_rules("node-1").count("-j PICKET-") == before.count("-j PICKET-"), 45
-    ), "repaired within the resync period"
+    subprocess.run([*iptables, "-F", "PICKET-FORWARD"], check=True)
+
+
+def _break_ebpf(node: str) -> None:
+    """Our programs detached from every interface of the node."""
+    netns = ["ip", "netns", "exec", f"picket-{node}"]
+    links = subprocess.run(
+        [*netns, "ip", "-o", "link"], capture_output=True, text=True, check=True
+    ).stdout
+    for name in [line.split(":")[1].strip().split("@")[0] for line in links.splitlines()]:
+        for hook in ("ingress", "egress"):
+            subprocess.run(
+                [*netns, "tc", "filter", "del", "dev", name, hook, "pref", "4949"],
+                capture_output=True,
+                check=False,
+            )
+
+
+def test_drift_is_repaired_by_the_periodic_resync(kubectl, lab_with):
+    backend = lab_with[1]
+    apply(kubectl, netpol("y", "deny", {"podSelector": {}}))
     assert converged(kubectl, ["x", "y"], 80, "TCP") == []
+    (_break_iptables if backend == "iptables" else _break_ebpf)("node-1")
+    assert converged(kubectl, ["x", "y"], 80, "TCP", timeout=2) != [], "the drift shows"
+    # Repaired within the resync period (30 s): the lab passes the DaemonSet's flags.
+    assert converged(kubectl, ["x", "y"], 80, "TCP", timeout=45) == []
+
+
+# A client that opens a new TCP connection to each target every 10 ms (one thread per
+# target) and prints one line per attempt: "<target> ok" or "<target> fail".
+REQUESTS = r"""
+import socket, sys, threading, time
+
+def hammer(target):
+    end = time.monotonic() + 600
+    while time.monotonic() < end:
+        s = socket.socket()
+        s.settimeout(0.5)
+        try:
+            s.connect((target, 80))
+            s.recv(100)
+            print(target, "ok", flush=True)
+        except OSError:
+            print(target, "fail", flush=True)
+        finally:
+            s.close()
+        time.sleep(0.01)
+
+for target in sys.argv[1:]:
+    threading.Thread(target=hammer, args=(target,)).start()
+"""
+
+
+def test_restarting_agents_neither_drops_allowed_nor_admits_denied(kubectl, lab_with):
+    apply(
+        kubectl,
+        netpol(
+            "y",
+            "only-b-open",
+            {"podSelector": sel(pod="c"), "ingress": [{"from": [ns_peer(ns="z")]}]},
+        ),
+    )
+    assert converged(kubectl, ["x", "y"], 80, "TCP") == []
+    ips = {
+        name: kubectl.json("get", "pod", "-n", "y", name)["status"]["podIP"] for name in ("b", "c")
+    }
+    client = subprocess.Popen(
+        [
+            PICKET,
+            "lab",
+            "exec",
+            "x/a",
+            "--",
+            sys.executable,
+            "-u",
+            "-c",
+            REQUESTS,
+            ips["b"],
+            ips["c"],
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(client.stdout), daemon=True).start()
+    try:
+        assert wait_until(lambda: len(lines) > 20, 10)
+        for node in ("node-1", "node-2"):
+            pid = int(Path(f"/run/picket-lab/pids/agent-{node}.pid").read_text())
+            subprocess.run(["kill", "-9", str(pid)], check=True)
+        picket("lab", "up", "--nodes", "2", "--backend", lab_with[1])
+        # Past the new agents' first full sync, and then some.
+        for node in ("node-1", "node-2"):
+            log = Path(f"/run/picket-lab/logs/agent-{node}.log")
+            assert wait_until(lambda log=log: log.read_text().count("full sync") >= 2, 20)
+        time.sleep(2)
+    finally:
+        client.kill()
+        client.wait()
+    seen = [line.split() for line in lines if line.strip()]
+    allowed = [outcome for target, outcome in seen if target == ips["b"]]
+    denied = [outcome for target, outcome in seen if target == ips["c"]]
+    assert len(allowed) > 100 and len(denied) > 5
+    assert allowed.count("fail") == 0, "an allowed request failed across the restart"
+    assert denied.count("ok") == 0, "a denied request succeeded across the restart"
 
 
 def test_stopped_agent_keeps_enforcing_and_restarts(kubectl, lab_with):
@@ -211,21 +305,38 @@ def test_stopped_agent_keeps_enforcing_and_restarts(kubectl, lab_with):
     assert converged(kubectl, ["x", "z"], 80, "TCP") == []
 
 
-def test_cleanup_removes_everything(kubectl, lab_with):
-    if lab_with[1] != "iptables":
-        pytest.skip("checks iptables state")
-    apply(kubectl, netpol("x", "deny", {"podSelector": {}}))
-    assert converged(kubectl, ["x", "y"], 80, "TCP") == []
-    assert "PICKET" in _node_rules("node-1")
-    picket("lab", "up", "--nodes", "2", "--backend", "none")  # stops agents, cleans up
-    for node in ("node-1", "node-2"):
-        assert "PICKET" not in _node_rules(node)
+def _programmed(backend: str, node: str) -> bool:
+    """Whether anything of Picket is programmed on `node` for `backend`."""
+    netns = ["ip", "netns", "exec", f"picket-{node}"]
+    if backend == "iptables":
         sets = subprocess.run(
-            ["ip", "netns", "exec", f"picket-{node}", "ipset", "list", "-n"],
+            [*netns, "ipset", "list", "-n"], capture_output=True, text=True, check=True
+        ).stdout
+        return "PICKET" in _node_rules(node) or "picket" in sets
+    links = subprocess.run(
+        [*netns, "ip", "-o", "link"], capture_output=True, text=True, check=True
+    ).stdout
+    names = [line.split(":")[1].strip().split("@")[0] for line in links.splitlines()]
+    filters = "".join(
+        subprocess.run(
+            [*netns, "tc", "filter", "show", "dev", name, hook],
             capture_output=True,
             text=True,
-            check=True,
+            check=False,
         ).stdout
-        assert "picket" not in sets
+        for name in names
+        for hook in ("ingress", "egress")
+    )
+    return "picket" in filters or Path(f"/sys/fs/bpf/picket/{node}").exists()
+
+
+def test_cleanup_removes_everything(kubectl, lab_with):
+    backend = lab_with[1]
+    apply(kubectl, netpol("x", "deny", {"podSelector": {}}))
+    assert converged(kubectl, ["x", "y"], 80, "TCP") == []
+    assert _programmed(backend, "node-1")
+    picket("lab", "up", "--nodes", "2", "--backend", "none")  # stops agents, cleans up
+    for node in ("node-1", "node-2"):
+        assert not _programmed(backend, node), node
     assert probe("y/a", "x/b", "80") == "connected x/b"
-    picket("lab", "up", "--nodes", "2", "--backend", lab_with[1])
+    picket("lab", "up", "--nodes", "2", "--backend", backend)

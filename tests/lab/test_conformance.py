@@ -16,7 +16,7 @@ from tests.lab.conftest import MODEL, Kubectl, picket
 from tests.lab.enforcement import apply, converged, live_state, oracle_allows, probe_allowed
 
 NAMESPACES = ["x", "y", "z"]
-BACKENDS = ["iptables"]
+BACKENDS = ["iptables", "ebpf"]
 
 
 def netpol(ns: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:

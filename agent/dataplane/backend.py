@@ -1,0 +1,28 @@
+"""The small interface every backend implements; backends know nothing of the API."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from agent.compiler.diff import IRDiff
+from agent.compiler.ir import NodeIR
+
+
+class Backend(Protocol):
+    name: str
+    mode: str
+
+    def apply(self, ir: NodeIR, change: IRDiff | None = None, full: bool = True) -> bool:
+        """Program `ir` (`change` is the diff from the previous one; a full apply
+        rebuilds and repairs). Returns whether rules, not only set members, changed."""
+        ...
+
+    def remove_denied(self, ir: NodeIR) -> int:
+        """Forget the connections `ir` no longer admits; returns how many."""
+        ...
+
+    def rule_count(self) -> int: ...
+
+    def cleanup(self) -> list[str]:
+        """Remove everything the backend programmed; say what went."""
+        ...

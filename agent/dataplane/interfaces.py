@@ -1,0 +1,36 @@
+"""What the node's network stack says about local pods: their host-side interfaces
+(from the routes to their addresses) and the node's own addresses."""
+
+from __future__ import annotations
+
+from ipaddress import ip_address
+
+from pyroute2 import IPRoute
+
+from agent.compiler.ir import NodeIR
+from agent.model.objects import IPAddress
+
+
+def host_interfaces(ir: NodeIR) -> dict[str, str]:
+    """Local endpoint -> host-side interface, from the routes to their addresses (the
+    CNI's veth names are not a contract; its routes are)."""
+    with IPRoute() as ipr:
+        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+        oif_by_dst = {}
+        for route in ipr.get_routes(family=2, table=254):
+            if route["dst_len"] == 32 and route.get_attr("RTA_OIF") is not None:
+                oif_by_dst[route.get_attr("RTA_DST")] = route.get_attr("RTA_OIF")
+    found = {}
+    for ref, endpoint in ir.endpoints.items():
+        for ip in endpoint.ips:
+            oif = oif_by_dst.get(str(ip))
+            if oif in names:
+                found[ref] = names[oif]
+                break
+    return found
+
+
+def node_addresses() -> frozenset[IPAddress]:
+    """Every address this node (network namespace) holds."""
+    with IPRoute() as ipr:
+        return frozenset(ip_address(a.get_attr("IFA_ADDRESS")) for a in ipr.get_addr())
