@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Programming figures for a backend, in the lab (run as root from the repository):
 
-    .venv/bin/python bench/programming.py --backend iptables
+    .venv/bin/python bench/programming.py [--backends iptables,ebpf]
 
-For 10 / 100 / 1,000 policies over 1,000 and 10,000 pods (most of them on virtual
-nodes: API objects with addresses, no namespaces), it reports the agent's full-sync
+For each backend, in one run, for 10 / 100 / 1,000 policies over 1,000 and 10,000
+pods (most of them on virtual nodes: API objects with addresses, no namespaces), it reports the agent's full-sync
 duration (snapshot + compile + program, from the agent's log of its periodic full
 syncs) and the rules it programmed; then the relabel-to-enforced latency: from the API
 write of a pod relabel to the first probe that observes the new verdict, p50/p99.
@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import re
-import statistics
 import subprocess
 import sys
 import time
@@ -37,7 +36,9 @@ PICKET = str(Path(sys.executable).parent / "picket")
 NAMESPACES = 50
 APPS = 20
 LOG = Path("/run/picket-lab/logs/agent-node-1.log")
+SERVER_LOG = Path("/run/picket-lab/logs/agent-node-2.log")  # the latency server's node
 SYNC_LINE = re.compile(r"full sync: (\d+) endpoints, (\d+) sets, (\d+) rules \(([\d.]+) ms\)")
+INCREMENTAL_LINE = re.compile(r"incremental sync: .*\(([\d.]+) ms\)")
 
 
 def run(*cmd: str) -> str:
@@ -214,35 +215,26 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--backend", default="iptables")
-    p.add_argument("--rounds", type=int, default=40, help="relabels timed")
-    p.add_argument("--pods", default="1000,10000")
-    p.add_argument("--policies", default="10,100,1000")
-    args = p.parse_args()
-    pod_steps = [int(x) for x in args.pods.split(",")]
-    policy_steps = [int(x) for x in args.policies.split(",")]
-    virtual = 40
+def measure(
+    backend: str, pod_steps: list[int], policy_steps: list[int], rounds: int, virtual: int
+) -> tuple[list[tuple], list[float], list[float]]:
+    """One backend's rows, relabel-to-enforced latencies, and the agent's own sync
+    durations for those relabels."""
     rows = []
     run(PICKET, "lab", "down")
     try:
-        kubeconfig = (
-            run(
-                PICKET,
-                "lab",
-                "up",
-                "--nodes",
-                "2",
-                "--backend",
-                args.backend,
-                "--virtual-nodes",
-                str(virtual),
-            )
-            .strip()
-            .splitlines()[-1]
+        up = run(
+            PICKET,
+            "lab",
+            "up",
+            "--nodes",
+            "2",
+            "--backend",
+            backend,
+            "--virtual-nodes",
+            str(virtual),
         )
-        bench = Bench(kubeconfig)
+        bench = Bench(up.strip().splitlines()[-1])
         bench.namespaces()
         for pods in pod_steps:
             bench.grow_pods(pods, virtual)
@@ -254,27 +246,53 @@ def main() -> None:
                 # second, a steady-state full sync of the whole state.
                 _, (endpoints, sets, rules, ms) = full_syncs_after(mark, 2)
                 rows.append((policies, pods, endpoints, sets, rules, ms))
-                print(f"measured: {rows[-1]}", file=sys.stderr, flush=True)
+                print(f"{backend} measured: {rows[-1]}", file=sys.stderr, flush=True)
             bench.policies = _reset_policies(bench, bench.policies)
-        latencies = relabel_latency(bench, args.rounds)
+        marks = {log: len(log.read_text()) for log in (LOG, SERVER_LOG)}
+        latencies = relabel_latency(bench, rounds)
+        # The server's node decides the new verdict: its agent's syncs are the figure.
+        syncs = [
+            float(ms)
+            for ms in INCREMENTAL_LINE.findall(SERVER_LOG.read_text()[marks[SERVER_LOG] :])
+        ]
     finally:
         run(PICKET, "lab", "down")
+    return rows, latencies, syncs
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--backends", default="iptables,ebpf")
+    p.add_argument("--rounds", type=int, default=40, help="relabels timed")
+    p.add_argument("--pods", default="1000,10000")
+    p.add_argument("--policies", default="10,100,1000")
+    args = p.parse_args()
+    pod_steps = [int(x) for x in args.pods.split(",")]
+    policy_steps = [int(x) for x in args.policies.split(",")]
+    backends = args.backends.split(",")
+    virtual = 40
+    results = {b: measure(b, pod_steps, policy_steps, args.rounds, virtual) for b in backends}
     print(
         f"Machine: {platform.node()}, {os.cpu_count()} CPUs, kernel {platform.release()}, "
-        f"Python {platform.python_version()}; backend {args.backend}; 2 lab nodes and "
-        f"{virtual} virtual nodes; figures from node-1's agent.\n"
+        f"Python {platform.python_version()}; 2 lab nodes and {virtual} virtual nodes; "
+        "figures from node-1's agent; one run.\n"
     )
-    print("| policies | pods | local endpoints | peer sets | rules | full sync ms |")
+    head = " | ".join(f"{b} rules or map entries | {b} full sync ms" for b in backends)
+    print(f"| policies | pods | local endpoints | peer sets | {head} |")
+    print("|---|---|---|---|" + "---|---|" * len(backends))
+    for i, (policies, pods, endpoints, sets, _, _) in enumerate(results[backends[0]][0]):
+        cells = " | ".join(f"{results[b][0][i][4]} | {results[b][0][i][5]:.0f}" for b in backends)
+        print(f"| {policies} | {pods} | {endpoints} | {sets} | {cells} |")
+    print(f"\nRelabels ({args.rounds} each, {pod_steps[-1]} pods, {policy_steps[-1]} policies):\n")
+    print("| backend | relabel to enforced p50 ms | p99 ms | max ms | agent sync p50 ms | p99 ms |")
     print("|---|---|---|---|---|---|")
-    for policies, pods, endpoints, sets, rules, ms in rows:
-        print(f"| {policies} | {pods} | {endpoints} | {sets} | {rules} | {ms:.0f} |")
-    ms = [1000 * v for v in latencies]
-    print(
-        f"\nRelabel to enforced ({len(ms)} relabels, 10,000 pods, "
-        f"{policy_steps[-1]} policies): p50 {percentile(ms, 0.5):.0f} ms, "
-        f"p99 {percentile(ms, 0.99):.0f} ms, max {max(ms):.0f} ms, "
-        f"mean {statistics.mean(ms):.0f} ms."
-    )
+    for b in backends:
+        ms = [1000 * v for v in results[b][1]]
+        syncs = results[b][2] or [0.0]
+        print(
+            f"| {b} | {percentile(ms, 0.5):.0f} | {percentile(ms, 0.99):.0f} | "
+            f"{max(ms):.0f} | {percentile(syncs, 0.5):.1f} | {percentile(syncs, 0.99):.1f} |"
+        )
 
 
 def _reset_policies(bench: Bench, count: int) -> int:

@@ -104,7 +104,7 @@ def _ip(addr: str) -> bytes:
     return socket.inet_aton(addr)
 
 
-def _policy_key(entry: PolicyEntry) -> bytes:
+def policy_key_bytes(entry: PolicyEntry) -> bytes:
     return (
         struct.pack("<I", entry.prefixlen)
         + struct.pack(">I", entry.endpoint)
@@ -256,7 +256,7 @@ class EbpfBackend:
                 delta.addr_del.add(self._addr_from_bytes(raw))
         delta.addr_set = dict(want.addresses)
         delta.endpoint_set = dict(want.endpoints)
-        policy_keys = {_policy_key(e): e for e in want.policy}
+        policy_keys = {policy_key_bytes(e): e for e in want.policy}
         present = set(self.maps.keys("picket_policy"))
         delta.policy_add = {e for k, e in policy_keys.items() if k not in present}
         self._stale_policy = [k for k in present if k not in policy_keys]
@@ -287,7 +287,7 @@ class EbpfBackend:
         entries go."""
         m = self.maps
         for entry in delta.policy_add:
-            m.put("picket_policy", _policy_key(entry), b"\x01")
+            m.put("picket_policy", policy_key_bytes(entry), b"\x01")
         for entry in delta.named_add:
             m.put("picket_named", self._named_key(entry), b"\x01")
         for key, (pod, cidr) in delta.addr_set.items():
@@ -316,7 +316,7 @@ class EbpfBackend:
         for key in delta.addr_del:
             m.delete("picket_addr", self._addr_key(key))
         for entry in delta.policy_del:
-            m.delete("picket_policy", _policy_key(entry))
+            m.delete("picket_policy", policy_key_bytes(entry))
         for entry in delta.named_del:
             m.delete("picket_named", self._named_key(entry))
         for raw in self._stale_policy:

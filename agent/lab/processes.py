@@ -110,6 +110,7 @@ def lab_process_pids() -> list[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             cmdline = _cmdline(int(entry.name))
-            if "-m agent.lab." in cmdline and not _is_zombie(int(entry.name)):
+            ours = "-m agent.lab." in cmdline or "-m agent.cli agent " in cmdline
+            if ours and not _is_zombie(int(entry.name)):
                 found.append(int(entry.name))
     return found

@@ -1,5 +1,6 @@
 """`lab up` is idempotent, the host namespace gains only `picket-lab0`, and `lab down`
-leaves no namespace, link, process, rule or file behind, cycle after cycle."""
+leaves no namespace, link, process, rule, mount, pinned map or file behind, cycle after
+cycle, whatever the backend."""
 
 from __future__ import annotations
 
@@ -31,6 +32,13 @@ def host_snapshot() -> dict[str, object]:
         "iptables": _rules("iptables-save"),
         "lab_processes": lab_process_pids(),
         "state_dir": Path("/run/picket-lab").exists(),
+        "mounts": sorted(
+            line.split()[1]
+            for line in Path("/proc/mounts").read_text().splitlines()
+            if "bpf" in line.split()[2]
+        ),
+        "bpf_pins": Path("/sys/fs/bpf/picket").exists(),
+        "ebpf_state": Path("/run/picket").exists(),
     }
 
 
@@ -53,12 +61,13 @@ def test_up_down_cycles_leave_nothing():
     before = host_snapshot()
     before["iptables"] = _strip_counters(before["iptables"])
     assert before["netns"] == [] and before["lab_processes"] == []
-    for _ in range(2):
-        picket("lab", "up", "--nodes", "2")
+    for backend, processes in (("none", 2), ("iptables", 4), ("ebpf", 4)):
+        picket("lab", "up", "--nodes", "2", "--backend", backend)
         during = host_snapshot()
         assert set(during["links"]) - set(before["links"]) == {"picket-lab0"}
         assert _strip_counters(during["iptables"]) == before["iptables"]
-        assert len(during["lab_processes"]) == 2  # API server and kubelet
+        # API server and kubelet, and an agent per node with a backend.
+        assert len(during["lab_processes"]) == processes
         removed = picket("lab", "down").stderr
         assert "removed link picket-lab0" in removed
         after = host_snapshot()

@@ -134,3 +134,12 @@ def test_compile_command_iptables(capsys):
     assert "# ipset restore" in out and "create picket-s-" in out
     assert "-A PICKET-FORWARD -o <host-if:shop/database>" in out
     assert '--nflog-prefix "picket drop ingress"' in out
+
+
+def test_compile_command_ebpf(capsys):
+    folder = str(Path(__file__).parents[2] / "examples" / "01-three-tier")
+    assert main(["compile", "-f", folder, "--node", "node-1", "--backend", "ebpf"]) == 0
+    out = capsys.readouterr().out
+    assert "namespace shop, pods app=backend,tier=api" in out
+    assert "198.18.0.1/32 -> 1, 0" in out  # the node's address is the HOST identity
+    assert "ingress 256 6/5432/16  (prefixlen 120)" in out  # backend -> database:5432
