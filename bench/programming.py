@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
-"""Programming figures for a backend, in the lab (run as root from the repository):
+"""Programming figures for both backends, in the lab, in one run (root, repository root):
 
     .venv/bin/python bench/programming.py [--backends iptables,ebpf]
 
-For each backend, in one run, for 10 / 100 / 1,000 policies over 1,000 and 10,000
-pods (most of them on virtual nodes: API objects with addresses, no namespaces), it reports the agent's full-sync
-duration (snapshot + compile + program, from the agent's log of its periodic full
-syncs) and the rules it programmed; then the relabel-to-enforced latency: from the API
-write of a pod relabel to the first probe that observes the new verdict, p50/p99.
-Prints Markdown for docs/benchmarks.md. Leaves no lab behind."""
+For 10 / 100 / 1,000 policies over 1,000 and 10,000 pods (most of them on virtual
+nodes: API objects with addresses, no namespaces) it reports each agent's full-sync
+duration (snapshot + compile + program, from node-1's log of its periodic full syncs)
+and the rules or map entries it programmed; then, per backend, the relabel-to-enforced
+latency (from the API write of a pod relabel to the first probe that observes the new
+verdict) and the agent's own sync time for those relabels, p50/p99. Prints Markdown for
+docs/benchmarks.md. Leaves no lab behind."""
 
 from __future__ import annotations
 
