@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make demo`: a two-node lab with one iptables agent per node enforcing the examples.
+# `make demo`: a two-node lab with one agent per node enforcing the examples (iptables;
+# `BACKEND=ebpf make demo` for the eBPF dataplane).
 # For each example it shows what the policies mean (`picket explain --matrix`, the
 # oracle) beside what the lab observes (`picket lab matrix`), and one denied connection
 # explained in words. Drop logs and metrics join the demo when those features land.
@@ -39,9 +40,10 @@ print(next((f"{s} {d}" for s, row in doc["results"].items() for d, ok in row.ite
 }
 
 trap '"$picket" lab down >/dev/null 2>&1 || true' EXIT
-banner "picket lab up --nodes 2 --backend iptables"
+backend="${BACKEND:-iptables}"
+banner "picket lab up --nodes 2 --backend $backend"
 "$picket" lab down >/dev/null
-KUBECONFIG="$("$picket" lab up --nodes 2 --backend iptables | tail -n1)"
+KUBECONFIG="$("$picket" lab up --nodes 2 --backend "$backend" | tail -n1)"
 export KUBECONFIG
 kubectl get nodes -o wide
 
@@ -50,8 +52,8 @@ for example in examples/01-three-tier examples/03-and-vs-or examples/05-default-
     show_example "$example"
 done
 
-banner "what node-1 programs (picket compile --backend iptables, for the three-tier example)"
-"$picket" compile -f examples/01-three-tier --node node-1 --backend iptables
+banner "what node-1 programs (picket compile --backend $backend, for the three-tier example)"
+"$picket" compile -f examples/01-three-tier --node node-1 --backend "$backend"
 
 banner "picket lab status"
 "$picket" lab status
