@@ -64,3 +64,17 @@ def test_policy_key_bits():
     # endpoint(4) + direction(1) + pad(3) + identity(4) = 96 bits, then protocol and port.
     assert ebpf_layout.POLICY_EXACT_BITS == 8 * (4 + 1 + 3 + 4)
     assert ebpf_layout.POLICY_FULL_BITS == ebpf_layout.POLICY_EXACT_BITS + 8 + 16
+
+
+def test_program_source_inlines_local_headers():
+    from agent.dataplane.ebpf import program_source
+
+    source = program_source()
+    assert '#include "' not in source  # BCC rewrites map calls only in the main text
+    for needed in (
+        "int picket_from_pod(",
+        "int picket_to_pod(",
+        "struct policy_key {",
+        "static __always_inline int picket_verdict(",
+    ):
+        assert needed in source
