@@ -1,0 +1,59 @@
+"""What a datapath reports of one denied (or, in audit mode, would-be denied) packet,
+and the pure parsing of the packet headers the iptables capture hands over."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+PROTOCOL_NAMES = {1: "ICMP", 6: "TCP", 17: "UDP", 132: "SCTP"}
+DROP, WOULD_DROP = "drop", "would-drop"
+
+
+@dataclass(frozen=True)
+class PacketEvent:
+    """One packet a policy denied. `direction` is "ingress" or "egress" (whose policy
+    denied it: the destination's for ingress, the source's for egress); `verdict` is
+    "drop", or "would-drop" where the namespace is in audit mode. Ports are 0 for
+    protocols without them."""
+
+    direction: str
+    verdict: str
+    protocol: int
+    src_ip: IPv4Address
+    src_port: int
+    dst_ip: IPv4Address
+    dst_port: int
+
+    @property
+    def protocol_name(self) -> str:
+        return PROTOCOL_NAMES.get(self.protocol, str(self.protocol))
+
+    @property
+    def flow(self) -> tuple[str, int, IPv4Address, int, IPv4Address, int]:
+        """The connection this packet belongs to, as the log folds it."""
+        return (
+            self.direction,
+            self.protocol,
+            self.src_ip,
+            self.src_port,
+            self.dst_ip,
+            self.dst_port,
+        )
+
+
+def parse_ipv4(packet: bytes) -> tuple[int, IPv4Address, int, IPv4Address, int] | None:
+    """(protocol, source, source port, destination, destination port) from an IPv4
+    packet's first bytes; None when it is not IPv4 or too short. Non-first fragments and
+    port-less protocols get port 0 (TCP, UDP and SCTP all start with the two ports)."""
+    if len(packet) < 20 or packet[0] >> 4 != 4:
+        return None
+    header_len = (packet[0] & 0x0F) * 4
+    protocol = packet[9]
+    src, dst = IPv4Address(packet[12:16]), IPv4Address(packet[16:20])
+    fragment_offset = struct.unpack("!H", packet[6:8])[0] & 0x1FFF
+    sport = dport = 0
+    if protocol in (6, 17, 132) and fragment_offset == 0 and len(packet) >= header_len + 4:
+        sport, dport = struct.unpack("!HH", packet[header_len : header_len + 4])
+    return protocol, src, sport, dst, dport
