@@ -16,7 +16,11 @@ from agent.compiler.diff import IRDiff, diff_ir
 from agent.compiler.incremental import IncrementalCompiler
 from agent.compiler.ir import NodeIR
 from agent.dataplane.backend import Backend
+from agent.droplog.enrich import Description, describe
+from agent.droplog.events import PacketEvent
+from agent.model.annotations import problems as annotation_problems
 from agent.model.live import LiveState
+from agent.model.objects import Namespace
 from agent.snapshot import Snapshotter
 from agent.sync import SyncRunner
 from agent.watch import Informer, Kind
@@ -59,24 +63,39 @@ class Agent:
         self.ir: NodeIR | None = None
         self.stats = SyncStats()
         self.ready = threading.Event()
+        self.lock = threading.Lock()
 
     def _compile(self, full: bool) -> NodeIR:
         if full or self.live is None:
             for informer in self.informers:
                 informer.drain()  # a rebuild covers what changed so far
             state = self.snapshots.state({i.kind.name: i.objects() for i in self.informers})
+            for namespace in state.namespaces.values():
+                self._warn_annotations(namespace)
             self.live = LiveState.from_state(state)
             return self.compiler.rebuild(self.live)
-        for informer in self.informers:
-            kind = informer.kind.name
-            for key, raw in informer.drain().items():
-                obj = self.snapshots.parse(kind, raw) if raw is not None else None
-                if obj is None:
-                    self.snapshots.forget(kind, key)
-                    self.live.remove(kind, key.lstrip("/"))
-                else:
-                    self.live.put(obj)
+        with self.lock:  # the drop log reads the cache from its own thread
+            for informer in self.informers:
+                kind = informer.kind.name
+                for key, raw in informer.drain().items():
+                    obj = self.snapshots.parse(kind, raw) if raw is not None else None
+                    if obj is None:
+                        self.snapshots.forget(kind, key)
+                        self.live.remove(kind, key.lstrip("/"))
+                    else:
+                        self._warn_annotations(obj)
+                        self.live.put(obj)
         return self.compiler.update(self.live)
+
+    def _warn_annotations(self, obj: object) -> None:
+        if isinstance(obj, Namespace):
+            for problem in annotation_problems(obj):
+                log.warning("%s", problem)
+
+    def describe_drop(self, event: PacketEvent) -> Description:
+        """Names the parties and policies of a denied packet (for the drop log)."""
+        with self.lock:
+            return describe(event, self.live, self.ir)
 
     def sync(self, full: bool, requested: float | None) -> None:
         start = time.monotonic()

@@ -20,6 +20,7 @@
 #define EP_INGRESS_ISOLATED 1
 #define EP_EGRESS_ISOLATED 2
 #define EP_NAMED_EGRESS 4   /* egress rules with named ports: look in the named map */
+#define EP_AUDIT 8          /* audit mode: report what policy denies, let it pass */
 
 /* Why a packet passed or was dropped: per-CPU counters are indexed by these. */
 #define REASON_ALLOWED_POLICY 0
@@ -30,7 +31,9 @@
 #define REASON_DROP_POLICY 5
 #define REASON_DROP_NO_SYN 6        /* TCP without SYN and without a connection */
 #define REASON_EVENT_SUPPRESSED 7   /* drop events the rate limit kept out of the ring */
-#define REASON_COUNT 8
+#define REASON_AUDIT_POLICY 8       /* audit mode: policy would drop, passed */
+#define REASON_COUNT 9
+#define REASON_SLOTS 16     /* the pinned map's size: room for new reasons across upgrades */
 
 /* CT flags */
 #define CT_FIN 1

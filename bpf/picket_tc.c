@@ -21,7 +21,7 @@ BPF_TABLE_PINNED("hash", struct named_key, __u8, picket_named,
                  PICKET_NAMED_ENTRIES, PICKET_PIN_DIR "/named");
 BPF_TABLE_PINNED("lru_hash", struct ct_key, struct ct_value, picket_ct,
                  PICKET_CT_ENTRIES, PICKET_PIN_DIR "/ct");
-BPF_TABLE_PINNED("percpu_array", __u32, __u64, picket_counters, REASON_COUNT,
+BPF_TABLE_PINNED("percpu_array", __u32, __u64, picket_counters, REASON_SLOTS,
                  PICKET_PIN_DIR "/counters");
 BPF_TABLE_PINNED("array", __u32, __u64, picket_config, CONFIG_COUNT,
                  PICKET_PIN_DIR "/config");

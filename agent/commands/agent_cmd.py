@@ -10,8 +10,12 @@ import sys
 import threading
 from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.dataplane.backend import Backend
+
+if TYPE_CHECKING:
+    from agent.agent import Agent
 
 BACKENDS = ("iptables", "ebpf")
 
@@ -34,6 +38,55 @@ def _ebpf_flags(p: argparse.ArgumentParser) -> None:
         default=Path("/sys/fs/bpf/picket"),
         help="where maps are pinned, per node (default /sys/fs/bpf/picket)",
     )
+
+
+def _drop_log_flags(p: argparse.ArgumentParser) -> None:
+    from agent.droplog.service import DropLogSettings
+
+    defaults = DropLogSettings()
+    group = p.add_argument_group("drop log (journald; JSON lines on stderr without it)")
+    group.add_argument("--drop-log", choices=("on", "off"), default="on")
+    group.add_argument(
+        "--drop-log-rate",
+        type=float,
+        default=defaults.rate,
+        help=f"connection records per second on this node (default {defaults.rate:g})",
+    )
+    group.add_argument(
+        "--drop-log-burst",
+        type=float,
+        default=defaults.burst,
+        help=f"records at once before the rate applies (default {defaults.burst:g})",
+    )
+    group.add_argument(
+        "--drop-log-window",
+        type=float,
+        default=defaults.window,
+        help="seconds a record folds in repeats of its connection before it is written "
+        f"(default {defaults.window:g})",
+    )
+
+
+def start_drop_log(
+    args: argparse.Namespace, backend: Backend, agent: Agent, stop: threading.Event
+) -> threading.Thread | None:
+    """The drop log runs beside enforcement: if it cannot start, enforcement goes on."""
+    if args.drop_log == "off":
+        return None
+    from agent.droplog.capture import EbpfCapture, NflogCapture
+    from agent.droplog.journal import RecordWriter
+    from agent.droplog.service import DropLog, DropLogSettings
+
+    try:
+        capture = EbpfCapture(backend) if args.backend == "ebpf" else NflogCapture(args.nflog_group)
+    except OSError as exc:
+        logging.getLogger("picket.droplog").error("drop log not started: %s", exc)
+        return None
+    settings = DropLogSettings(args.drop_log_rate, args.drop_log_burst, args.drop_log_window)
+    droplog = DropLog(args.node, capture, agent.describe_drop, RecordWriter(), settings)
+    thread = threading.Thread(target=droplog.run, args=(stop,), name="droplog", daemon=True)
+    thread.start()
+    return thread
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,6 +113,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=100,
         help="iptables: NFLOG group of the drop log (default 100)",
     )
+    _drop_log_flags(p)
     _ebpf_flags(p)
     p.add_argument(
         "--cleanup",
@@ -111,5 +165,8 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("picket.agent").info(
         "node %s, backend %s (%s)", args.node, backend.name, backend.mode
     )
+    droplog = start_drop_log(args, backend, agent, stop)
     agent.run(stop)
+    if droplog is not None:
+        droplog.join(5)  # it writes what is still open before it ends
     return 0

@@ -22,6 +22,7 @@ from agent.compiler.ir import (
     set_id,
 )
 from agent.compiler.members import set_members
+from agent.model.annotations import audited
 from agent.model.objects import (
     EGRESS,
     INGRESS,
@@ -69,6 +70,7 @@ def compile_node(state: ClusterState, node: str) -> NodeIR:
             pod.ips,
             _direction(state, pod, INGRESS, sets),
             _direction(state, pod, EGRESS, sets),
+            audited(state.namespaces.get(pod.namespace)),
         )
         for pod in local_endpoints(state, node)
     }

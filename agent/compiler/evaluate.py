@@ -9,6 +9,7 @@ from agent.compiler.ir import (
     CIDRSet,
     Clause,
     DirectionRules,
+    LocalEndpoint,
     NamedPortClause,
     NodeIR,
 )
@@ -41,6 +42,22 @@ def direction_admits(
     return any(clause_admits(ir, c, peer, protocol, port) for c in rules.clauses)
 
 
+def endpoint_passes(
+    ir: NodeIR,
+    endpoint: LocalEndpoint,
+    direction: str,
+    peer: IPAddress,
+    protocol: str,
+    port: int | None,
+) -> bool:
+    """What the dataplane does with a new connection at this endpoint's check: audit
+    mode passes what the rules deny (and logs it)."""
+    if endpoint.audit:
+        return True
+    rules = endpoint.ingress if direction == "Ingress" else endpoint.egress
+    return direction_admits(ir, rules, peer, protocol, port)
+
+
 def _owner(irs: Mapping[str, NodeIR], ip: IPAddress) -> tuple[NodeIR, str] | None:
     for ir in irs.values():
         for ref, endpoint in ir.endpoints.items():
@@ -63,11 +80,11 @@ def cluster_allows(
         return True
     if src_owner:
         ir, ref = src_owner
-        if not direction_admits(ir, ir.endpoints[ref].egress, dst, protocol, port):
+        if not endpoint_passes(ir, ir.endpoints[ref], "Egress", dst, protocol, port):
             return False
     if dst_owner:
         ir, ref = dst_owner
-        if not direction_admits(ir, ir.endpoints[ref].ingress, src, protocol, port):
+        if not endpoint_passes(ir, ir.endpoints[ref], "Ingress", src, protocol, port):
             return False
     return True
 
@@ -94,10 +111,10 @@ def node_admits(
         return True
     local = endpoints_by_ip(ir) if local is None else local
     src_ref, dst_ref = local.get(src), local.get(dst)
-    if src_ref is not None and not direction_admits(
-        ir, ir.endpoints[src_ref].egress, dst, protocol, port
+    if src_ref is not None and not endpoint_passes(
+        ir, ir.endpoints[src_ref], "Egress", dst, protocol, port
     ):
         return False
-    return dst_ref is None or direction_admits(
-        ir, ir.endpoints[dst_ref].ingress, src, protocol, port
+    return dst_ref is None or endpoint_passes(
+        ir, ir.endpoints[dst_ref], "Ingress", src, protocol, port
     )

@@ -35,6 +35,7 @@ from agent.compiler.ir import (
     identity_key,
 )
 from agent.compiler.members import set_members
+from agent.model.annotations import audited
 from agent.model.live import Changes, LiveState
 from agent.model.objects import EGRESS, INGRESS, IPAddress, Pod
 
@@ -163,6 +164,7 @@ class IncrementalCompiler:
                 pod.ips,
                 _direction(state, pod, INGRESS, registry),
                 _direction(state, pod, EGRESS, registry),
+                audited(state.namespaces.get(pod.namespace)),
             )
         for sid, peer_set in registry.sets.items():
             self._sets.setdefault(sid, peer_set)

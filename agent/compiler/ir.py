@@ -180,6 +180,9 @@ class LocalEndpoint:
     ips: tuple[IPAddress, ...]
     ingress: DirectionRules | None
     egress: DirectionRules | None
+    # Audit mode (picket.io/enforcement: audit on the namespace): what the rules would
+    # deny passes and is reported as a would-be drop.
+    audit: bool = False
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,8 @@ def render_ir_text(ir: NodeIR) -> str:
     addresses = ", ".join(map(str, ir.node_ips)) or "unknown"
     lines = [f"node {ir.node} (addresses: {addresses}; always allowed to and from its pods)"]
     for ref, endpoint in ir.endpoints.items():
-        lines.append(f"endpoint {ref} {' '.join(map(str, endpoint.ips))}")
+        mode = " (audit mode: nothing dropped, denials logged)" if endpoint.audit else ""
+        lines.append(f"endpoint {ref} {' '.join(map(str, endpoint.ips))}{mode}")
         lines += _direction_text("ingress", endpoint.ingress)
         lines += _direction_text("egress", endpoint.egress)
     if not ir.endpoints:
@@ -104,6 +105,7 @@ def render_ir_json(ir: NodeIR) -> dict[str, Any]:
         "endpoints": {
             ref: {
                 "ips": [str(ip) for ip in e.ips],
+                "audit": e.audit,
                 "ingress": _direction_json(e.ingress),
                 "egress": _direction_json(e.egress),
             }

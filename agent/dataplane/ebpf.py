@@ -70,7 +70,7 @@ class EbpfSettings:
     other_timeout: int = 60
     fin_timeout: int = 10
     events_per_second: int = 1000
-    events_burst: int = 100
+    events_burst: int = 1000
 
 
 def program_source() -> str:
@@ -349,8 +349,8 @@ class EbpfBackend:
         for key in list(table.keys()):
             ref = refs.get(key.endpoint)
             endpoint = ir.endpoints.get(ref) if ref else None
-            if endpoint is None:
-                continue
+            if endpoint is None or endpoint.audit:
+                continue  # audit mode keeps what it let through
             rules = endpoint.egress if key.direction == DIR_EGRESS else endpoint.ingress
             saddr = IPv4Address(socket.ntohl(key.saddr))
             daddr = IPv4Address(socket.ntohl(key.daddr))

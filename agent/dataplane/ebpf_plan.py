@@ -40,6 +40,7 @@ from agent.compiler.ir import (
 from agent.dataplane.ebpf_layout import (
     DIR_EGRESS,
     DIR_INGRESS,
+    EP_AUDIT,
     EP_EGRESS_ISOLATED,
     EP_INGRESS_ISOLATED,
     EP_NAMED_EGRESS,
@@ -291,7 +292,7 @@ class EbpfPlanner:
             if cached is not None:
                 self._drop_entries(cached[1], cached[2], delta)
             self._by_endpoint[ref] = (signature, policy, named)
-            value = (number, _flags(endpoint.ingress, endpoint.egress))
+            value = (number, _flags(endpoint.ingress, endpoint.egress, endpoint.audit))
             if self.state.endpoints.get(ref) != value:
                 self.state.endpoints[ref] = value
                 delta.endpoint_set[ref] = value
@@ -403,8 +404,10 @@ class EbpfPlanner:
         return 0
 
 
-def _flags(ingress: DirectionRules | None, egress: DirectionRules | None) -> int:
+def _flags(ingress: DirectionRules | None, egress: DirectionRules | None, audit: bool) -> int:
     flags = EP_INGRESS_ISOLATED if ingress is not None else 0
+    if audit:
+        flags |= EP_AUDIT
     if egress is not None:
         flags |= EP_EGRESS_ISOLATED
         if any(isinstance(c, NamedPortClause) for c in egress.clauses):

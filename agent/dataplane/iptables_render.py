@@ -7,7 +7,7 @@ Layout, in the filter table (one jump from FORWARD; nothing else is touched):
                      -i <pod veth> -> PICKET-EG-<h>   (traffic leaving a pod: its egress)
                      -o <pod veth> -> PICKET-IN-<h>   (traffic entering a pod: its ingress)
     PICKET-EG-<h>    one rule per (peer set, protocol) of each clause -> RETURN (admitted)
-    PICKET-IN-<h>    ... ; then NFLOG (the drop log) and DROP
+    PICKET-IN-<h>    ... ; then NFLOG (the drop log) and DROP (in audit mode: NFLOG only)
 
 A direction chain is named by a hash of its rules, so pods selected by the same
 policies share one. Peers are ipsets: `hash:ip` for selector sets, `hash:net` with
@@ -63,8 +63,9 @@ def set_name(set_id: str) -> str:
     return SET_PREFIX + set_id
 
 
-def _chain_name(direction: str, rules: DirectionRules, peer_side: str) -> str:
-    digest = hashlib.sha256(repr((peer_side, rules.clauses)).encode()).hexdigest()[:12].upper()
+def _chain_name(direction: str, rules: DirectionRules, peer_side: str, audit: bool) -> str:
+    key = (peer_side, rules.policies, rules.clauses, audit)
+    digest = hashlib.sha256(repr(key).encode()).hexdigest()[:12].upper()
     return f"{CHAIN_PREFIX}{'IN' if direction == 'Ingress' else 'EG'}-{digest}"
 
 
@@ -125,20 +126,28 @@ def _clause_rules(clause: Clause, peer_side: str) -> list[str]:
     return rules
 
 
+def nflog_prefix(direction: str, audit: bool) -> str:
+    """What the drop log reads back to know the direction and whether it dropped."""
+    word = "ingress" if direction == "Ingress" else "egress"
+    return f"picket {'audit' if audit else 'drop'} {word}"
+
+
 def _direction_chain(
-    direction: str, rules: DirectionRules, nflog_group: int
+    direction: str, rules: DirectionRules, nflog_group: int, audit: bool = False
 ) -> tuple[str, list[str]]:
     peer_side = "src" if direction == "Ingress" else "dst"
     body: list[str] = []
     for clause in rules.clauses:
         body += _clause_rules(clause, peer_side)
-    word = "ingress" if direction == "Ingress" else "egress"
-    body += [
+    body.append(
         f'-m comment --comment "isolated by {", ".join(rules.policies)}" '
-        f'-j NFLOG --nflog-group {nflog_group} --nflog-prefix "picket drop {word}"',
-        "-j DROP",
-    ]
-    return _chain_name(direction, rules, peer_side), body
+        f'-j NFLOG --nflog-group {nflog_group} --nflog-prefix "{nflog_prefix(direction, audit)}"'
+    )
+    # Audit mode logs and lets the packet fall off the end of the chain (admitted); the
+    # connection it opens is then ESTABLISHED, so it is logged once.
+    if not audit:
+        body.append("-j DROP")
+    return _chain_name(direction, rules, peer_side, audit), body
 
 
 def _cidr_members(peer: CIDRSet) -> frozenset[str]:
@@ -212,7 +221,7 @@ def render_chains(
         ):
             if rules is None:
                 continue  # not isolated: nothing to check
-            name, body = _direction_chain(direction, rules, nflog_group)
+            name, body = _direction_chain(direction, rules, nflog_group, endpoint.audit)
             chains[name] = body
             target.append(f'{flag} {ifname} -m comment --comment "{ref}" -j {name}')
     chains[FORWARD_CHAIN] = forward + dispatch_in

@@ -77,7 +77,6 @@ NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED / NLA_F_NET_BYTEORDER
 NFULA_CFG_CMD, NFULA_CFG_MODE, NFULA_CFG_NLBUFSIZ = 1, 2, 3
 NFULA_CFG_TIMEOUT, NFULA_CFG_QTHRESH, NFULA_CFG_FLAGS = 4, 5, 6
 NFULNL_CFG_CMD_BIND, NFULNL_CFG_CMD_UNBIND = 1, 2
-NFULNL_CFG_CMD_PF_BIND, NFULNL_CFG_CMD_PF_UNBIND = 3, 4
 NFULNL_COPY_PACKET = 0x02
 NFULNL_CFG_F_SEQ = 0x0001
 NFULNL_COPY_RANGE_MAX = 0xFFFF - 4  # the payload must fit one attribute
@@ -172,22 +171,10 @@ class NflogReader:
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
     def _configure(self, copy_range: int, qthresh: int, flush_timeout_cs: int) -> None:
-        # PF_UNBIND/PF_BIND make nfnetlink_log the namespace's default IPv4 logger, as
-        # old kernels need for NFLOG to reach us (libnetfilter_log's examples and ulogd
-        # do the same). Modern kernels find NFLOG's logger by type without it; there
-        # the only effect is the side effect: net.netfilter.nf_log.2 becomes
-        # nfnetlink_log (was e.g. nf_log_ipv4), so callers that log without naming a
-        # logger (conntrack's log_invalid) go to NFLOG group 0 instead of the kernel
-        # log. It is not undone on close. PF_UNBIND itself always succeeds.
-        try:
-            self._command(socket.AF_INET, 0, _nla(NFULA_CFG_CMD, bytes([NFULNL_CFG_CMD_PF_UNBIND])))
-        except PermissionError as err:
-            raise PermissionError(
-                err.errno,
-                "nfnetlink_log needs CAP_NET_ADMIN in this network namespace "
-                f"(the kernel answered {os.strerror(err.errno)} to an NFLOG config message)",
-            ) from None
-        self._command(socket.AF_INET, 0, _nla(NFULA_CFG_CMD, bytes([NFULNL_CFG_CMD_PF_BIND])))
+        # No PF_UNBIND/PF_BIND (what old kernels needed and ulogd still sends): modern
+        # kernels find NFLOG's logger by type, and PF_BIND would make nfnetlink_log the
+        # namespace's default IPv4 logger (net.netfilter.nf_log.2) for good, sending
+        # other users' kernel log lines (conntrack's log_invalid) to NFLOG group 0.
         attrs = [
             _nla(NFULA_CFG_CMD, bytes([NFULNL_CFG_CMD_BIND])),
             _nla(NFULA_CFG_MODE, struct.pack("!IBB", copy_range, NFULNL_COPY_PACKET, 0)),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from agent.model.annotations import audited
 from agent.model.objects import (
     NAMESPACE_NAME_LABEL,
     IPAddress,
@@ -116,6 +117,8 @@ class LiveState:
             self.namespaces[name] = namespace
         if (old.labels if old else None) != (namespace.labels if namespace else None):
             self.changes.namespaces.add(name)
+        if audited(old) != audited(namespace):
+            self.changes.policy_namespaces.add(name)  # its endpoints change mode
 
     def take_changes(self) -> Changes:
         changes, self.changes = self.changes, Changes()

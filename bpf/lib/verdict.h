@@ -38,12 +38,20 @@ static __always_inline int picket_verdict(struct __sk_buff *skb, __u8 direction)
         return TC_ACT_OK;
     }
     if (!opens) {
-        report_drop(skb, &pkt, ep->id, direction, REASON_DROP_NO_SYN);
+        /* Not a connection attempt (a cut connection's tail): counted, not logged. */
+        count_packet(REASON_DROP_NO_SYN);
         return TC_ACT_SHOT;
     }
     if (policy_allows(ep, direction, &peer, &pkt)) {
         ct_create(&pkt, ep->id, direction);
         count_packet(REASON_ALLOWED_POLICY);
+        return TC_ACT_OK;
+    }
+    if (ep->flags & EP_AUDIT) {
+        /* Audit mode: report, then admit as policy would have (replies and later
+         * packets pass by CT, so the connection is reported once). */
+        report_drop(skb, &pkt, ep->id, direction, REASON_AUDIT_POLICY);
+        ct_create(&pkt, ep->id, direction);
         return TC_ACT_OK;
     }
     report_drop(skb, &pkt, ep->id, direction, REASON_DROP_POLICY);

@@ -1,6 +1,6 @@
 """The incremental compiler against the full one: on random clusters and random
-sequences of changes (relabels, pods coming and going, namespace labels, policies added,
-changed and deleted), update() gives exactly the IR compile_node gives."""
+sequences of changes (relabels, pods coming and going, namespace labels and audit mode,
+policies added, changed and deleted), update() gives exactly the IR compile_node gives."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ ops = st.one_of(
         st.sampled_from([None, 80, 81]),
     ),
     st.tuples(st.just("namespace-labels"), st.sampled_from(NAMESPACES), labels),
+    st.tuples(st.just("namespace-audit"), st.sampled_from(NAMESPACES), st.booleans()),
     st.tuples(st.just("put-policy"), st.sampled_from(NAMESPACES), st.integers(0, 3), policy_spec),
     st.tuples(st.just("delete-policy"), st.integers(0, 20)),
 )
@@ -68,6 +69,12 @@ def mutate(objects: dict, op: tuple, counter: list[int]) -> list[tuple[str, str]
         k = ("Namespace", f"/{op[1]}")
         objects[k] = copy.deepcopy(objects[k])
         objects[k]["metadata"]["labels"] = dict(op[2])
+        return [k]
+    if kind == "namespace-audit":
+        k = ("Namespace", f"/{op[1]}")
+        objects[k] = copy.deepcopy(objects[k])
+        mode = {"picket.io/enforcement": "audit"} if op[2] else {}
+        objects[k]["metadata"]["annotations"] = mode
         return [k]
     if kind == "put-policy":
         obj = policy(op[1], f"q{op[2]}", op[3])

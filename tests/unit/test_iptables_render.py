@@ -25,6 +25,7 @@ from tests.unit.builders import model_cluster, policy, state_of
 ROOT = Path(__file__).parents[2]
 GOLDEN = Path(__file__).parent / "golden"
 EXAMPLES = sorted(p for p in (ROOT / "examples").iterdir() if p.is_dir())
+VETHS = {f"{ns}/{pod}": f"veth-{ns}-{pod}" for ns in "xyz" for pod in "abc"}
 
 
 def rendered(folder: Path, node: str) -> str:
@@ -102,3 +103,24 @@ def test_zero_prefix_ipblock_is_two_halves():
     (ipset,) = render(ir, {}).sets.values()
     assert ipset.kind == "hash:net"
     assert ipset.members == {"0.0.0.0/1", "128.0.0.0/1", "198.18.0.0/15 nomatch"}
+
+
+def _audited(objs: list[dict]) -> list[dict]:
+    for obj in objs:
+        if obj["kind"] == "Namespace" and obj["metadata"]["name"] == "y":
+            obj["metadata"]["annotations"] = {"picket.io/enforcement": "audit"}
+    return objs
+
+
+def test_audit_mode_logs_and_admits_instead_of_dropping():
+    deny = policy("y", "default-deny", {"podSelector": {}})
+    enforced = render(compile_node(state_of([*model_cluster(), deny]), "node-1"), VETHS)
+    audited = render(compile_node(state_of([*_audited(model_cluster()), deny]), "node-1"), VETHS)
+    enforced_in = [c for n, c in enforced.chains.items() if n.startswith("PICKET-IN-")]
+    audited_in = [c for n, c in audited.chains.items() if n.startswith("PICKET-IN-")]
+    assert enforced_in and audited_in
+    assert all(c[-1] == "-j DROP" and '"picket drop ingress"' in c[-2] for c in enforced_in)
+    for chain in audited_in:
+        assert not any("DROP" in rule for rule in chain)
+        assert '--nflog-prefix "picket audit ingress"' in chain[-1]
+    assert set(enforced.chains) != set(audited.chains)  # never shared with enforcing pods

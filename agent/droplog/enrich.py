@@ -1,0 +1,121 @@
+"""Who a denied packet was between, and which policies stopped it, from the agent's
+cache (pure: the caller holds whatever lock guards the cache); and the journal record.
+
+Addresses resolve to a pod (namespace/name), to a node, or stay external. The policies
+named are the ones isolating the local endpoint whose check denied the packet: the
+destination's for ingress, the source's for egress."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+from agent.compiler.ir import NodeIR
+from agent.droplog.events import WOULD_DROP, PacketEvent
+from agent.model.annotations import drop_log_enabled
+from agent.model.live import LiveState
+
+POD, NODE, EXTERNAL = "pod", "node", "external"
+
+
+@dataclass(frozen=True)
+class Party:
+    kind: str  # pod | node | external
+    ip: IPv4Address
+    port: int
+    namespace: str = ""
+    pod: str = ""
+
+    @property
+    def name(self) -> str:
+        if self.kind == POD:
+            return f"{self.namespace}/{self.pod}"
+        return f"{self.kind} {self.ip}"
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.port}" if self.port else self.name
+
+
+@dataclass(frozen=True)
+class Description:
+    src: Party
+    dst: Party
+    policies: tuple[str, ...]
+    logged: bool  # False when the local namespace opted out (picket.io/drop-log: "off")
+
+
+def _party(live: LiveState | None, ip: IPv4Address, port: int) -> Party:
+    if live is not None:
+        pod = live.endpoint_pod_with_ip(ip)
+        if pod is not None:
+            return Party(POD, ip, port, pod.namespace, pod.name)
+        if any(ip in node.addresses for node in live.nodes.values()):
+            return Party(NODE, ip, port)
+    return Party(EXTERNAL, ip, port)
+
+
+def describe(event: PacketEvent, live: LiveState | None, ir: NodeIR | None) -> Description:
+    src = _party(live, event.src_ip, event.src_port)
+    dst = _party(live, event.dst_ip, event.dst_port)
+    local_ip = event.dst_ip if event.direction == "ingress" else event.src_ip
+    policies: tuple[str, ...] = ()
+    for endpoint in ir.endpoints.values() if ir is not None else ():
+        if local_ip in endpoint.ips:
+            rules = endpoint.ingress if event.direction == "ingress" else endpoint.egress
+            policies = rules.policies if rules is not None else ()
+            break
+    local = dst if event.direction == "ingress" else src
+    namespace = live.namespaces.get(local.namespace) if live and local.kind == POD else None
+    return Description(src, dst, policies, drop_log_enabled(namespace))
+
+
+def message(event: PacketEvent, description: Description) -> str:
+    src, dst = description.src, description.dst
+    local, peer = (dst, src) if event.direction == "ingress" else (src, dst)
+    isolated = ", ".join(description.policies) or "policies no longer known"
+    protocol = event.protocol_name
+    where = f" on {event.dst_port}/{protocol}" if event.dst_port else ""
+    text = (
+        f"{'WOULD-DROP' if event.verdict == WOULD_DROP else 'DROP'} {event.direction} "
+        f"{protocol} {src} -> {dst}; {local.name} is isolated by {isolated}; "
+        f"no rule admits {peer.name}{where}"
+    )
+    return text + (" (audit mode: let through)" if event.verdict == WOULD_DROP else "")
+
+
+def record_fields(
+    event: PacketEvent, description: Description, repeats: int, node: str
+) -> dict[str, str]:
+    """One journal record: MESSAGE and the PICKET_* fields (docs/droplog.md)."""
+    fields = {
+        "MESSAGE": message(event, description),
+        "PICKET_VERDICT": event.verdict,
+        "PICKET_DIRECTION": event.direction,
+        "PICKET_PROTOCOL": event.protocol_name,
+        "PICKET_POLICIES": ",".join(description.policies),
+        "PICKET_NODE": node,
+        "PICKET_REPEATS": str(repeats),
+    }
+    for side, party in (("SRC", description.src), ("DST", description.dst)):
+        fields[f"PICKET_{side}_KIND"] = party.kind
+        fields[f"PICKET_{side}_NAMESPACE"] = party.namespace
+        fields[f"PICKET_{side}_POD"] = party.pod
+        fields[f"PICKET_{side}_IP"] = str(party.ip)
+        fields[f"PICKET_{side}_PORT"] = str(party.port)
+    return fields
+
+
+def summary_fields(
+    suppressed: int, lost: int, period: float, rate: float, burst: float, node: str
+) -> dict[str, str]:
+    """What the budget held back and the capture lost since the last summary."""
+    return {
+        "MESSAGE": (
+            f"drop log: {suppressed} denied connections not logged in the last {period:.0f} s "
+            f"(budget {rate:g}/s, burst {burst:g}); {lost} packet events lost in capture"
+        ),
+        "PICKET_VERDICT": "suppressed",
+        "PICKET_SUPPRESSED": str(suppressed),
+        "PICKET_LOST": str(lost),
+        "PICKET_NODE": node,
+    }

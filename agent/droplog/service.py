@@ -1,0 +1,113 @@
+"""The drop log's thread: capture -> fold per connection -> budget -> describe ->
+write, plus a summary of what the budget held back or the capture lost."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from agent.droplog.capture import Capture
+from agent.droplog.enrich import Description, record_fields, summary_fields
+from agent.droplog.events import PacketEvent
+from agent.droplog.folding import Folder, OpenRecord
+from agent.droplog.journal import RecordWriter
+
+log = logging.getLogger("picket.droplog")
+
+
+@dataclass(frozen=True)
+class DropLogSettings:
+    rate: float = 100.0  # records per second, per node
+    burst: float = 200.0
+    window: float = 5.0  # seconds a record folds repeats of its connection
+    summary_period: float = 10.0  # at most one summary this often
+
+
+@dataclass
+class DropLogStats:
+    packets: int = 0  # denied packets captured
+    records: int = 0  # connection records written
+    opted_out: int = 0  # packets of namespaces with picket.io/drop-log: "off"
+    suppressed: int = 0  # connections the budget kept out
+    lost: int = 0  # packet events the capture lost
+
+
+class DropLog:
+    def __init__(
+        self,
+        node: str,
+        capture: Capture,
+        describe: Callable[[PacketEvent], Description],
+        writer: RecordWriter,
+        settings: DropLogSettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.node = node
+        self.capture = capture
+        self.describe = describe
+        self.writer = writer
+        self.settings = s = settings or DropLogSettings()
+        self.folder = Folder(s.window, s.rate, s.burst)
+        self.stats = DropLogStats()
+        self.heartbeat = clock()
+        self._clock = clock
+        self._summarised = (0, 0)  # (suppressed, lost) at the last summary
+        self._last_summary = clock()
+
+    def handle(self, events: list[PacketEvent], now: float) -> None:
+        self.stats.packets += len(events)
+        for event in events:
+            if self.folder.fold(event, now):
+                continue
+            description = self.describe(event)
+            if not description.logged:
+                self.stats.opted_out += 1
+                continue
+            self.folder.open(event, now, description)
+        self.stats.suppressed = self.folder.suppressed
+
+    def flush(self, now: float, final: bool = False) -> None:
+        closed = self.folder.close_all() if final else self.folder.due(now)
+        for record in closed:
+            self._write(record)
+        self.stats.lost = self.capture.lost()
+        if final or now - self._last_summary >= self.settings.summary_period:
+            suppressed = self.stats.suppressed - self._summarised[0]
+            lost = self.stats.lost - self._summarised[1]
+            if suppressed or lost:
+                s = self.settings
+                period = now - self._last_summary
+                self.writer.write(
+                    summary_fields(suppressed, lost, period, s.rate, s.burst, self.node)
+                )
+            self._summarised = (self.stats.suppressed, self.stats.lost)
+            self._last_summary = now
+
+    def _write(self, record: OpenRecord) -> None:
+        assert isinstance(record.context, Description)
+        self.writer.write(record_fields(record.event, record.context, record.repeats, self.node))
+        self.stats.records += 1
+
+    def run(self, stop: threading.Event) -> None:
+        log.info(
+            "drop log to %s: %g records/s, burst %g, %g s per connection",
+            self.writer.target,
+            self.settings.rate,
+            self.settings.burst,
+            self.settings.window,
+        )
+        while not stop.is_set():
+            try:
+                events = self.capture.read(0.2)
+                now = self._clock()
+                self.heartbeat = now
+                self.handle(events, now)
+                self.flush(now)
+            except Exception:  # the drop log must never take the agent down
+                log.exception("drop log iteration failed")
+                time.sleep(0.5)
+        self.flush(self._clock(), final=True)
+        self.capture.close()

@@ -1,0 +1,185 @@
+"""The drop log's pure parts: folding packets into connection records within a budget,
+naming the parties and policies, and the service's records and summaries (fed with
+packet events as the captures produce them; the captures are tested in the lab)."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from agent.compiler.compile import compile_node
+from agent.droplog.enrich import describe, record_fields
+from agent.droplog.events import DROP, WOULD_DROP, PacketEvent, parse_ipv4
+from agent.droplog.folding import Folder
+from agent.droplog.journal import RecordWriter
+from agent.droplog.service import DropLog, DropLogSettings
+from agent.model.live import LiveState
+from tests.unit.builders import model_cluster, policy, state_of
+
+DENY_Y = policy("y", "default-deny", {"podSelector": {}})
+ALLOW_B = policy(
+    "y",
+    "allow-b",
+    {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"podSelector": {}}]}]},
+)
+
+
+def syn(sport: int, src: str = "198.18.1.1", dst: str = "198.18.1.11", dport: int = 80):
+    return PacketEvent("ingress", DROP, 6, IPv4Address(src), sport, IPv4Address(dst), dport)
+
+
+def test_parse_ipv4_reads_protocol_addresses_and_ports():
+    header = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        40,
+        1,
+        0,
+        64,
+        6,
+        0,
+        bytes([198, 18, 1, 1]),
+        bytes([198, 18, 1, 11]),
+    )
+    assert parse_ipv4(header + struct.pack("!HH", 41234, 5432)) == (
+        6,
+        IPv4Address("198.18.1.1"),
+        41234,
+        IPv4Address("198.18.1.11"),
+        5432,
+    )
+    fragment = bytearray(header)
+    fragment[6:8] = struct.pack("!H", 100)  # a non-first fragment has no ports
+    assert parse_ipv4(bytes(fragment) + b"\0" * 8)[2::2] == (0, 0)
+    assert parse_ipv4(b"\x60" + b"\0" * 39) is None  # IPv6
+
+
+def test_repeats_fold_into_one_record_written_when_the_window_closes():
+    folder = Folder(window=5, rate=10, burst=10)
+    assert folder.open(syn(1000), now=0.0)
+    assert folder.fold(syn(1000), now=1.0) and folder.fold(syn(1000), now=3.0)
+    assert not folder.fold(syn(1001), now=3.0)  # another connection
+    assert folder.due(4.9) == []
+    (record,) = folder.due(5.0)
+    assert record.repeats == 3 and record.event == syn(1000)
+    assert not folder.fold(syn(1000), now=5.5)  # a new attempt after the window
+
+
+def test_a_flood_of_distinct_connections_is_held_to_the_budget():
+    folder = Folder(window=5, rate=100, burst=200)
+    opened, most_open = 0, 0
+    for i in range(100_000):
+        now = i / 10_000
+        opened += folder.open(syn(1024 + i % 60000), now)
+        if i % 100 == 0:
+            folder.due(now)
+            most_open = max(most_open, len(folder))
+    # 10 s at 10,000 packets/s: the burst plus 100 per second, the rest counted.
+    assert opened == 200 + 100 * 10 - 1 or opened == 200 + 100 * 10
+    assert folder.suppressed == 100_000 - opened
+    assert 200 <= most_open <= 200 + 100 * 5 + 1  # what is open at once stays bounded
+
+
+def live_and_ir(objs):
+    live = LiveState.from_state(state_of(objs))
+    return live, compile_node(state_of(objs), "node-1")
+
+
+def test_describe_names_pods_nodes_externals_and_isolating_policies():
+    live, ir = live_and_ir([*model_cluster(), DENY_Y, ALLOW_B])
+    d = describe(syn(41234, dst="198.18.1.12"), live, ir)  # x/a -> y/b
+    assert (d.src.kind, d.src.namespace, d.src.pod) == ("pod", "x", "a")
+    assert (d.dst.namespace, d.dst.pod, d.dst.port) == ("y", "b", 80)
+    assert d.policies == ("y/default-deny",) and d.logged
+    d = describe(syn(41234, dst="198.18.1.11"), live, ir)  # y/a: two policies
+    assert d.policies == ("y/allow-b", "y/default-deny")
+    d = describe(syn(5, src="198.18.0.2", dst="198.18.1.12"), live, ir)
+    assert d.src.kind == "node" and d.src.name == "node 198.18.0.2"
+    d = describe(syn(5, src="198.19.200.9", dst="198.18.1.12"), live, ir)
+    assert (d.src.kind, d.src.namespace, d.src.pod) == ("external", "", "")
+
+
+def test_record_fields_and_message():
+    live, ir = live_and_ir([*model_cluster(), DENY_Y])
+    event = syn(41234, dst="198.18.1.12")
+    fields = record_fields(event, describe(event, live, ir), 2, "node-1")
+    assert fields["MESSAGE"] == (
+        "DROP ingress TCP x/a:41234 -> y/b:80; y/b is isolated by y/default-deny; "
+        "no rule admits x/a on 80/TCP"
+    )
+    assert fields | {"MESSAGE": ""} == {
+        "MESSAGE": "",
+        "PICKET_VERDICT": "drop",
+        "PICKET_DIRECTION": "ingress",
+        "PICKET_PROTOCOL": "TCP",
+        "PICKET_POLICIES": "y/default-deny",
+        "PICKET_NODE": "node-1",
+        "PICKET_REPEATS": "2",
+        "PICKET_SRC_KIND": "pod",
+        "PICKET_SRC_NAMESPACE": "x",
+        "PICKET_SRC_POD": "a",
+        "PICKET_SRC_IP": "198.18.1.1",
+        "PICKET_SRC_PORT": "41234",
+        "PICKET_DST_KIND": "pod",
+        "PICKET_DST_NAMESPACE": "y",
+        "PICKET_DST_POD": "b",
+        "PICKET_DST_IP": "198.18.1.12",
+        "PICKET_DST_PORT": "80",
+    }
+    audit = PacketEvent("ingress", WOULD_DROP, 17, event.src_ip, 5, event.dst_ip, 53)
+    text = record_fields(audit, describe(audit, live, ir), 1, "node-1")["MESSAGE"]
+    assert text.startswith("WOULD-DROP ingress UDP x/a:5 -> y/b:53;")
+    assert text.endswith("(audit mode: let through)")
+
+
+def test_opted_out_namespaces_are_not_logged():
+    objs = [*model_cluster(), DENY_Y]
+    for obj in objs:
+        if obj["kind"] == "Namespace" and obj["metadata"]["name"] == "y":
+            obj["metadata"]["annotations"] = {"picket.io/drop-log": "off"}
+    live, ir = live_and_ir(objs)
+    assert not describe(syn(1, dst="198.18.1.12"), live, ir).logged
+    egress = PacketEvent(
+        "egress", DROP, 6, IPv4Address("198.18.1.1"), 1, IPv4Address("198.18.1.12"), 80
+    )
+    assert describe(egress, live, ir).logged  # x/a's namespace logs
+
+
+class ListCapture:
+    def __init__(self) -> None:
+        self.lost_events = 0
+
+    def read(self, timeout):
+        return []
+
+    def lost(self):
+        return self.lost_events
+
+    def close(self):
+        pass
+
+
+def test_service_writes_one_record_per_connection_and_summaries():
+    live, ir = live_and_ir([*model_cluster(), DENY_Y])
+    out = io.StringIO()
+    writer = RecordWriter(Path("/nonexistent/journal.socket"), out)
+    capture = ListCapture()
+    settings = DropLogSettings(rate=1, burst=2, window=5, summary_period=10)
+    droplog = DropLog(
+        "node-1", capture, lambda e: describe(e, live, ir), writer, settings, clock=lambda: 0.0
+    )
+    droplog.handle([syn(1, dst="198.18.1.12")] * 3 + [syn(2, dst="198.18.1.12")], now=0.0)
+    droplog.handle([syn(p, dst="198.18.1.12") for p in range(3, 13)], now=1.0)
+    capture.lost_events = 4
+    droplog.flush(now=10.0)
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [r["PICKET_REPEATS"] for r in records[:-1]] == ["3", "1", "1"]
+    assert records[-1]["PICKET_VERDICT"] == "suppressed"
+    assert (records[-1]["PICKET_SUPPRESSED"], records[-1]["PICKET_LOST"]) == ("9", "4")
+    assert all(r["SYSLOG_IDENTIFIER"] == "picket" for r in records)
+    droplog.flush(now=30.0)
+    assert len(out.getvalue().splitlines()) == 4  # nothing new: no second summary
