@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from agent import __version__
-from agent.commands import agent_cmd, explain, lab
+from agent.commands import agent_cmd, drops, explain, lab
 from agent.commands import compile as compile_cmd
 
 
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     compile_cmd.register(sub)
     lab.register(sub)
     agent_cmd.register(sub)
+    drops.register(sub)
     return parser
 
 
