@@ -29,6 +29,7 @@ REASON_DROP_NO_SYN = 6
 REASON_EVENT_SUPPRESSED = 7
 REASON_AUDIT_POLICY = 8
 REASON_COUNT = 9
+REASON_SLOTS = 16  # the pinned counters map: room for new reasons across upgrades
 REASON_NAMES = {
     REASON_ALLOWED_POLICY: "allowed_policy",
     REASON_ALLOWED_CT: "allowed_conntrack",

@@ -22,6 +22,7 @@ from agent.lab.config import (
     state_dir,
     virtual_nodes,
 )
+from agent.lab.journald import ensure_journald, stop_journald
 from agent.lab.tls import write_credentials
 
 APISERVER, KUBELET = "apiserver", "kubelet"
@@ -174,6 +175,8 @@ def up(node_count: int, backend: str, virtual_count: int = 0) -> Path:
         # Pinned maps need the BPF filesystem; the lab mounts it, and unmounts it at down.
         subprocess.run(["mount", "-t", "bpf", "bpf", str(BPF_ROOT)], check=True)
         mounted = True
+    # The agents' drop logs write to journald; where none runs the lab starts one.
+    ensure_journald(state / "journald")
     _reconcile_agents(state, nodes, backend, previous.get("backend", ""))
     (state / "lab.json").write_text(
         json.dumps(
@@ -199,6 +202,7 @@ def down() -> list[str]:
     removed = [f"process {name}" for name in processes.names(state) if processes.stop(state, name)]
     removed += topology.remove_everything()
     removed += _remove_bpf_leftovers(_read_config(state).get("mounted_bpffs", False))
+    removed += stop_journald(state / "journald")
     if state.exists():
         shutil.rmtree(state)
         removed.append(f"files {state}")
