@@ -3,7 +3,8 @@
 # `BACKEND=ebpf make demo` for the eBPF dataplane).
 # For each example it shows what the policies mean (`picket explain --matrix`, the
 # oracle) beside what the lab observes (`picket lab matrix`), and one denied connection
-# explained in words. Drop logs and metrics join the demo when those features land.
+# explained in words; then the drop log of what the agents denied, and audit mode.
+# Metrics join the demo when they land.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 picket=.venv/bin/picket
@@ -47,10 +48,28 @@ KUBECONFIG="$("$picket" lab up --nodes 2 --backend "$backend" | tail -n1)"
 export KUBECONFIG
 kubectl get nodes -o wide
 
+demo_start="$(date +%s)"
 for example in examples/01-three-tier examples/03-and-vs-or examples/05-default-deny-with-dns \
                examples/07-port-range; do
     show_example "$example"
 done
+
+banner "the drop log: what the agents denied above (picket drops; records close after 5 s)"
+sleep 6
+"$picket" drops --since "@$demo_start" -n 15
+
+banner "audit mode: kubectl annotate namespace shop picket.io/enforcement=audit"
+kubectl annotate namespace shop picket.io/enforcement=audit >/dev/null
+sleep 1
+audit_start="$(date +%s)"
+echo "-- shop/frontend -> shop/database:5432 is denied by policy, and now: $("$picket" lab probe \
+    shop/frontend shop/database 5432 || true)"
+sleep 6
+"$picket" drops --since "@$audit_start" --verdict would-drop
+kubectl annotate namespace shop picket.io/enforcement- >/dev/null
+sleep 1
+echo "-- annotation removed, enforced again: $("$picket" lab probe shop/frontend \
+    shop/database 5432 || true)"
 
 banner "what node-1 programs (picket compile --backend $backend, for the three-tier example)"
 "$picket" compile -f examples/01-three-tier --node node-1 --backend "$backend"

@@ -273,7 +273,12 @@ class EbpfPlanner:
             self.state.endpoints.pop(ref, None)
             self.endpoint_ids.release(ref)
         for ref, endpoint in ir.endpoints.items():
-            signature = (endpoint.ingress, endpoint.egress, self._named_members(ir, endpoint))
+            signature = (
+                endpoint.ingress,
+                endpoint.egress,
+                endpoint.audit,
+                self._named_members(ir, endpoint),
+            )
             cached = self._by_endpoint.get(ref)
             uses = _sets_used(endpoint.ingress) | _sets_used(endpoint.egress)
             if cached is not None and cached[0] == signature and not uses & changed_sets:

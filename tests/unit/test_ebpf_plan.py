@@ -82,6 +82,11 @@ def test_planned_maps_decide_like_the_oracle(objs, batches):
             live.changes.pods = list(changes.pods)
             irs[n] = compilers[n].update(live)
             plans[n].plan(irs[n], irs[n].node_ips)
+            # Endpoint flags (isolation, named ports, audit mode) as a fresh plan has them.
+            fresh = EbpfPlanner()
+            fresh.plan(irs[n], irs[n].node_ips)
+            flags = {ref: value[1] for ref, value in plans[n].state.endpoints.items()}
+            assert flags == {ref: value[1] for ref, value in fresh.state.endpoints.items()}
         compare(objects, plans, irs)
 
 
