@@ -64,6 +64,7 @@ class Agent:
         self.stats = SyncStats()
         self.ready = threading.Event()
         self.lock = threading.Lock()
+        self._warned: set[str] = set()
 
     def _compile(self, full: bool) -> NodeIR:
         if full or self.live is None:
@@ -88,9 +89,12 @@ class Agent:
         return self.compiler.update(self.live)
 
     def _warn_annotations(self, obj: object) -> None:
+        """Once per problem, not at every full resync."""
         if isinstance(obj, Namespace):
             for problem in annotation_problems(obj):
-                log.warning("%s", problem)
+                if problem not in self._warned:
+                    self._warned.add(problem)
+                    log.warning("%s", problem)
 
     def describe_drop(self, event: PacketEvent) -> Description:
         """Names the parties and policies of a denied packet (for the drop log)."""

@@ -43,12 +43,12 @@ from agent.dataplane.ebpf_layout import (
 )
 from agent.dataplane.ebpf_plan import AddrKey, EbpfPlanner, MapDelta, MapState, PolicyEntry
 from agent.dataplane.interfaces import host_interfaces, node_addresses
+from agent.model.objects import IP_PROTOCOL_NAMES
 
 log = logging.getLogger("picket.ebpf")
 BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
 FILTER_PRIO = 4949  # our TC filters' priority: fixed, so a new program replaces the old
 INGRESS_HOOK, EGRESS_HOOK = "ffff:fff2", "ffff:fff3"  # from the pod, to the pod
-PROTOCOL_NAMES = {6: "TCP", 17: "UDP", 132: "SCTP", 1: "ICMP"}
 
 
 class DataplaneError(RuntimeError):
@@ -355,7 +355,7 @@ class EbpfBackend:
             saddr = IPv4Address(socket.ntohl(key.saddr))
             daddr = IPv4Address(socket.ntohl(key.daddr))
             peer = daddr if key.direction == DIR_EGRESS else saddr
-            protocol = PROTOCOL_NAMES.get(key.protocol, str(key.protocol))
+            protocol = IP_PROTOCOL_NAMES.get(key.protocol, str(key.protocol))
             port = key.dport if key.protocol in (6, 17, 132) else None
             if not direction_admits(ir, rules, peer, protocol, port):
                 try:

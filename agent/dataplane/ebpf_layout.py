@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ctypes
 
+from agent.model.objects import IP_PROTOCOL_NUMBERS
+
 DIR_INGRESS, DIR_EGRESS = 0, 1
 
 IDENTITY_ANY = 0
@@ -52,7 +54,7 @@ CONFIG_EVENTS_PER_SECOND = 4
 CONFIG_EVENTS_BURST = 5
 CONFIG_COUNT = 6
 
-PROTOCOL_NUMBERS = {"TCP": 6, "UDP": 17, "SCTP": 132, "ICMP": 1}
+PROTOCOL_NUMBERS = IP_PROTOCOL_NUMBERS
 
 # Bits of the policy LPM key before protocol and port: endpoint, direction, pad, identity.
 POLICY_EXACT_BITS = 96

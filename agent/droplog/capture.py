@@ -15,6 +15,7 @@ from agent.dataplane.ebpf_layout import (
     REASON_DROP_POLICY,
     DropEvent,
 )
+from agent.dataplane.iptables_render import nflog_prefix
 from agent.droplog.events import DROP, WOULD_DROP, PacketEvent, parse_ipv4
 from agent.droplog.nflog import NflogReader
 
@@ -31,11 +32,11 @@ class Capture(Protocol):
     def close(self) -> None: ...
 
 
-# "picket drop ingress" / "picket audit egress": the iptables renderer's NFLOG prefixes.
+# The iptables renderer's NFLOG prefixes -> (direction, verdict).
 _PREFIXES = {
-    f"picket {verdict_word} {direction}": (direction, verdict)
-    for verdict_word, verdict in (("drop", DROP), ("audit", WOULD_DROP))
-    for direction in ("ingress", "egress")
+    nflog_prefix(direction, audit): (direction.lower(), WOULD_DROP if audit else DROP)
+    for audit in (False, True)
+    for direction in ("Ingress", "Egress")
 }
 
 
@@ -63,11 +64,13 @@ class NflogCapture:
 
 class EbpfCapture:
     """Reads the backend's `picket_drops` ring buffer; what the kernel's token bucket or
-    a full ring held back is the `event_suppressed` counter."""
+    a full ring held back is the `event_suppressed` counter, which is pinned and so
+    counts from the maps' creation: losses are counted from this reader's start."""
 
     def __init__(self, backend: Any) -> None:
         self._backend = backend
         self._batch: list[PacketEvent] = []
+        self._lost_before = self._suppressed()
         backend.bpf["picket_drops"].open_ring_buffer(self._on_event)
 
     def _on_event(self, _ctx: Any, data: Any, _size: int) -> None:
@@ -91,8 +94,11 @@ class EbpfCapture:
         batch, self._batch = self._batch, []
         return batch
 
-    def lost(self) -> int:
+    def _suppressed(self) -> int:
         return self._backend.counters().get("event_suppressed", 0)
+
+    def lost(self) -> int:
+        return self._suppressed() - self._lost_before
 
     def close(self) -> None:
         pass

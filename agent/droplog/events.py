@@ -7,7 +7,8 @@ import struct
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-PROTOCOL_NAMES = {1: "ICMP", 6: "TCP", 17: "UDP", 132: "SCTP"}
+from agent.model.objects import IP_PROTOCOL_NAMES
+
 DROP, WOULD_DROP = "drop", "would-drop"
 
 
@@ -28,7 +29,7 @@ class PacketEvent:
 
     @property
     def protocol_name(self) -> str:
-        return PROTOCOL_NAMES.get(self.protocol, str(self.protocol))
+        return IP_PROTOCOL_NAMES.get(self.protocol, str(self.protocol))
 
     @property
     def flow(self) -> tuple[str, int, IPv4Address, int, IPv4Address, int]:

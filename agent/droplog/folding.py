@@ -10,22 +10,19 @@ counted, and summarised by the caller. Open records are thus at most
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from agent.droplog.events import PacketEvent
 
 
-@dataclass
 class TokenBucket:
-    rate: float
-    burst: float
-    tokens: float = -1.0  # full on first use
-    last: float | None = None
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens = burst  # full at the start
+        self.last: float | None = None
 
     def take(self, now: float) -> bool:
-        if self.last is None:
-            self.tokens = self.burst
-        else:
+        if self.last is not None:
             self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
         self.last = now
         if self.tokens < 1:
@@ -42,19 +39,14 @@ class OpenRecord:
     repeats: int = 1
 
 
-@dataclass
 class Folder:
-    window: float
-    rate: float
-    burst: float
-    suppressed: int = 0  # flows the budget kept out, since the start
-    _open: dict[tuple, OpenRecord] = field(default_factory=dict)
-    _bucket: TokenBucket | None = None
+    def __init__(self, window: float, rate: float, burst: float) -> None:
+        self.window = window
+        self.suppressed = 0  # flows the budget kept out, since the start
+        self._open: dict[tuple, OpenRecord] = {}
+        self._bucket = TokenBucket(rate, burst)
 
-    def __post_init__(self) -> None:
-        self._bucket = TokenBucket(self.rate, self.burst)
-
-    def fold(self, event: PacketEvent, now: float) -> bool:
+    def fold(self, event: PacketEvent) -> bool:
         """Counts `event` into its open record; False when it opens none (the caller
         then decides whether to `open` one)."""
         record = self._open.get(event.flow)
@@ -65,7 +57,6 @@ class Folder:
 
     def open(self, event: PacketEvent, now: float, context: object = None) -> bool:
         """Opens a record for a new flow if the budget allows; else counts it."""
-        assert self._bucket is not None
         if not self._bucket.take(now):
             self.suppressed += 1
             return False

@@ -60,7 +60,7 @@ class DropLog:
     def handle(self, events: list[PacketEvent], now: float) -> None:
         self.stats.packets += len(events)
         for event in events:
-            if self.folder.fold(event, now):
+            if self.folder.fold(event):
                 continue
             description = self.describe(event)
             if not description.logged:
@@ -73,8 +73,8 @@ class DropLog:
         closed = self.folder.close_all() if final else self.folder.due(now)
         for record in closed:
             self._write(record)
-        self.stats.lost = self.capture.lost()
         if final or now - self._last_summary >= self.settings.summary_period:
+            self.stats.lost = self.capture.lost()  # a counter read: only this often
             suppressed = self.stats.suppressed - self._summarised[0]
             lost = self.stats.lost - self._summarised[1]
             if suppressed or lost:

@@ -13,6 +13,9 @@ IPNetwork = IPv4Network | IPv6Network
 
 TCP, UDP, SCTP = "TCP", "UDP", "SCTP"
 PROTOCOLS = (TCP, UDP, SCTP)
+# IP protocol numbers of what a datapath matches or reports (ICMP: only reported).
+IP_PROTOCOL_NUMBERS = {TCP: 6, UDP: 17, SCTP: 132, "ICMP": 1}
+IP_PROTOCOL_NAMES = {number: name for name, number in IP_PROTOCOL_NUMBERS.items()}
 INGRESS, EGRESS = "Ingress", "Egress"
 POLICY_TYPES = (INGRESS, EGRESS)
 Direction = Literal["Ingress", "Egress"]

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,20 @@ def lab() -> Iterator[str]:
     kubeconfig = up.stdout.strip().splitlines()[-1]
     try:
         yield kubeconfig
+    finally:
+        picket("lab", "down")
+
+
+@contextmanager
+def model_lab(backend: str) -> Iterator[Kubectl]:
+    """A fresh 2-node lab with `backend`'s agents and the 3x3 model ready; down after."""
+    picket("lab", "down")
+    up = picket("lab", "up", "--nodes", "2", "--backend", backend)
+    kubectl = Kubectl(up.stdout.strip().splitlines()[-1])
+    try:
+        kubectl("apply", "-f", str(MODEL))
+        kubectl("wait", "--for=condition=Ready", "pod", "--all", "-A", "--timeout=60s")
+        yield kubectl
     finally:
         picket("lab", "down")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.conftest import MODEL, PICKET, Kubectl, picket, wait_until
+from tests.lab.conftest import PICKET, Kubectl, model_lab, picket, wait_until
 from tests.lab.enforcement import apply, converged
 from tests.lab.test_conformance import BACKENDS, netpol, ns_peer, pods_peer, sel
 
@@ -80,15 +80,8 @@ class Connection:
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def lab_with(request: pytest.FixtureRequest) -> Iterator[tuple[Kubectl, str]]:
-    picket("lab", "down")
-    up = picket("lab", "up", "--nodes", "2", "--backend", request.param)
-    kubectl = Kubectl(up.stdout.strip().splitlines()[-1])
-    kubectl("apply", "-f", str(MODEL))
-    kubectl("wait", "--for=condition=Ready", "pod", "--all", "-A", "--timeout=60s")
-    try:
+    with model_lab(request.param) as kubectl:
         yield kubectl, request.param
-    finally:
-        picket("lab", "down")
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.lab.conftest import MODEL, Kubectl, picket
+from tests.lab.conftest import Kubectl, model_lab
 from tests.lab.enforcement import apply, converged, live_state, oracle_allows, probe_allowed
 
 NAMESPACES = ["x", "y", "z"]
@@ -507,15 +507,8 @@ SCENARIOS = [
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def enforcing(request: pytest.FixtureRequest) -> Iterator[Kubectl]:
-    picket("lab", "down")
-    up = picket("lab", "up", "--nodes", "2", "--backend", request.param)
-    kubectl = Kubectl(up.stdout.strip().splitlines()[-1])
-    kubectl("apply", "-f", str(MODEL))
-    kubectl("wait", "--for=condition=Ready", "pod", "--all", "-A", "--timeout=60s")
-    try:
+    with model_lab(request.param) as kubectl:
         yield kubectl
-    finally:
-        picket("lab", "down")
 
 
 def reset(kubectl: Kubectl) -> None:

@@ -18,7 +18,7 @@ import pytest
 
 from agent.lab import processes
 from agent.lab.config import state_dir
-from tests.lab.conftest import MODEL, PICKET, Kubectl, picket, wait_until
+from tests.lab.conftest import PICKET, Kubectl, model_lab, picket, wait_until
 from tests.lab.enforcement import apply
 from tests.lab.test_conformance import BACKENDS, netpol, pods_peer, sel
 
@@ -27,21 +27,14 @@ RATE, BURST = 100, 200  # the agent's default --drop-log-rate and --drop-log-bur
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-def lab_with(request: pytest.FixtureRequest) -> Iterator[tuple[Kubectl, str]]:
-    picket("lab", "down")
-    up = picket("lab", "up", "--nodes", "2", "--backend", request.param)
-    kubectl = Kubectl(up.stdout.strip().splitlines()[-1])
-    kubectl("apply", "-f", str(MODEL))
-    kubectl("wait", "--for=condition=Ready", "pod", "--all", "-A", "--timeout=60s")
-    try:
-        yield kubectl, request.param
-    finally:
-        picket("lab", "down")
+def enforcing(request: pytest.FixtureRequest) -> Iterator[Kubectl]:
+    with model_lab(request.param) as kubectl:
+        yield kubectl
 
 
 @pytest.fixture
-def kubectl(lab_with: tuple[Kubectl, str]) -> Iterator[Kubectl]:
-    kubectl = lab_with[0]
+def kubectl(enforcing: Kubectl) -> Iterator[Kubectl]:
+    kubectl = enforcing
     yield kubectl
     for ns in "xyz":
         kubectl("delete", "networkpolicy", "--all", "-n", ns)

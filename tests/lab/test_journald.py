@@ -25,6 +25,7 @@ from systemd import journal
 from agent.droplog.table import COLUMNS
 from agent.lab import journald
 from tests.lab.conftest import PICKET, picket
+from tests.unit.test_drops_table import drop, to_external
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="starts systemd-journald and mounts tmpfs: needs root"
@@ -39,24 +40,10 @@ def fresh_node() -> str:
 
 
 def send_drop(node: str, **fields: str) -> None:
-    """One drop record as the agent writes it: every field, as strings."""
-    record = {
-        "PICKET_VERDICT": "drop",
-        "PICKET_DIRECTION": "ingress",
-        "PICKET_PROTOCOL": "TCP",
-        "PICKET_SRC_NAMESPACE": "x",
-        "PICKET_SRC_POD": "a",
-        "PICKET_SRC_IP": "10.1.0.5",
-        "PICKET_SRC_PORT": "41234",
-        "PICKET_DST_NAMESPACE": "y",
-        "PICKET_DST_POD": "db",
-        "PICKET_DST_IP": "10.2.0.7",
-        "PICKET_DST_PORT": "5432",
-        "PICKET_POLICIES": "y/default-deny,y/allow-backend",
-        "PICKET_NODE": node,
-        "PICKET_REPEATS": "3",
-    }
-    record.update(fields)
+    """One drop record as the agent writes it: every field, as strings (the same record
+    the table's unit tests use)."""
+    full = drop(**{"PICKET_NODE": node, **fields})
+    record = {k: v for k, v in full.items() if k.startswith("PICKET_")}
     message = (
         f"DROP {record['PICKET_DIRECTION']} {record['PICKET_PROTOCOL']} "
         f"{record['PICKET_SRC_IP']}:{record['PICKET_SRC_PORT']} -> "
@@ -194,23 +181,8 @@ def node(running_journal: None) -> str:
     a pod, and a rate limit summary."""
     name = fresh_node()
     send_drop(name)
-    send_drop(
-        name,
-        PICKET_VERDICT="would-drop",
-        PICKET_DIRECTION="egress",
-        PICKET_PROTOCOL="UDP",
-        PICKET_SRC_NAMESPACE="y",
-        PICKET_SRC_POD="web",
-        PICKET_SRC_IP="10.2.0.9",
-        PICKET_SRC_PORT="5353",
-        PICKET_DST_NAMESPACE="",
-        PICKET_DST_POD="",
-        PICKET_DST_IP="203.0.113.9",
-        PICKET_DST_PORT="53",
-        PICKET_DST_KIND="external",
-        PICKET_POLICIES="y/egress-lock",
-        PICKET_REPEATS="1",
-    )
+    external = {k: v for k, v in to_external().items() if k.startswith("PICKET_")}
+    send_drop(name, **{**external, "PICKET_NODE": name})
     send_drop(
         name,
         PICKET_SRC_NAMESPACE="",

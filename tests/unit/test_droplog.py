@@ -61,12 +61,12 @@ def test_parse_ipv4_reads_protocol_addresses_and_ports():
 def test_repeats_fold_into_one_record_written_when_the_window_closes():
     folder = Folder(window=5, rate=10, burst=10)
     assert folder.open(syn(1000), now=0.0)
-    assert folder.fold(syn(1000), now=1.0) and folder.fold(syn(1000), now=3.0)
-    assert not folder.fold(syn(1001), now=3.0)  # another connection
+    assert folder.fold(syn(1000)) and folder.fold(syn(1000))
+    assert not folder.fold(syn(1001))  # another connection
     assert folder.due(4.9) == []
     (record,) = folder.due(5.0)
     assert record.repeats == 3 and record.event == syn(1000)
-    assert not folder.fold(syn(1000), now=5.5)  # a new attempt after the window
+    assert not folder.fold(syn(1000))  # a new attempt after the window
 
 
 def test_a_flood_of_distinct_connections_is_held_to_the_budget():
