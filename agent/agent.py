@@ -10,7 +10,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from agent.compiler.diff import IRDiff, diff_ir
 from agent.compiler.incremental import IncrementalCompiler
@@ -37,6 +40,41 @@ class SyncStats:
     conntrack_removed: int = 0
 
 
+class SyncObserver(Protocol):
+    """What the agent reports as it works (the metrics implement it)."""
+
+    def synced(self, kind: str, seconds: float, latency: float | None) -> None:
+        """A sync of `kind` (full, incremental) took `seconds`; `latency` is from the
+        first API event it answers to the dataplane being updated (None if none)."""
+
+    def failed(self, stage: str) -> None:
+        """A sync failed in `stage` (compile, program, conntrack); it will be retried."""
+
+    def watch_restarted(self, kind: str) -> None:
+        """An informer of `kind` lost its watch and lists again."""
+
+
+class _Unobserved:
+    def synced(self, kind: str, seconds: float, latency: float | None) -> None:
+        pass
+
+    def failed(self, stage: str) -> None:
+        pass
+
+    def watch_restarted(self, kind: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class AgentView:
+    """What the agent holds, counted (for gauges)."""
+
+    policies: int
+    local_endpoints: int
+    peer_set_members: int
+    invalid_objects: dict[str, int]
+
+
 def narrows(change: IRDiff) -> bool:
     """Whether a change can forbid a connection that was allowed (then conntrack entries
     are judged again); adding members or pods only widens."""
@@ -51,12 +89,21 @@ def narrows(change: IRDiff) -> bool:
 
 class Agent:
     def __init__(
-        self, node: str, backend: Backend, kinds: list[Kind], resync_period: float = 30.0
+        self,
+        node: str,
+        backend: Backend,
+        kinds: list[Kind],
+        resync_period: float = 30.0,
+        observer: SyncObserver | None = None,
     ) -> None:
         self.node = node
         self.backend = backend
+        self.observer = observer or _Unobserved()
         self.runner = SyncRunner(self.sync, resync_period=resync_period)
-        self.informers = [Informer(k, self.runner.request) for k in kinds]
+        self.informers = [
+            Informer(k, self.runner.request, on_restart=self.observer.watch_restarted)
+            for k in kinds
+        ]
         self.snapshots = Snapshotter()
         self.compiler = IncrementalCompiler(node)
         self.live: LiveState | None = None
@@ -70,10 +117,12 @@ class Agent:
         if full or self.live is None:
             for informer in self.informers:
                 informer.drain()  # a rebuild covers what changed so far
-            state = self.snapshots.state({i.kind.name: i.objects() for i in self.informers})
+            objects = {i.kind.name: i.objects() for i in self.informers}
+            with self.lock:  # metrics and the drop log read these from their threads
+                state = self.snapshots.state(objects)
+                self.live = LiveState.from_state(state)
             for namespace in state.namespaces.values():
                 self._warn_annotations(namespace)
-            self.live = LiveState.from_state(state)
             return self.compiler.rebuild(self.live)
         with self.lock:  # the drop log reads the cache from its own thread
             for informer in self.informers:
@@ -101,15 +150,36 @@ class Agent:
         with self.lock:
             return describe(event, self.live, self.ir)
 
+    def view(self) -> AgentView:
+        with self.lock:
+            ir, live = self.ir, self.live
+            return AgentView(
+                policies=len(live.policies) if live is not None else 0,
+                local_endpoints=len(ir.endpoints) if ir is not None else 0,
+                peer_set_members=sum(map(len, ir.members.values())) if ir is not None else 0,
+                invalid_objects=self.snapshots.invalid,
+            )
+
+    @contextmanager
+    def _stage(self, stage: str) -> Iterator[None]:
+        try:
+            yield
+        except Exception:
+            self.observer.failed(stage)
+            raise
+
     def sync(self, full: bool, requested: float | None) -> None:
         start = time.monotonic()
-        ir = self._compile(full)
-        change = diff_ir(self.ir, ir)
+        with self._stage("compile"):
+            ir = self._compile(full)
+            change = diff_ir(self.ir, ir)
         if change.empty and not full:
             return
-        self.backend.apply(ir, change, full)
+        with self._stage("program"):
+            self.backend.apply(ir, change, full)
         if self.ir is not None and narrows(change):
-            self.stats.conntrack_removed += self.backend.remove_denied(ir)
+            with self._stage("conntrack"):
+                self.stats.conntrack_removed += self.backend.remove_denied(ir)
         self.ir = ir
         done = time.monotonic()
         self.stats.last_duration = done - start
@@ -117,9 +187,11 @@ class Agent:
             self.stats.full += 1
         else:
             self.stats.incremental += 1
-        if requested is not None and not change.empty:
-            self.stats.latencies.append(done - requested)
+        latency = done - requested if requested is not None and not change.empty else None
+        if latency is not None:
+            self.stats.latencies.append(latency)
             del self.stats.latencies[:-1000]
+        self.observer.synced("full" if full else "incremental", done - start, latency)
         self.ready.set()
         log.info(
             "%s sync: %d endpoints, %d sets, %d rules (%.1f ms)",

@@ -32,6 +32,7 @@ class SyncRunner:
         self._requested_at: float | None = None
         self.last_success: float | None = None
         self.heartbeat = time.monotonic()  # the loop is alive (for /healthz)
+        self.started = False
         self.syncs = 0
 
     def request(self) -> None:
@@ -46,6 +47,7 @@ class SyncRunner:
 
     def run(self) -> None:
         next_full = time.monotonic()  # the first sync is a full one
+        self.heartbeat, self.started = time.monotonic(), True
         while not self._stop.is_set():
             timeout = max(0.0, min(next_full - time.monotonic(), 1.0))
             self._wake.wait(timeout)

@@ -33,7 +33,10 @@
 #define REASON_EVENT_SUPPRESSED 7   /* drop events the rate limit kept out of the ring */
 #define REASON_AUDIT_POLICY 8       /* audit mode: policy would drop, passed */
 #define REASON_COUNT 9
-#define REASON_SLOTS 16     /* the pinned map's size: room for new reasons across upgrades */
+#define REASON_SLOTS 16     /* per direction in the pinned map: room for new reasons */
+#define DIRECTIONS 2
+/* Drop reasons counted per endpoint (policy, no SYN, audit) times directions. */
+#define DROP_COUNTS_PER_ENDPOINT 6
 
 /* CT flags */
 #define CT_FIN 1
@@ -103,6 +106,16 @@ struct ct_value {
     __u64 last_seen_ns;
     __u32 flags;
     __u32 pad;
+};
+
+/* Packets dropped (or, in audit mode, that would be) per endpoint, direction and
+ * reason: the metrics name the namespace from the endpoint. The agent removes an
+ * endpoint's entries when it removes the endpoint. */
+struct drop_count_key {
+    __u32 endpoint;
+    __u8 direction;
+    __u8 reason;
+    __u8 pad[2];
 };
 
 struct drop_event {

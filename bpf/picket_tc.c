@@ -21,8 +21,11 @@ BPF_TABLE_PINNED("hash", struct named_key, __u8, picket_named,
                  PICKET_NAMED_ENTRIES, PICKET_PIN_DIR "/named");
 BPF_TABLE_PINNED("lru_hash", struct ct_key, struct ct_value, picket_ct,
                  PICKET_CT_ENTRIES, PICKET_PIN_DIR "/ct");
-BPF_TABLE_PINNED("percpu_array", __u32, __u64, picket_counters, REASON_SLOTS,
-                 PICKET_PIN_DIR "/counters");
+BPF_TABLE_PINNED("percpu_array", __u32, __u64, picket_verdicts, DIRECTIONS * REASON_SLOTS,
+                 PICKET_PIN_DIR "/verdicts");
+BPF_TABLE_PINNED7("hash", struct drop_count_key, __u64, picket_drop_counts,
+                  PICKET_ENDPOINT_ENTRIES * DROP_COUNTS_PER_ENDPOINT, PICKET_PIN_DIR "/drop_counts",
+                  BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("array", __u32, __u64, picket_config, CONFIG_COUNT,
                  PICKET_PIN_DIR "/config");
 BPF_TABLE("percpu_array", __u32, struct rate_state, picket_rate, 1);

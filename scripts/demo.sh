@@ -71,6 +71,11 @@ sleep 1
 echo "-- annotation removed, enforced again: $("$picket" lab probe shop/frontend \
     shop/database 5432 || true)"
 
+banner "metrics: each agent's /metrics (picket lab metrics; docs/metrics.md)"
+"$picket" lab metrics picket_dropped_
+"$picket" lab metrics picket_programming_latency_seconds_count
+"$picket" lab metrics picket_local_endpoints
+
 banner "what node-1 programs (picket compile --backend $backend, for the three-tier example)"
 "$picket" compile -f examples/01-three-tier --node node-1 --backend "$backend"
 

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +17,9 @@ from agent.dataplane.backend import Backend
 
 if TYPE_CHECKING:
     from agent.agent import Agent
+    from agent.droplog.service import DropLog
+    from agent.metrics.collector import AgentMetrics
+    from agent.metrics.server import MetricsServer
 
 BACKENDS = ("iptables", "ebpf")
 
@@ -69,7 +73,7 @@ def _drop_log_flags(p: argparse.ArgumentParser) -> None:
 
 def start_drop_log(
     args: argparse.Namespace, backend: Backend, agent: Agent, stop: threading.Event
-) -> threading.Thread | None:
+) -> tuple[threading.Thread, DropLog] | None:
     """The drop log runs beside enforcement: if it cannot start, enforcement goes on."""
     if args.drop_log == "off":
         return None
@@ -86,7 +90,22 @@ def start_drop_log(
     droplog = DropLog(args.node, capture, agent.describe_drop, RecordWriter(), settings)
     thread = threading.Thread(target=droplog.run, args=(stop,), name="droplog", daemon=True)
     thread.start()
-    return thread
+    return thread, droplog
+
+
+def metrics_server(args: argparse.Namespace, metrics: AgentMetrics, agent: Agent) -> MetricsServer:
+    from agent.metrics.health import liveness, readiness
+    from agent.metrics.server import MetricsServer
+
+    runner = agent.runner
+    return MetricsServer(
+        args.metrics_addr,
+        metrics.registry,
+        liveness=lambda: liveness(
+            runner.started, runner.heartbeat, time.monotonic(), args.liveness_timeout
+        ),
+        readiness=lambda: readiness(agent.ready.is_set()),
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -119,6 +138,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--cleanup",
         action="store_true",
         help="remove everything Picket programmed on this node, then exit",
+    )
+    p.add_argument(
+        "--metrics-addr",
+        default=":9402",
+        help="[host]:port serving /metrics, /healthz and /readyz (default :9402, every "
+        "address); 'off' serves nothing",
+    )
+    p.add_argument(
+        "--liveness-timeout",
+        type=float,
+        default=60.0,
+        help="seconds without a beat of the sync loop before /healthz fails (default 60)",
     )
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=run)
@@ -153,20 +184,43 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # a dataplane that cannot start: one clear line
         print(f"picket agent: {exc}", file=sys.stderr)
         return 1
+    from agent import __version__
     from agent.agent import Agent
+    from agent.metrics.collector import AgentMetrics
     from agent.watch import api_client, kinds
 
+    metrics = AgentMetrics(backend, __version__)
     agent = Agent(
-        args.node, backend, kinds(api_client(args.kubeconfig)), resync_period=args.resync_period
+        args.node,
+        backend,
+        kinds(api_client(args.kubeconfig)),
+        resync_period=args.resync_period,
+        observer=metrics,
     )
+    server = None
+    if args.metrics_addr != "off":
+        try:
+            server = metrics_server(args, metrics, agent)
+        except (OSError, ValueError) as exc:  # a port in use: say so, do not start half
+            print(f"picket agent: metrics: {exc}", file=sys.stderr)
+            return 1
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     logging.getLogger("picket.agent").info(
-        "node %s, backend %s (%s)", args.node, backend.name, backend.mode
+        "node %s, backend %s (%s), metrics on %s",
+        args.node,
+        backend.name,
+        backend.mode,
+        args.metrics_addr,
     )
     droplog = start_drop_log(args, backend, agent, stop)
+    metrics.attach(agent, droplog[1] if droplog else None)
+    if server is not None:
+        server.start()
     agent.run(stop)
     if droplog is not None:
-        droplog.join(5)  # it writes what is still open before it ends
+        droplog[0].join(5)  # it writes what is still open before it ends
+    if server is not None:
+        server.stop()
     return 0

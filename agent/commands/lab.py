@@ -8,19 +8,23 @@ import asyncio
 import json
 import os
 import sys
-from ipaddress import ip_address
+import urllib.request
 
 from kubernetes.client import ApiException, CoreV1Api
 
 from agent.explain import render_matrix
 from agent.lab import lab, processes
-from agent.lab.cluster import core_api, get_pod, list_nodes, list_pods
+from agent.lab.cluster import (
+    core_api,
+    get_pod,
+    list_nodes,
+    list_pods,
+    probe_source,
+    probe_target,
+)
 from agent.lab.config import (
-    EXTERNAL_NS,
-    MAX_NODES,
-    OUTSIDE,
+    LabNode,
     lab_nodes,
-    node_by_address,
     state_dir,
 )
 from agent.lab.matrix import probe_matrix
@@ -86,6 +90,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "of a boolean (refused means the policy let the connection attempt through)",
     )
     mx.set_defaults(func=cmd_matrix)
+    me = cmds.add_parser("metrics", help="what each agent's /metrics says (picket_* series)")
+    me.add_argument("prefix", nargs="?", default="picket_", help="only series starting with this")
+    me.set_defaults(func=cmd_metrics)
 
 
 def _fail(message: str) -> int:
@@ -121,6 +128,26 @@ def cmd_kubeconfig(args: argparse.Namespace) -> int:
         return _fail("the lab is not up (run `picket lab up`)")
     print(path)
     return EXIT_OK
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    """Reads every agent's /metrics over the lab link, as Prometheus would."""
+    conf = lab.config()
+    if not conf or conf.get("backend", "none") == "none":
+        return _fail("no agents run (lab down, or backend none)")
+    status = EXIT_OK
+    for node in lab_nodes(conf["nodes"]):
+        try:
+            with urllib.request.urlopen(node.metrics_url, timeout=5) as resp:
+                text = resp.read().decode()
+        except OSError as exc:
+            print(f"{node.name}: {node.metrics_url}: {exc}", file=sys.stderr)
+            status = EXIT_FAIL
+            continue
+        for line in text.splitlines():
+            if line.startswith(args.prefix):
+                print(f"{node.name} {line}")
+    return status
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -162,9 +189,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     if conf.get("backend", "none") == "none" or not agents:
         print("agents: none (backend none: no enforcement)")
     for name in agents:
+        node = LabNode(int(name.rpartition("-")[2]))
         print(
-            f"agent {name.removeprefix('agent-')}: backend {conf['backend']}, log "
-            f"{state / 'logs' / (name + '.log')}"
+            f"agent {node.name}: backend {conf['backend']}, metrics {node.metrics_url} "
+            f"(/healthz, /readyz), log {state / 'logs' / (name + '.log')}"
         )
     print(
         "note: kinds other than Namespace, Pod, Node, NetworkPolicy and Deployment "
@@ -187,40 +215,12 @@ def cmd_exec(args: argparse.Namespace) -> int:
     return EXIT_FAIL  # not reached
 
 
-def _source(api: CoreV1Api, text: str) -> tuple[str, str | None]:
-    """(namespace, source address) for NS/POD, node/NAME, a node's address, or an
-    outside address (198.19.200.0/24, owned by the lab's external host)."""
-    if text.startswith("node/"):
-        node = next((n for n in lab_nodes(MAX_NODES) if n.name == text[5:]), None)
-        if node is None:
-            raise ValueError(f"no lab node {text[5:]!r}")
-        return node.netns, str(node.address)
-    if "/" in text:
-        pod = get_pod(api, text)
-        if pod.netns is None:
-            raise ValueError(f"{text} is not running in the lab")
-        return pod.netns, None
-    node = node_by_address(text)
-    if node is not None:
-        return node.netns, text
-    try:
-        if ip_address(text) in OUTSIDE:
-            return EXTERNAL_NS, text
-    except ValueError:
-        pass
-    raise ValueError(
-        f"{text!r} is not NS/POD, node/NAME, a node address or an address in {OUTSIDE}"
-    )
-
-
 def cmd_probe(args: argparse.Namespace) -> int:
     try:
         port, protocol = parse_port_protocol(args.port)
         api = _api()
-        netns, source_ip = _source(api, args.source)
-        target = args.target
-        if "/" in target:
-            target = get_pod(api, target).ip or ""
+        netns, source_ip = probe_source(api, args.source)
+        target = probe_target(api, args.target)
     except (lab.LabError, ApiException, ValueError) as exc:
         return _fail(str(exc))
     if not target:

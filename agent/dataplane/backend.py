@@ -6,6 +6,7 @@ from typing import Protocol
 
 from agent.compiler.diff import IRDiff
 from agent.compiler.ir import NodeIR
+from agent.dataplane.counters import DatapathCounters
 
 
 class Backend(Protocol):
@@ -22,6 +23,15 @@ class Backend(Protocol):
         ...
 
     def rule_count(self) -> int: ...
+
+    def datapath_counters(self) -> DatapathCounters:
+        """Packets dropped (by direction, reason, namespace) and allowed, since the agent
+        started; safe to call from another thread."""
+        ...
+
+    def map_entries(self) -> dict[str, int]:
+        """Entries per kernel map (eBPF); empty for backends without maps."""
+        ...
 
     def cleanup(self) -> list[str]:
         """Remove everything the backend programmed; say what went."""

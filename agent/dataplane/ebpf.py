@@ -5,6 +5,11 @@ place), and writes what ebpf_plan says into maps pinned under the BPF filesystem
 A restarted agent finds its maps pinned and its identity numbering in a state file,
 computes the same contents, and only swaps the programs on the interfaces: enforcement
 never stops. `cleanup` detaches the programs and unpins the maps.
+
+Counters: the programs count every verdict by direction and reason (a per-CPU array)
+and every drop by endpoint, direction and reason (a hash the metrics read to name the
+namespace). An endpoint's drop entries are read once more and deleted when the
+endpoint goes, so a reused endpoint number starts from zero.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import threading
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -30,6 +36,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from agent.compiler.diff import IRDiff
 from agent.compiler.evaluate import direction_admits
 from agent.compiler.ir import NodeIR
+from agent.dataplane.counters import AUDIT_REASON, DatapathCounters, MonotonicTotals, split_audit
 from agent.dataplane.ebpf_layout import (
     CONFIG_EVENTS_BURST,
     CONFIG_EVENTS_PER_SECOND,
@@ -38,8 +45,18 @@ from agent.dataplane.ebpf_layout import (
     CONFIG_TCP_TIMEOUT_S,
     CONFIG_UDP_TIMEOUT_S,
     DIR_EGRESS,
+    DIR_INGRESS,
+    REASON_ALLOWED_CT,
+    REASON_ALLOWED_HOST,
+    REASON_ALLOWED_NOT_ISOLATED,
+    REASON_ALLOWED_OTHER,
+    REASON_ALLOWED_POLICY,
+    REASON_AUDIT_POLICY,
     REASON_COUNT,
+    REASON_DROP_NO_SYN,
+    REASON_DROP_POLICY,
     REASON_NAMES,
+    REASON_SLOTS,
 )
 from agent.dataplane.ebpf_plan import AddrKey, EbpfPlanner, MapDelta, MapState, PolicyEntry
 from agent.dataplane.interfaces import host_interfaces, node_addresses
@@ -132,7 +149,8 @@ class Maps:
                 "picket_policy",
                 "picket_named",
                 "picket_ct",
-                "picket_counters",
+                "picket_verdicts",
+                "picket_drop_counts",
                 "picket_config",
             )
         }
@@ -177,6 +195,8 @@ class EbpfBackend:
         self._stale_policy: list[bytes] = []
         self._stale_named: list[bytes] = []
         self._stale_endpoints: list[bytes] = []
+        self._drops = MonotonicTotals()
+        self._lock = threading.Lock()  # metrics scrapes read counters and plan state
         self.bpf: Any = None
         if load:
             self._load()
@@ -236,13 +256,17 @@ class EbpfBackend:
     def apply(self, ir: NodeIR, change: IRDiff | None = None, full: bool = True) -> bool:
         interfaces = host_interfaces(ir)
         host = set(node_addresses()) | set(ir.node_ips)
-        delta = self.planner.plan(ir, host)
-        self._save_allocations()
-        if full or self._programmed is None:
-            delta = self._repair_delta()
-        self._write(delta, interfaces)
+        with self._lock:
+            delta = self.planner.plan(ir, host)
+            released = delta.endpoint_del
+            self._save_allocations()
+            repair = full or self._programmed is None
+            if repair:
+                delta = self._repair_delta()
+            self._write(delta, interfaces)
+            self._retire_drop_counts(released, every_stale=repair)
+            self._programmed = self.planner.state
         self._attach(interfaces, replace=full)
-        self._programmed = self.planner.state
         return bool(delta.policy_add or delta.policy_del or delta.endpoint_set)
 
     def _repair_delta(self) -> MapDelta:
@@ -366,8 +390,71 @@ class EbpfBackend:
         return removed
 
     def counters(self) -> dict[str, int]:
-        table = self.maps.tables["picket_counters"]
-        return {REASON_NAMES[i]: int(sum(table[table.Key(i)])) for i in range(REASON_COUNT)}
+        """Packets by verdict reason, both directions."""
+        return {
+            name: self._verdicts(DIR_INGRESS, reason) + self._verdicts(DIR_EGRESS, reason)
+            for reason, name in REASON_NAMES.items()
+            if reason < REASON_COUNT
+        }
+
+    def _verdicts(self, direction: int, reason: int) -> int:
+        table = self.maps.tables["picket_verdicts"]
+        return int(sum(table[table.Key(direction * REASON_SLOTS + reason)]))
+
+    def _read_drop_counts(self, namespaces: dict[int, str]) -> None:
+        """Feeds the totals from the entries of endpoints in `namespaces` (number ->
+        namespace). Callers hold the lock."""
+        for key, value in self.maps.tables["picket_drop_counts"].items():
+            namespace = namespaces.get(key.endpoint)
+            if namespace is None:
+                continue
+            labels = (
+                "egress" if key.direction == DIR_EGRESS else "ingress",
+                DROP_REASON_LABELS.get(key.reason, str(key.reason)),
+                namespace,
+            )
+            self._drops.observe((key.endpoint, key.direction, key.reason), labels, value.value)
+
+    def _retire_drop_counts(self, released: dict[str, int], every_stale: bool) -> None:
+        """Removed endpoints: read their drop entries a last time, then delete them (and,
+        on a full sync, entries of numbers no endpoint has, e.g. from before a restart)."""
+        gone = {number: ref.partition("/")[0] for ref, number in released.items()}
+        if not gone and not every_stale:
+            return
+        self._read_drop_counts(gone)
+        live = {number for number, _ in self.planner.state.endpoints.values()}
+        table = self.maps.tables["picket_drop_counts"]
+        for key in list(table.keys()):
+            if key.endpoint in gone or (every_stale and key.endpoint not in live):
+                del table[key]
+                self._drops.forget([(key.endpoint, key.direction, key.reason)])
+
+    def datapath_counters(self) -> DatapathCounters:
+        with self._lock:
+            self._read_drop_counts(
+                {n: ref.partition("/")[0] for ref, (n, _) in self.planner.state.endpoints.items()}
+            )
+            totals = self._drops.totals()
+        allowed = {
+            name: sum(self._verdicts(direction, reason) for reason in ALLOWED_REASONS)
+            for direction, name in ((DIR_INGRESS, "ingress"), (DIR_EGRESS, "egress"))
+        }
+        return split_audit(totals, allowed)
+
+    def map_entries(self) -> dict[str, int]:
+        """Entries per map: the agent's own from its plan, the kernel's (CT, drop
+        counts) by walking them."""
+        with self._lock:
+            state = self._programmed or self.planner.state
+            sizes = {
+                "addr": len(state.addresses),
+                "endpoints": len(self._ifindex),
+                "policy": len(state.policy),
+                "named": len(state.named),
+            }
+        for name in ("ct", "drop_counts"):
+            sizes[name] = sum(1 for _ in self.maps.tables[f"picket_{name}"])
+        return sizes
 
     def rule_count(self) -> int:
         state = self._programmed or self.planner.state
@@ -393,6 +480,20 @@ class EbpfBackend:
             self.state_file.unlink()
             removed.append(f"state {self.state_file}")
         return removed
+
+
+DROP_REASON_LABELS = {
+    REASON_DROP_POLICY: "policy",
+    REASON_DROP_NO_SYN: "no_syn",
+    REASON_AUDIT_POLICY: AUDIT_REASON,
+}
+ALLOWED_REASONS = (
+    REASON_ALLOWED_POLICY,
+    REASON_ALLOWED_CT,
+    REASON_ALLOWED_NOT_ISOLATED,
+    REASON_ALLOWED_HOST,
+    REASON_ALLOWED_OTHER,
+)
 
 
 def _ifindexes(interfaces: dict[str, str]) -> dict[str, int]:

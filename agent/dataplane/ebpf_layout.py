@@ -31,7 +31,10 @@ REASON_DROP_NO_SYN = 6
 REASON_EVENT_SUPPRESSED = 7
 REASON_AUDIT_POLICY = 8
 REASON_COUNT = 9
-REASON_SLOTS = 16  # the pinned counters map: room for new reasons across upgrades
+REASON_SLOTS = 16  # per direction in the pinned verdicts map: room for new reasons
+DIRECTIONS = 2
+DROP_COUNTS_PER_ENDPOINT = 6  # (policy, no SYN, audit) x directions
+DROP_COUNT_REASONS = (REASON_DROP_POLICY, REASON_DROP_NO_SYN, REASON_AUDIT_POLICY)
 REASON_NAMES = {
     REASON_ALLOWED_POLICY: "allowed_policy",
     REASON_ALLOWED_CT: "allowed_conntrack",
@@ -133,6 +136,15 @@ class DropEvent(ctypes.Structure):
     ]
 
 
+class DropCountKey(ctypes.Structure):
+    _fields_ = [
+        ("endpoint", ctypes.c_uint32),
+        ("direction", ctypes.c_uint8),
+        ("reason", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 2),
+    ]
+
+
 class RateState(ctypes.Structure):
     _fields_ = [("tokens_milli", ctypes.c_uint64), ("last_ns", ctypes.c_uint64)]
 
@@ -146,5 +158,6 @@ STRUCTS = {
     "ct_key": CtKey,
     "ct_value": CtValue,
     "drop_event": DropEvent,
+    "drop_count_key": DropCountKey,
     "rate_state": RateState,
 }

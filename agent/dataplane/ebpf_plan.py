@@ -90,7 +90,7 @@ class MapDelta:
     addr_set: dict[AddrKey, tuple[int, int]] = field(default_factory=dict)
     addr_del: set[AddrKey] = field(default_factory=set)
     endpoint_set: dict[str, tuple[int, int]] = field(default_factory=dict)
-    endpoint_del: set[str] = field(default_factory=set)
+    endpoint_del: dict[str, int] = field(default_factory=dict)  # ref -> number it had
     policy_add: set[PolicyEntry] = field(default_factory=set)
     policy_del: set[PolicyEntry] = field(default_factory=set)
     named_add: set[NamedEntry] = field(default_factory=set)
@@ -269,7 +269,7 @@ class EbpfPlanner:
         for ref in set(self._by_endpoint) - set(ir.endpoints):
             _, policy, named = self._by_endpoint.pop(ref)
             self._drop_entries(policy, named, delta)
-            delta.endpoint_del.add(ref)
+            delta.endpoint_del[ref] = self.endpoint_ids.by_thing[ref]
             self.state.endpoints.pop(ref, None)
             self.endpoint_ids.release(ref)
         for ref, endpoint in ir.endpoints.items():

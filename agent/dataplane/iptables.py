@@ -7,6 +7,8 @@
   rebuilt through a temporary set and `swap` on a full sync, destroyed after the rules
   that used them are gone.
 - The iptables flavour (legacy or nft) is the host's: the one holding more rules.
+- Drop counters are the rules' packet counters, read (`iptables-save -c`) at each scrape
+  and just before a restore zeroes them, and kept as totals that only grow.
 - Errors raise DataplaneError; the agent logs them and retries, it never crashes.
 """
 
@@ -14,11 +16,13 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import threading
 from collections.abc import Iterable
 
 from agent.compiler.diff import IRDiff
 from agent.compiler.ir import NodeIR
 from agent.dataplane import conntrack
+from agent.dataplane.counters import DatapathCounters, MonotonicTotals, split_audit
 from agent.dataplane.interfaces import host_interfaces, node_addresses
 from agent.dataplane.iptables_render import (
     CHAIN_PREFIX,
@@ -27,6 +31,7 @@ from agent.dataplane.iptables_render import (
     SET_PREFIX,
     IpSet,
     Ruleset,
+    counted_rules,
     ipset_create,
     ipset_fill,
     member_text,
@@ -81,6 +86,8 @@ class IptablesBackend:
         self._chains: dict[str, list[str]] | None = None  # what is programmed
         self._interfaces: dict[str, str] = {}
         self._set_names: set[str] = set()
+        self._counters = MonotonicTotals()
+        self._counters_lock = threading.Lock()  # scrapes read them from another thread
 
     def _tool(self, name: str) -> str:
         return f"{name}-{self.mode}" if name == "iptables" else f"iptables-{self.mode}-{name}"
@@ -140,12 +147,32 @@ class IptablesBackend:
         changed = chains != self._chains
         if changed or full:
             stale = self._existing_chains() if full else set(self._chains or ())
-            _run(
-                [self._tool("restore"), "--noflush", "-w"], restore_text(Ruleset(chains, {}), stale)
-            )
+            with self._counters_lock:
+                self._read_counters()  # the restore zeroes every chain it declares
+                _run(
+                    [self._tool("restore"), "--noflush", "-w"],
+                    restore_text(Ruleset(chains, {}), stale),
+                )
+                self._counters.forget()
             self._chains = chains
             self._ensure_jump()
         return changed
+
+    def _read_counters(self) -> None:
+        save = _run([self._tool("save"), "-c", "-t", "filter"])
+        for source, labels, packets in counted_rules(save):
+            self._counters.observe(source, labels, packets)
+
+    def datapath_counters(self) -> DatapathCounters:
+        """Drops by direction, reason and namespace; allowed packets are not counted (no
+        rule sees every admitted packet: replies pass the shared ESTABLISHED rule)."""
+        with self._counters_lock:
+            self._read_counters()
+            totals = self._counters.totals()
+        return split_audit(totals)
+
+    def map_entries(self) -> dict[str, int]:
+        return {}
 
     def remove_denied(self, ir: NodeIR) -> int:
         """Conntrack entries of connections the IR no longer admits (netfilter's)."""

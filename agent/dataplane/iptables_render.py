@@ -35,6 +35,7 @@ from agent.compiler.ir import (
     PeerSet,
     PortRange,
 )
+from agent.dataplane.counters import AUDIT_REASON
 
 FORWARD_CHAIN = "PICKET-FORWARD"
 CHAIN_PREFIX = "PICKET-"
@@ -253,3 +254,39 @@ def ipset_create(ipset: IpSet, name: str | None = None) -> str:
 
 def ipset_fill(ipset: IpSet, name: str | None = None) -> list[str]:
     return [f"add {name or ipset.name} {member} -exist" for member in sorted(ipset.members)]
+
+
+# (chain, what the rule counts) -> ((direction, reason, namespace), packets)
+CountedRule = tuple[tuple[str, str], tuple[str, str, str], int]
+
+
+def counted_rules(save_text: str) -> list[CountedRule]:
+    """The drop counters in `iptables-save -c` output: each direction chain's final DROP
+    (reason "policy") or, in audit mode, its NFLOG ("would_drop_policy"), with the
+    namespace of the policies named in its comment (a pod's isolating policies share its
+    namespace); and PICKET-FORWARD's INVALID and no-SYN drops, which no pod's policy
+    caused (namespace and direction "")."""
+    out: list[CountedRule] = []
+    namespace: dict[str, str] = {}
+    for line in save_text.splitlines():
+        if not line.startswith("[") or f"-A {CHAIN_PREFIX}" not in line:
+            continue
+        counts, _, rule = line.partition(" -A ")
+        chain, _, rest = rule.partition(" ")
+        packets = int(counts.strip("[]").split(":")[0])
+        if chain == FORWARD_CHAIN:
+            if rest.endswith("-j DROP"):
+                reason = "invalid" if "INVALID" in rest else "no_syn"
+                out.append(((chain, reason), ("", reason, ""), packets))
+            continue
+        direction = "ingress" if chain.startswith(f"{CHAIN_PREFIX}IN-") else "egress"
+        if "-j NFLOG" in rest:
+            policies = rest.partition('--comment "isolated by ')[2].partition('"')[0]
+            namespace[chain] = policies.partition("/")[0]
+            if "picket audit" in rest:
+                out.append(((chain, "audit"), (direction, AUDIT_REASON, namespace[chain]), packets))
+        elif rest == "-j DROP":
+            out.append(
+                ((chain, "policy"), (direction, "policy", namespace.get(chain, "")), packets)
+            )
+    return out

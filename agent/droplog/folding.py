@@ -6,13 +6,21 @@ flow within `window` seconds fold into it; the record is written when its window
 once, with the count. Opening a record costs a token from a per-node bucket (`rate`
 records per second, `burst` at once); a flow that finds no token is suppressed and
 counted, and summarised by the caller. Open records are thus at most
-`burst + rate * window`: memory stays bounded under a flood of distinct flows."""
+`burst + rate * window`: memory stays bounded under a flood of distinct flows.
+
+Flows of a namespace that opted out get no record but are remembered quietly for the
+window, up to QUIET_FLOWS of them, so that their repeats fold as well (and are counted
+once). Suppressed flows are not: each of their packets counts as suppressed, so that a
+summary accounts for every packet the budget kept out."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from agent.droplog.events import PacketEvent
+
+QUIET_FLOWS = 10_000
 
 
 class TokenBucket:
@@ -44,6 +52,7 @@ class Folder:
         self.window = window
         self.suppressed = 0  # flows the budget kept out, since the start
         self._open: dict[tuple, OpenRecord] = {}
+        self._quiet: OrderedDict[tuple, float] = OrderedDict()  # flow -> when it began
         self._bucket = TokenBucket(rate, burst)
 
     def fold(self, event: PacketEvent) -> bool:
@@ -51,9 +60,16 @@ class Folder:
         then decides whether to `open` one)."""
         record = self._open.get(event.flow)
         if record is None:
-            return False
+            return event.flow in self._quiet
         record.repeats += 1
         return True
+
+    def mute(self, event: PacketEvent, now: float) -> None:
+        """Folds `event`'s flow for the window without a record (or a token)."""
+        self._quiet[event.flow] = now
+        self._quiet.move_to_end(event.flow)
+        while len(self._quiet) > QUIET_FLOWS:
+            self._quiet.popitem(last=False)
 
     def open(self, event: PacketEvent, now: float, context: object = None) -> bool:
         """Opens a record for a new flow if the budget allows; else counts it."""
@@ -72,6 +88,8 @@ class Folder:
             closed.append(record)
         for record in closed:
             del self._open[record.event.flow]
+        while self._quiet and next(iter(self._quiet.values())) + self.window <= now:
+            self._quiet.popitem(last=False)
         return closed
 
     def next_due(self) -> float | None:

@@ -30,7 +30,7 @@ class DropLogSettings:
 class DropLogStats:
     packets: int = 0  # denied packets captured
     records: int = 0  # connection records written
-    opted_out: int = 0  # packets of namespaces with picket.io/drop-log: "off"
+    opted_out: int = 0  # connections of namespaces with picket.io/drop-log: "off"
     suppressed: int = 0  # connections the budget kept out
     lost: int = 0  # packet events the capture lost
 
@@ -52,6 +52,9 @@ class DropLog:
         self.settings = s = settings or DropLogSettings()
         self.folder = Folder(s.window, s.rate, s.burst)
         self.stats = DropLogStats()
+        # (direction, namespace whose policy denied) -> connections, for the metrics;
+        # counted before the budget and the opt-out, which only decide what is written
+        self.connections: dict[tuple[str, str], int] = {}
         self.heartbeat = clock()
         self._clock = clock
         self._summarised = (0, 0)  # (suppressed, lost) at the last summary
@@ -63,8 +66,13 @@ class DropLog:
             if self.folder.fold(event):
                 continue
             description = self.describe(event)
+            if event.verdict == "drop":
+                local = description.dst if event.direction == "ingress" else description.src
+                key = (event.direction, local.namespace or "")
+                self.connections[key] = self.connections.get(key, 0) + 1
             if not description.logged:
                 self.stats.opted_out += 1
+                self.folder.mute(event, now)
                 continue
             self.folder.open(event, now, description)
         self.stats.suppressed = self.folder.suppressed

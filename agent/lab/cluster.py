@@ -5,12 +5,21 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config
 
-from agent.lab.config import LabNode, pod_netns
+from agent.lab.config import (
+    EXTERNAL_NS,
+    MAX_NODES,
+    OUTSIDE,
+    LabNode,
+    lab_nodes,
+    node_by_address,
+    pod_netns,
+)
 
 
 def core_api(kubeconfig: Path) -> client.CoreV1Api:
@@ -68,3 +77,34 @@ def get_pod(api: client.CoreV1Api, ref: str) -> LabPod:
 def list_nodes(api: client.CoreV1Api) -> list[dict[str, Any]]:
     resp = api.list_node(_preload_content=False)
     return json.loads(resp.data)["items"]
+
+
+def probe_source(api: client.CoreV1Api, text: str) -> tuple[str, str | None]:
+    """(network namespace, source address) for NS/POD, node/NAME, a node's address, or
+    an outside address (198.19.200.0/24, owned by the lab's external host)."""
+    if text.startswith("node/"):
+        node = next((n for n in lab_nodes(MAX_NODES) if n.name == text[5:]), None)
+        if node is None:
+            raise ValueError(f"no lab node {text[5:]!r}")
+        return node.netns, str(node.address)
+    if "/" in text:
+        pod = get_pod(api, text)
+        if pod.netns is None:
+            raise ValueError(f"{text} is not running in the lab")
+        return pod.netns, None
+    node = node_by_address(text)
+    if node is not None:
+        return node.netns, text
+    try:
+        if ip_address(text) in OUTSIDE:
+            return EXTERNAL_NS, text
+    except ValueError:
+        pass
+    raise ValueError(
+        f"{text!r} is not NS/POD, node/NAME, a node address or an address in {OUTSIDE}"
+    )
+
+
+def probe_target(api: client.CoreV1Api, text: str) -> str:
+    """An address for NS/POD or an address ('' for a pod without one)."""
+    return (get_pod(api, text).ip or "") if "/" in text else text

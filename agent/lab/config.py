@@ -30,6 +30,7 @@ EXTERNAL_LINK = "pu-external"
 EXTERNAL_ADDRESS = IPv4Address("198.18.0.253")
 OUTSIDE = IPv4Network("198.19.200.0/24")
 CNI_BIN_DIR = Path("/usr/lib/cni")
+AGENT_METRICS_PORT = 9402  # `picket agent --metrics-addr` default, in each node's namespace
 
 
 def state_dir() -> Path:
@@ -56,6 +57,11 @@ class LabNode:
     @property
     def pod_cidr(self) -> IPv4Network:
         return IPv4Network(f"198.18.{self.index}.0/24")
+
+    @property
+    def metrics_url(self) -> str:
+        """The node agent's /metrics, reachable from the host through the lab link."""
+        return f"http://{self.address}:{AGENT_METRICS_PORT}/metrics"
 
     @property
     def underlay_link(self) -> str:

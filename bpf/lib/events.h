@@ -3,11 +3,26 @@
 #ifndef PICKET_EVENTS_H
 #define PICKET_EVENTS_H
 
-static __always_inline void count_packet(__u32 reason)
+static __always_inline void count_packet(__u8 direction, __u32 reason)
 {
-    __u64 *value = picket_counters.lookup(&reason);
+    __u32 slot = direction * REASON_SLOTS + reason;
+    __u64 *value = picket_verdicts.lookup(&slot);
     if (value)
         *value += 1;
+}
+
+/* Drops are the slow path: a shared hash with atomic adds is cheap enough there. */
+static __always_inline void count_drop(__u32 endpoint, __u8 direction, __u8 reason)
+{
+    count_packet(direction, reason);
+    struct drop_count_key key = {.endpoint = endpoint, .direction = direction,
+                                 .reason = reason};
+    __u64 one = 1;
+    __u64 *value = picket_drop_counts.lookup(&key);
+    if (value)
+        __sync_fetch_and_add(value, 1);
+    else
+        picket_drop_counts.update(&key, &one);
 }
 
 static __always_inline int take_token(void)
@@ -37,14 +52,14 @@ static __always_inline int take_token(void)
 static __always_inline void report_drop(struct __sk_buff *skb, struct packet *pkt,
                                         __u32 endpoint, __u8 direction, __u8 reason)
 {
-    count_packet(reason);
+    count_drop(endpoint, direction, reason);
     if (!take_token()) {
-        count_packet(REASON_EVENT_SUPPRESSED);
+        count_packet(direction, REASON_EVENT_SUPPRESSED);
         return;
     }
     struct drop_event *event = picket_drops.ringbuf_reserve(sizeof(struct drop_event));
     if (!event) {
-        count_packet(REASON_EVENT_SUPPRESSED);
+        count_packet(direction, REASON_EVENT_SUPPRESSED);
         return;
     }
     event->timestamp_ns = bpf_ktime_get_ns();

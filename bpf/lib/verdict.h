@@ -6,7 +6,7 @@ static __always_inline int picket_verdict(struct __sk_buff *skb, __u8 direction)
 {
     struct packet pkt = {};
     if (!parse_packet(skb, &pkt)) {
-        count_packet(REASON_ALLOWED_OTHER);
+        count_packet(direction, REASON_ALLOWED_OTHER);
         return TC_ACT_OK;
     }
     __u32 ifindex = skb->ifindex;
@@ -16,16 +16,16 @@ static __always_inline int picket_verdict(struct __sk_buff *skb, __u8 direction)
     struct addr_value peer = peer_identity(direction == DIR_EGRESS ? pkt.daddr : pkt.saddr);
     /* Traffic between a pod and its own node is always allowed. */
     if (peer.pod_identity == IDENTITY_HOST) {
-        count_packet(REASON_ALLOWED_HOST);
+        count_packet(direction, REASON_ALLOWED_HOST);
         return TC_ACT_OK;
     }
     if (pkt.icmp_error) {
-        count_packet(REASON_ALLOWED_OTHER);
+        count_packet(direction, REASON_ALLOWED_OTHER);
         return TC_ACT_OK;
     }
     /* Replies and later packets of an allowed connection are not new connections. */
     if (ct_established(&pkt, ep->id, direction)) {
-        count_packet(REASON_ALLOWED_CT);
+        count_packet(direction, REASON_ALLOWED_CT);
         return TC_ACT_OK;
     }
     __u32 isolated = direction == DIR_EGRESS ? (ep->flags & EP_EGRESS_ISOLATED)
@@ -34,17 +34,17 @@ static __always_inline int picket_verdict(struct __sk_buff *skb, __u8 direction)
     if (!isolated) {
         if (opens)
             ct_create(&pkt, ep->id, direction);
-        count_packet(REASON_ALLOWED_NOT_ISOLATED);
+        count_packet(direction, REASON_ALLOWED_NOT_ISOLATED);
         return TC_ACT_OK;
     }
     if (!opens) {
         /* Not a connection attempt (a cut connection's tail): counted, not logged. */
-        count_packet(REASON_DROP_NO_SYN);
+        count_drop(ep->id, direction, REASON_DROP_NO_SYN);
         return TC_ACT_SHOT;
     }
     if (policy_allows(ep, direction, &peer, &pkt)) {
         ct_create(&pkt, ep->id, direction);
-        count_packet(REASON_ALLOWED_POLICY);
+        count_packet(direction, REASON_ALLOWED_POLICY);
         return TC_ACT_OK;
     }
     if (ep->flags & EP_AUDIT) {

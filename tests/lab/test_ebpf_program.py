@@ -38,11 +38,12 @@ def test_programs_load_pin_and_clean_up(bpffs, tmp_path):
     assert sorted(p.name for p in pins.iterdir()) == [
         "addr",
         "config",
-        "counters",
         "ct",
+        "drop_counts",
         "endpoints",
         "named",
         "policy",
+        "verdicts",
     ]
     assert backend.from_pod.fd > 0 and backend.to_pod.fd > 0
     mirrors = {
@@ -51,6 +52,7 @@ def test_programs_load_pin_and_clean_up(bpffs, tmp_path):
         "picket_policy": (ebpf_layout.PolicyKey, ctypes.c_uint8),
         "picket_named": (ebpf_layout.NamedKey, ctypes.c_uint8),
         "picket_ct": (ebpf_layout.CtKey, ebpf_layout.CtValue),
+        "picket_drop_counts": (ebpf_layout.DropCountKey, ctypes.c_uint64),
     }
     for name, (key, value) in mirrors.items():
         table = backend.bpf[name]

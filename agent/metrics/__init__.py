@@ -1,0 +1,1 @@
+"""The agent's Prometheus metrics and its health endpoints (docs/metrics.md)."""

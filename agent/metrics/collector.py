@@ -1,0 +1,245 @@
+"""Every Prometheus metric the agent exports (names and meanings: docs/metrics.md).
+
+Two kinds: what the agent observes as it happens (sync durations, programming latency,
+errors, watch restarts) is recorded into prometheus-client metrics by the SyncObserver
+calls; what the kernel and the agent's state hold (drop counters, map sizes, gauges) is
+read when Prometheus scrapes, by a custom collector, so nothing polls in between.
+Label values are bounded: directions, reasons, namespaces, kinds, map names; never pod
+names or addresses."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from agent.agent import Agent
+from agent.dataplane.backend import Backend
+from agent.droplog.service import DropLog
+
+log = logging.getLogger("picket.metrics")
+
+STAGES = ("compile", "program", "conntrack")
+RESOURCES = {
+    "Namespace": "namespaces",
+    "Pod": "pods",
+    "NetworkPolicy": "networkpolicies",
+    "Node": "nodes",
+}
+# Seconds: a relabel at 10,000 pods programs in tens of milliseconds, a full sync of a
+# large cluster in a second or two; the tail buckets catch a struggling agent.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class AgentMetrics:
+    """The agent's registry. Implements agent.agent.SyncObserver."""
+
+    def __init__(self, backend: Backend, version: str) -> None:
+        disable_created_metrics()  # `_created` series double the output for no question
+        self.registry = CollectorRegistry()
+        self.backend = backend
+        self.agent: Agent | None = None
+        self.droplog: DropLog | None = None
+        r = self.registry
+        self.sync_duration = Histogram(
+            "picket_sync_duration_seconds",
+            "Time to compile and program one sync, by kind (full, incremental).",
+            ["kind"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.programming_latency = Histogram(
+            "picket_programming_latency_seconds",
+            "From the first API event a sync answers to the dataplane being updated.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.sync_errors = Counter(
+            "picket_sync_errors", "Failed syncs, by the stage that failed.", ["stage"], registry=r
+        )
+        self.watch_restarts = Counter(
+            "picket_watch_restarts",
+            "Watches lost and re-listed (410 Gone, API errors), by resource.",
+            ["resource"],
+            registry=r,
+        )
+        self.last_sync = Gauge(
+            "picket_last_sync_timestamp_seconds",
+            "Unix time of the last successful sync (0: none yet).",
+            registry=r,
+        )
+        build = Gauge(
+            "picket_build_info",
+            "Always 1; the agent's version and dataplane backend as labels.",
+            ["version", "backend"],
+            registry=r,
+        )
+        build.labels(version, backend.name).set(1)
+        for kind in ("full", "incremental"):
+            self.sync_duration.labels(kind)
+        for stage in STAGES:
+            self.sync_errors.labels(stage)
+        for resource in RESOURCES.values():
+            self.watch_restarts.labels(resource)
+        ProcessCollector(registry=r)  # what the agent itself costs: CPU, memory, fds
+        r.register(_StateCollector(self))
+
+    def attach(self, agent: Agent, droplog: DropLog | None) -> None:
+        self.agent, self.droplog = agent, droplog
+
+    # --- SyncObserver -----------------------------------------------------------------
+
+    def synced(self, kind: str, seconds: float, latency: float | None) -> None:
+        self.sync_duration.labels(kind).observe(seconds)
+        if latency is not None:
+            self.programming_latency.observe(latency)
+        self.last_sync.set(time.time())
+
+    def failed(self, stage: str) -> None:
+        self.sync_errors.labels(stage).inc()
+
+    def watch_restarted(self, kind: str) -> None:
+        self.watch_restarts.labels(RESOURCES.get(kind, kind.lower())).inc()
+
+
+class _StateCollector:
+    """Read at scrape time. A part that fails (a kernel read) is left out of that
+    scrape and logged; the rest is still served."""
+
+    def __init__(self, metrics: AgentMetrics) -> None:
+        self.metrics = metrics
+
+    def describe(self) -> list[Metric]:
+        return []  # unchecked: what exists depends on the backend and the drop log
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        for part in (self._state, self._datapath, self._maps, self._droplog):
+            try:
+                yield from part(m)
+            except Exception as exc:  # a scrape must never take the agent down
+                log.warning("metrics: %s failed: %s", part.__name__.strip("_"), exc)
+
+    @staticmethod
+    def _state(m: AgentMetrics) -> Iterator[Metric]:
+        if m.agent is None:
+            return
+        view = m.agent.view()
+        yield _gauge("picket_policies", "NetworkPolicies the agent knows.", view.policies)
+        yield _gauge(
+            "picket_local_endpoints",
+            "Pods on this node the agent enforces for.",
+            view.local_endpoints,
+        )
+        yield _gauge(
+            "picket_peer_set_members",
+            "Addresses in all peer sets programmed on this node.",
+            view.peer_set_members,
+        )
+        invalid = GaugeMetricFamily(
+            "picket_invalid_objects",
+            "Objects the model refuses, enforced fail-closed, by kind.",
+            labels=["kind"],
+        )
+        for kind in RESOURCES:
+            invalid.add_metric([kind], view.invalid_objects.get(kind, 0))
+        yield invalid
+
+    @staticmethod
+    def _datapath(m: AgentMetrics) -> Iterator[Metric]:
+        counters = m.backend.datapath_counters()
+        dropped = CounterMetricFamily(
+            "picket_dropped_packets",
+            "Packets the datapath dropped, by direction, reason and namespace of the pod "
+            "whose policy dropped them ('' when none: invalid state).",
+            labels=["direction", "reason", "namespace"],
+        )
+        for labels, value in sorted(counters.dropped.items()):
+            dropped.add_metric(list(labels), value)
+        yield dropped
+        would = CounterMetricFamily(
+            "picket_would_drop_packets",
+            "Packets audit mode let through that policy would have dropped.",
+            labels=["direction", "namespace"],
+        )
+        for labels, value in sorted(counters.would_drop.items()):
+            would.add_metric(list(labels), value)
+        yield would
+        if counters.allowed is not None:
+            allowed = CounterMetricFamily(
+                "picket_allowed_packets",
+                "Packets the datapath let through, by direction.",
+                labels=["direction"],
+            )
+            for direction, value in sorted(counters.allowed.items()):
+                allowed.add_metric([direction], value)
+            yield allowed
+
+    @staticmethod
+    def _maps(m: AgentMetrics) -> Iterator[Metric]:
+        if m.backend.name == "iptables":
+            yield _gauge(
+                "picket_iptables_rules", "Rules in Picket's chains.", m.backend.rule_count()
+            )
+            return
+        sizes = m.backend.map_entries()
+        entries = GaugeMetricFamily(
+            "picket_bpf_map_entries", "Entries in each eBPF map.", labels=["map"]
+        )
+        for name, value in sorted(sizes.items()):
+            entries.add_metric([name], value)
+        yield entries
+        if "ct" in sizes:
+            yield _gauge(
+                "picket_conntrack_entries",
+                "Connections in the eBPF connection table.",
+                sizes["ct"],
+            )
+
+    @staticmethod
+    def _droplog(m: AgentMetrics) -> Iterator[Metric]:
+        droplog = m.droplog
+        connections = CounterMetricFamily(
+            "picket_dropped_connections",
+            "Denied connections (a flow's repeats within the drop log window count once), "
+            "by direction and namespace; counted by the drop log before its budget.",
+            labels=["direction", "namespace"],
+        )
+        if droplog is not None:
+            for labels, value in sorted(dict(droplog.connections).items()):
+                connections.add_metric(list(labels), value)
+        yield connections
+        yield _counter(
+            "picket_droplog_events_lost",
+            "Denied-packet events the capture lost (netlink overflow, sequence gaps, eBPF "
+            "events held back by the kernel's rate limit or a full ring).",
+            droplog.capture.lost() if droplog is not None else 0,
+        )
+        yield _counter(
+            "picket_droplog_suppressed",
+            "Connections the drop log's budget kept out of the journal.",
+            droplog.folder.suppressed if droplog is not None else 0,
+        )
+        yield _counter(
+            "picket_droplog_records",
+            "Connection records written to the journal.",
+            droplog.stats.records if droplog is not None else 0,
+        )
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, documentation, value=value)

@@ -1,0 +1,165 @@
+"""Metrics logic without a kernel: counter totals that only grow, the drop counters read
+back from iptables-save text, health verdicts, the listen address, and the exposition
+of every contract name (the lab tests scrape real agents with a real Prometheus)."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import generate_latest
+
+from agent.agent import Agent
+from agent.compiler.compile import compile_node
+from agent.dataplane.counters import DatapathCounters, MonotonicTotals, split_audit
+from agent.dataplane.iptables_render import counted_rules, render_chains
+from agent.metrics.collector import AgentMetrics
+from agent.metrics.health import liveness, readiness
+from agent.metrics.server import parse_address
+from tests.unit.builders import model_cluster, policy, state_of
+
+
+def test_totals_add_growth_and_survive_restarts():
+    totals = MonotonicTotals()
+    totals.observe("rule-1", ("ingress", "policy", "y"), 5)
+    totals.observe("rule-2", ("ingress", "policy", "y"), 2)
+    totals.observe("rule-1", ("ingress", "policy", "y"), 8)
+    assert totals.totals() == {("ingress", "policy", "y"): 10}
+    totals.observe("rule-1", ("ingress", "policy", "y"), 1)  # restarted unseen: 1 is new
+    assert totals.totals()[("ingress", "policy", "y")] == 11
+    totals.forget(["rule-2"])  # about to be zeroed; the next reading counts from zero
+    totals.observe("rule-2", ("ingress", "policy", "y"), 3)
+    assert totals.totals()[("ingress", "policy", "y")] == 14
+    totals.forget()
+    totals.observe("rule-1", ("ingress", "policy", "y"), 0)
+    assert totals.totals()[("ingress", "policy", "y")] == 14
+
+
+def test_audit_totals_are_kept_apart_from_drops():
+    counters = split_audit(
+        {("ingress", "policy", "y"): 4, ("egress", "would_drop_policy", "x"): 2}, {"egress": 9}
+    )
+    assert counters == DatapathCounters(
+        {("ingress", "policy", "y"): 4}, {("egress", "x"): 2}, {"egress": 9}
+    )
+
+
+def _save_text(chains: dict[str, list[str]], packets: int) -> str:
+    """What `iptables-save -c` prints for these chains, every rule at `packets`."""
+    lines = ["*filter"] + [f":{name} - [0:0]" for name in chains]
+    for name, rules in chains.items():
+        lines += [f"[{packets}:{packets * 60}] -A {name} {rule}" for rule in rules]
+    return "\n".join([*lines, "COMMIT"]) + "\n"
+
+
+def test_drop_counters_are_read_per_direction_and_namespace():
+    deny_in = policy("y", "deny-in", {"podSelector": {}, "policyTypes": ["Ingress"]})
+    deny_out = policy("x", "deny-out", {"podSelector": {}, "policyTypes": ["Egress"]})
+    ir = compile_node(state_of([*model_cluster(), deny_in, deny_out]), "node-1")
+    chains = render_chains(ir, {ref: f"veth{i}" for i, ref in enumerate(ir.endpoints)})
+    found = {labels: packets for _, labels, packets in counted_rules(_save_text(chains, 7))}
+    assert found == {
+        ("ingress", "policy", "y"): 7,
+        ("egress", "policy", "x"): 7,
+        ("", "invalid", ""): 7,
+        ("", "no_syn", ""): 7,
+    }
+
+
+def test_audit_chains_count_would_be_drops():
+    deny_in = policy("y", "deny-in", {"podSelector": {}, "policyTypes": ["Ingress"]})
+    audited = [
+        {**o, "metadata": {**o["metadata"], "annotations": {"picket.io/enforcement": "audit"}}}
+        if o["kind"] == "Namespace" and o["metadata"]["name"] == "y"
+        else o
+        for o in model_cluster()
+    ]
+    ir = compile_node(state_of([*audited, deny_in]), "node-1")
+    chains = render_chains(ir, {ref: f"veth{i}" for i, ref in enumerate(ir.endpoints)})
+    found = {labels for _, labels, _ in counted_rules(_save_text(chains, 1))}
+    assert ("ingress", "would_drop_policy", "y") in found
+    assert not any(reason == "policy" for _, reason, _ in found)
+
+
+def test_liveness_fails_only_when_the_started_loop_goes_silent():
+    assert liveness(False, heartbeat=0, now=1000, timeout=60).ok  # still listing
+    assert liveness(True, heartbeat=990, now=1000, timeout=60).ok
+    stuck = liveness(True, heartbeat=900, now=1000, timeout=60)
+    assert not stuck.ok and "silent for 100s" in stuck.reason
+    assert not readiness(False).ok and readiness(True).ok
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [(":9402", ("", 9402)), ("198.18.0.1:9402", ("198.18.0.1", 9402)), ("[::1]:80", ("::1", 80))],
+)
+def test_metrics_address(text, want):
+    assert parse_address(text) == want
+
+
+@pytest.mark.parametrize("text", ["9402", ":", "host:port", ":70000"])
+def test_bad_metrics_address_names_the_flag(text):
+    with pytest.raises(ValueError, match="--metrics-addr"):
+        parse_address(text)
+
+
+class _Backend:
+    """The backend interface's reads, with fixed values (the exposition under test)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def datapath_counters(self) -> DatapathCounters:
+        allowed = {"ingress": 10, "egress": 12} if self.name == "ebpf" else None
+        return DatapathCounters({("ingress", "policy", "y"): 3}, {("egress", "x"): 1}, allowed)
+
+    def rule_count(self) -> int:
+        return 17
+
+    def map_entries(self) -> dict[str, int]:
+        return {"policy": 40, "ct": 5}
+
+
+CONTRACT = [
+    "picket_dropped_packets_total",
+    "picket_dropped_connections_total",
+    "picket_sync_duration_seconds",
+    "picket_programming_latency_seconds",
+    "picket_policies",
+    "picket_local_endpoints",
+    "picket_peer_set_members",
+    "picket_sync_errors_total",
+    "picket_watch_restarts_total",
+    "picket_droplog_events_lost_total",
+    "picket_droplog_suppressed_total",
+    "picket_invalid_objects",
+    "picket_build_info",
+]
+
+
+@pytest.mark.parametrize("backend", ["iptables", "ebpf"])
+def test_every_contract_metric_is_exported(backend):
+    metrics = AgentMetrics(_Backend(backend), "0.1.0")
+    metrics.attach(Agent("node-1", _Backend(backend), kinds=[]), droplog=None)
+    metrics.synced("full", 0.2, 0.3)
+    metrics.failed("program")
+    metrics.watch_restarted("NetworkPolicy")
+    text = generate_latest(metrics.registry).decode()
+    declared = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")}
+    own = (
+        {"picket_iptables_rules"}
+        if backend == "iptables"
+        else {
+            "picket_bpf_map_entries",
+            "picket_conntrack_entries",
+            "picket_allowed_packets_total",
+        }
+    )
+    for name in [*CONTRACT, *own]:
+        assert {name, name.removesuffix("_total")} & declared, name
+    assert (
+        'picket_dropped_packets_total{direction="ingress",namespace="y",reason="policy"} 3.0'
+        in text
+    )
+    assert 'picket_sync_errors_total{stage="program"} 1.0' in text
+    assert 'picket_watch_restarts_total{resource="networkpolicies"} 1.0' in text
+    assert f'picket_build_info{{backend="{backend}",version="0.1.0"}} 1.0' in text
+    assert "picket_programming_latency_seconds_count 1.0" in text
