@@ -6,11 +6,11 @@ set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$repo/.venv"
-packages_file="$repo/scripts/debian-packages.txt"
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
-wanted_packages() { grep -Ev '^\s*(#|$)' "$packages_file"; }
+# Every section of the one list (the agent's image installs only its [agent] section).
+wanted_packages() { bash "$repo/scripts/debian-packages.sh"; }
 
 missing_packages() {
     local pkg
@@ -36,27 +36,6 @@ install_packages() {
     apt-get install -y -q --no-install-recommends $missing
 }
 
-# BCC compiles TC programs against /lib/modules/$(uname -r)/build. When the running
-# kernel has no headers package, point that at the distribution's headers tree: the
-# programs use only UAPI structs, which are stable across kernel versions.
-link_kernel_headers() {
-    local moddir
-    moddir="/lib/modules/$(uname -r)"
-    [ -e "$moddir/build/include" ] && return 0
-    [ "$(id -u)" = 0 ] || { log "no kernel headers at $moddir/build (needs root)"; return 0; }
-    local arch_dir common_dir
-    arch_dir="$(find /usr/src -maxdepth 1 -name 'linux-headers-*-amd64' | sort -V | tail -n1)"
-    common_dir="$(find /usr/src -maxdepth 1 -name 'linux-headers-*-common' | sort -V | tail -n1)"
-    if [ -z "$arch_dir" ] || [ -z "$common_dir" ]; then
-        log "no linux-headers tree under /usr/src; the eBPF backend will not compile"
-        return 0
-    fi
-    log "linking $moddir/build -> $arch_dir (distribution headers; UAPI-only programs)"
-    mkdir -p "$moddir"
-    ln -sfn "$arch_dir" "$moddir/build"
-    ln -sfn "$common_dir" "$moddir/source"
-}
-
 # The venv uses Debian's interpreter with system site-packages: BCC's and
 # python-systemd's Python modules come from Debian, not PyPI.
 make_venv() {
@@ -76,6 +55,7 @@ make_venv() {
 }
 
 install_packages
-link_kernel_headers
+# BCC's kernel headers tree; the agent's image runs the same script at start.
+bash "$repo/scripts/kernel-headers.sh"
 make_venv
 log "ready"
