@@ -5,15 +5,21 @@ The network is Debian's reference plugins: `ptp` (a veth per pod, host side rout
 no bridge) with `host-local` IPAM over the node's pod CIDR; `loopback` brings up the
 pod's lo. Plugins are executed as a container runtime does (libcni's conflist rules:
 ADD in order with prevResult, DEL in reverse), inside the node's network namespace.
+
+`python3 -m agent.lab.cni --pod-cidr CIDR` prints the conflist for a real node: the
+Vagrant lab writes it to each node's CNI directory. This module and agent.lab.config
+import only the standard library, so that runs from a checkout on a bare node.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
+import sys
 from dataclasses import dataclass
-from ipaddress import IPv4Address, ip_interface
+from ipaddress import IPv4Address, IPv4Network, ip_interface
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +31,8 @@ LOOPBACK = {"cniVersion": CNI_VERSION, "name": "loopback", "type": "loopback"}
 
 def network_config(pod_cidr: str, data_dir: str | None = None) -> dict[str, Any]:
     """The conflist for a node whose pods take addresses from `pod_cidr`. `data_dir` is
-    host-local's allocation store: lab nodes share one filesystem, so each needs its own."""
+    host-local's allocation store: lab nodes share one filesystem, so each needs its own;
+    a real node has its own disk and keeps host-local's default."""
     ipam: dict[str, Any] = {
         "type": "host-local",
         "ranges": [[{"subnet": pod_cidr}]],
@@ -130,3 +137,24 @@ def result_ipv4(result: dict[str, Any]) -> IPv4Address | None:
 def save_result(path: Path, result: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print a real node's conflist: the same generator the lab's kubelet uses."""
+    parser = argparse.ArgumentParser(
+        prog="python3 -m agent.lab.cni",
+        description="Print the CNI network configuration (conflist JSON) of a node.",
+    )
+    parser.add_argument("--pod-cidr", required=True, help="the node's pod range, e.g. 10.42.1.0/24")
+    args = parser.parse_args(argv)
+    try:
+        cidr = IPv4Network(args.pod_cidr)  # strict: host bits set is a typo, not a range
+    except ValueError as exc:
+        parser.error(f"--pod-cidr {args.pod_cidr!r}: {exc}")
+    json.dump(network_config(str(cidr)), sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

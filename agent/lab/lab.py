@@ -103,10 +103,18 @@ def _start_kubelet(state: Path, nodes: int, virtual: int) -> None:
     )
 
 
-def agent_args(node: str, backend: str, kubeconfig: str) -> list[str]:
-    """The `picket agent` flags the lab runs on each node: the DaemonSet passes the same
-    ones (a test derives one from the other), so the lab exercises what is deployed."""
-    return ["agent", "--node", node, "--backend", backend, "--kubeconfig", kubeconfig]
+def agent_args(backend: str, node: str | None = None, kubeconfig: str | None = None) -> list[str]:
+    """The `picket agent` arguments the DaemonSet runs (daemonset/30-daemonset.yaml's
+    container args are exactly `agent_args("$(PICKET_BACKEND)")`, a unit test holds
+    them equal), so the lab exercises what is deployed. The lab adds only what a pod
+    gets from its environment: the node name ($NODE_NAME, from the downward API) and
+    the API credentials (the in-cluster service account)."""
+    args = ["agent", "--backend", backend, "--metrics-addr", ":9402"]
+    if node is not None:
+        args += ["--node", node]
+    if kubeconfig is not None:
+        args += ["--kubeconfig", kubeconfig]
+    return args
 
 
 def agent_name(node: LabNode) -> str:
@@ -137,7 +145,8 @@ def _reconcile_agents(state: Path, nodes: list[LabNode], backend: str, previous:
         return
     for node in nodes:
         if processes.running(state, agent_name(node)) is None:
-            argv = ["-m", "agent.cli", *agent_args(node.name, backend, str(kubeconfig_path(state)))]
+            args = agent_args(backend, node=node.name, kubeconfig=str(kubeconfig_path(state)))
+            argv = ["-m", "agent.cli", *args]
             processes.start(state, agent_name(node), argv, netns=node.netns)
 
 
