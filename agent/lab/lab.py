@@ -14,6 +14,7 @@ from pathlib import Path
 
 from agent.lab import processes, topology
 from agent.lab.config import (
+    AGENT_METRICS_PORT,
     API_ADDRESS,
     API_PORT,
     HOST_LINK,
@@ -109,7 +110,7 @@ def agent_args(backend: str, node: str | None = None, kubeconfig: str | None = N
     them equal), so the lab exercises what is deployed. The lab adds only what a pod
     gets from its environment: the node name ($NODE_NAME, from the downward API) and
     the API credentials (the in-cluster service account)."""
-    args = ["agent", "--backend", backend, "--metrics-addr", ":9402"]
+    args = ["agent", "--backend", backend, "--metrics-addr", f":{AGENT_METRICS_PORT}"]
     if node is not None:
         args += ["--node", node]
     if kubeconfig is not None:
