@@ -1,21 +1,30 @@
 """Comparing what the lab enforces with what the oracle says, on the live cluster.
 
 The oracle's matrix comes from the objects the API holds right now (read with the real
-kubectl), never from a hand-written copy; the observed matrix comes from `picket lab
-matrix`. A connection attempt counts as allowed when it connected or was refused (the
-policy let it reach the pod; nothing listened), and as denied when it timed out."""
+kubectl), never from a hand-written copy; the observed matrix comes from the probes
+`picket lab matrix` runs, called in this process (a `picket` start costs a second of
+imports, and the suites probe a few hundred times; the command itself is tested in
+test_lab_model.py). A connection attempt counts as allowed when it connected or was
+refused (the policy let it reach the pod; nothing listened), and as denied when it
+timed out."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
 
+from agent.lab import lab
+from agent.lab.cluster import core_api, list_pods, probe_source, probe_target
+from agent.lab.matrix import probe_matrix
+from agent.lab.probe import probe
 from agent.model.matrix import matrix_pods, oracle_matrix
 from agent.model.oracle import verdict
 from agent.model.parse import parse_object
 from agent.model.state import ClusterState
-from tests.lab.conftest import Kubectl, picket
+from agent.portspec import parse_port_protocol
+from tests.lab.conftest import Kubectl
 
 KINDS = {
     "namespaces": ("v1", "Namespace"),
@@ -34,20 +43,19 @@ def live_state(kubectl: Kubectl) -> ClusterState:
 
 
 def observed(namespaces: list[str], port: int, protocol: str) -> dict[str, dict[str, bool]]:
-    out = picket(
-        "lab",
-        "matrix",
-        "--json",
-        "--outcomes",
-        "--namespaces",
-        ",".join(namespaces),
-        "--port",
-        str(port),
-        "--protocol",
-        protocol,
-    ).stdout
-    results = json.loads(out)["results"]
-    return {s: {d: o != "timeout" for d, o in row.items()} for s, row in results.items()}
+    pods = list_pods(core_api(lab.kubeconfig_path()), namespaces)
+    results = asyncio.run(probe_matrix(pods, port, protocol.upper()))
+    return {s: {d: r.outcome != "timeout" for d, r in row.items()} for s, row in results.items()}
+
+
+def probe_once(source: str, target: str, port: str, timeout: float = 1.0) -> str:
+    """What `picket lab probe SOURCE TARGET PORT` prints: connected <who>, refused or
+    timeout."""
+    api = core_api(lab.kubeconfig_path())
+    number, protocol = parse_port_protocol(port)
+    netns, source_ip = probe_source(api, source)
+    address = probe_target(api, target)
+    return str(asyncio.run(probe(netns, address, number, protocol, timeout, source_ip)))
 
 
 def expected(
@@ -82,8 +90,7 @@ def converged(
 
 
 def probe_allowed(source: str, target: str, port: str) -> bool:
-    out = picket("lab", "probe", source, target, port, check=False).stdout.strip()
-    return not out.startswith("timeout")
+    return not probe_once(source, target, port).startswith("timeout")
 
 
 def oracle_allows(kubectl: Kubectl, source: str, target: str, port: int, protocol: str) -> bool:

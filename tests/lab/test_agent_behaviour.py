@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.lab.conftest import PICKET, Kubectl, model_lab, picket, wait_until
-from tests.lab.enforcement import apply, converged
+from tests.lab.enforcement import apply, converged, probe_once
 from tests.lab.test_conformance import BACKENDS, netpol, ns_peer, pods_peer, sel
 
 # A client that keeps one TCP connection open and sends a line every 50 ms: it prints
@@ -93,7 +93,7 @@ def kubectl(lab_with: tuple[Kubectl, str]) -> Iterator[Kubectl]:
 
 
 def probe(source: str, target: str, port: str) -> str:
-    return picket("lab", "probe", source, target, port, check=False).stdout.strip()
+    return probe_once(source, target, port)
 
 
 @pytest.mark.parametrize("port", ["80", "81/udp"])
