@@ -178,12 +178,10 @@ def test_readyz_waits_for_the_first_sync_and_healthz_catches_a_stuck_loop(lab, t
         (shims / tool).write_text(HANG.format(hold=hold, real=real))
         (shims / tool).chmod(0o755)
     node = NODES[0]  # the lab fixture runs no agents: this one is alone on node-1
+    agent_on_node = ["nsenter", f"--net=/run/netns/{node.netns}", PICKET, "agent"]
     agent = subprocess.Popen(
         [
-            "nsenter",
-            f"--net=/run/netns/{node.netns}",
-            PICKET,
-            "agent",
+            *agent_on_node,
             "--node",
             node.name,
             "--kubeconfig",
@@ -211,15 +209,5 @@ def test_readyz_waits_for_the_first_sync_and_healthz_catches_a_stuck_loop(lab, t
         agent.terminate()
         agent.wait(10)
         subprocess.run(
-            [
-                "nsenter",
-                f"--net=/run/netns/{node.netns}",
-                PICKET,
-                "agent",
-                "--node",
-                node.name,
-                "--cleanup",
-            ],
-            capture_output=True,
-            check=False,
+            [*agent_on_node, "--node", node.name, "--cleanup"], capture_output=True, check=False
         )
