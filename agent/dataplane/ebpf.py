@@ -113,7 +113,14 @@ def ensure_bpffs(root: Path) -> None:
     """Pinning needs the BPF filesystem; mount it at /sys/fs/bpf when nothing has."""
     base = Path("/sys/fs/bpf")
     if str(root).startswith(str(base)) and not is_bpffs(base):
-        subprocess.run(["mount", "-t", "bpf", "bpf", str(base)], check=True)
+        mount = subprocess.run(
+            ["mount", "-t", "bpf", "bpf", str(base)], capture_output=True, text=True, check=False
+        )
+        if mount.returncode != 0:  # e.g. a DaemonSet pod without CAP_SYS_ADMIN
+            raise DataplaneError(
+                f"{base} is not a BPF filesystem and mounting one failed "
+                f"({mount.stderr.strip()}); mount it on the node: mount -t bpf bpf {base}"
+            )
     root.mkdir(parents=True, exist_ok=True)
 
 

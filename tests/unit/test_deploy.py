@@ -644,6 +644,6 @@ def test_the_deploy_doc_says_what_was_verified_where():
     section = text.split("## What was verified where", 1)[1].split("\n## ", 1)[0]
     assert "### Verified here" in section and "### Only on a real Vagrant host" in section
     here, real = section.split("### Only on a real Vagrant host")
-    assert "tests/unit/test_deploy.py" in here
-    for unverified in ("k3s", "buildah", "Prometheus", "check.sh", "eBPF"):
+    assert "tests/unit/test_deploy.py" in here and "daemonset/check-image.sh" in here
+    for unverified in ("k3s", "buildah", "Prometheus", "check.sh", "journald", "AppArmor"):
         assert unverified in real
