@@ -22,15 +22,23 @@ image=localhost/picket:0.1.0
 base=docker.io/library/debian:bookworm-slim
 work="$(mktemp -d)"
 containers=()
+agents=()  # PIDs: each exec chain (nsenter, unshare, chroot, setpriv, entry point) keeps one
 mounted_bpffs=0
 
 log() { printf 'check-image: %s\n' "$*" >&2; }
 
+stop_agents() {
+    if [ "${#agents[@]}" -gt 0 ]; then
+        kill "${agents[@]}" 2>/dev/null || true
+        wait "${agents[@]}" 2>/dev/null || true
+    fi
+    agents=()
+}
+
 # shellcheck disable=SC2317  # run by the EXIT trap
 cleanup() {
     local ctr
-    pkill -f "picket-entrypoint agent" 2>/dev/null || true
-    sleep 1
+    stop_agents
     for ctr in "${containers[@]}"; do
         buildah umount "$ctr" >/dev/null 2>&1 || true
         buildah rm "$ctr" >/dev/null 2>&1 || true
@@ -115,6 +123,7 @@ run_agent() {
             /usr/local/bin/picket-entrypoint agent --backend "$backend" --metrics-addr :9402 \
             --kubeconfig /tmp/kubeconfig
     ' _ "$mnt" "$node" "$backend" >"$work/agent-$node-$backend.log" 2>&1 &
+    agents+=("$!")
 }
 
 fetch() {
@@ -159,8 +168,7 @@ check_backend() {
         | grep '^picket_dropped_packets_total' || true)"
     echo "  ${counters:-no drop counters}"
     grep -q 'namespace="shop",reason="policy"' <<<"$counters" || ok=1
-    pkill -f "picket-entrypoint agent" || true
-    sleep 1
+    stop_agents
     for node in node-1 node-2; do
         nsenter --net="/run/netns/picket-$node" "$picket" agent --node "$node" \
             --backend "$backend" --cleanup >/dev/null
