@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from agent.compiler.diff import IRDiff, diff_ir
@@ -29,15 +29,6 @@ from agent.sync import SyncRunner
 from agent.watch import Informer, Kind
 
 log = logging.getLogger("picket.agent")
-
-
-@dataclass
-class SyncStats:
-    full: int = 0
-    incremental: int = 0
-    last_duration: float = 0.0
-    latencies: list[float] = field(default_factory=list)  # request -> programmed, seconds
-    conntrack_removed: int = 0
 
 
 class SyncObserver(Protocol):
@@ -108,7 +99,6 @@ class Agent:
         self.compiler = IncrementalCompiler(node)
         self.live: LiveState | None = None
         self.ir: NodeIR | None = None
-        self.stats = SyncStats()
         self.ready = threading.Event()
         self.lock = threading.Lock()
         self._warned: set[str] = set()
@@ -179,18 +169,12 @@ class Agent:
             self.backend.apply(ir, change, full)
         if self.ir is not None and narrows(change):
             with self._stage("conntrack"):
-                self.stats.conntrack_removed += self.backend.remove_denied(ir)
+                removed = self.backend.remove_denied(ir)
+            if removed:
+                log.info("removed %d connections the change forbids", removed)
         self.ir = ir
         done = time.monotonic()
-        self.stats.last_duration = done - start
-        if full:
-            self.stats.full += 1
-        else:
-            self.stats.incremental += 1
         latency = done - requested if requested is not None and not change.empty else None
-        if latency is not None:
-            self.stats.latencies.append(latency)
-            del self.stats.latencies[:-1000]
         self.observer.synced("full" if full else "incremental", done - start, latency)
         self.ready.set()
         log.info(

@@ -202,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             server = metrics_server(args, metrics, agent)
         except (OSError, ValueError) as exc:  # a port in use: say so, do not start half
-            print(f"picket agent: metrics: {exc}", file=sys.stderr)
+            print(f"picket agent: --metrics-addr {args.metrics_addr}: {exc}", file=sys.stderr)
             return 1
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

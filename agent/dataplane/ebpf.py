@@ -52,7 +52,6 @@ from agent.dataplane.ebpf_layout import (
     REASON_ALLOWED_OTHER,
     REASON_ALLOWED_POLICY,
     REASON_AUDIT_POLICY,
-    REASON_COUNT,
     REASON_DROP_NO_SYN,
     REASON_DROP_POLICY,
     REASON_NAMES,
@@ -401,7 +400,6 @@ class EbpfBackend:
         return {
             name: self._verdicts(DIR_INGRESS, reason) + self._verdicts(DIR_EGRESS, reason)
             for reason, name in REASON_NAMES.items()
-            if reason < REASON_COUNT
         }
 
     def _verdicts(self, direction: int, reason: int) -> int:

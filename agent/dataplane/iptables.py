@@ -50,6 +50,13 @@ class DataplaneError(RuntimeError):
     pass
 
 
+def _chains_in(save: str) -> set[str]:
+    """Our chains declared in `iptables-save` output."""
+    return {
+        line[1:].split()[0] for line in save.splitlines() if line.startswith(f":{CHAIN_PREFIX}")
+    }
+
+
 def _run(argv: list[str], stdin: str | None = None) -> str:
     proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -146,9 +153,9 @@ class IptablesBackend:
         full sync, which also deletes chains we no longer use and restores the jump)."""
         changed = chains != self._chains
         if changed or full:
-            stale = self._existing_chains() if full else set(self._chains or ())
             with self._counters_lock:
-                self._read_counters()  # the restore zeroes every chain it declares
+                save = self._read_counters()  # the restore zeroes every chain it declares
+                stale = _chains_in(save) if full else set(self._chains or ())
                 _run(
                     [self._tool("restore"), "--noflush", "-w"],
                     restore_text(Ruleset(chains, {}), stale),
@@ -158,10 +165,12 @@ class IptablesBackend:
             self._ensure_jump()
         return changed
 
-    def _read_counters(self) -> None:
+    def _read_counters(self) -> str:
+        """Feeds the totals; returns the `iptables-save -c` text it read."""
         save = _run([self._tool("save"), "-c", "-t", "filter"])
         for source, labels, packets in counted_rules(save):
             self._counters.observe(source, labels, packets)
+        return save
 
     def datapath_counters(self) -> DatapathCounters:
         """Drops by direction, reason and namespace; allowed packets are not counted (no
@@ -182,10 +191,7 @@ class IptablesBackend:
         return sum(len(rules) for rules in (self._chains or {}).values())
 
     def _existing_chains(self) -> set[str]:
-        out = _run([self._tool("save"), "-t", "filter"])
-        return {
-            line[1:].split()[0] for line in out.splitlines() if line.startswith(f":{CHAIN_PREFIX}")
-        }
+        return _chains_in(_run([self._tool("save"), "-t", "filter"]))
 
     def _ensure_jump(self) -> None:
         iptables = self._tool("iptables")
