@@ -38,13 +38,29 @@ static __always_inline void ct_fill(struct ct_key *key, struct packet *pkt, int 
     key->endpoint = endpoint;
 }
 
+/* An entry's last_seen is written by every CPU that sees the connection: another CPU
+ * may have stored a time later than the clock this one read a moment ago. Unsigned
+ * "now - then" would then wrap to centuries, the entry would be judged expired, and the
+ * connection's next segments dropped as mid-stream (bulk TCP on two CPUs did exactly
+ * that). A time in our future is "just seen". */
+static __always_inline __u64 ns_since(__u64 now, __u64 then)
+{
+    return now > then ? now - then : 0;
+}
+
+/* How stale last_seen may get before a packet rewrites it: lifetimes are whole
+ * seconds, and not writing the shared entry on every packet keeps its cache line from
+ * bouncing between the CPUs of a busy connection. */
+#define CT_REFRESH_NS 100000000ULL
+
 /* 1 when the entry under `key` is alive; refreshes it, and applies FIN and RST. */
 static __always_inline int ct_touch(struct ct_key *key, struct packet *pkt, __u64 now)
 {
     struct ct_value *entry = picket_ct.lookup(key);
     if (!entry)
         return 0;
-    if (now - entry->last_seen_ns > ct_lifetime_ns(key->protocol, entry->flags)) {
+    __u64 idle = ns_since(now, entry->last_seen_ns);
+    if (idle > ct_lifetime_ns(key->protocol, entry->flags)) {
         picket_ct.delete(key);
         return 0;
     }
@@ -52,9 +68,10 @@ static __always_inline int ct_touch(struct ct_key *key, struct packet *pkt, __u6
         picket_ct.delete(key);
         return 1; /* the RST itself still belongs to the connection */
     }
-    if (pkt->protocol == IPPROTO_TCP && (pkt->tcp_flags & TCP_FIN))
+    if (pkt->protocol == IPPROTO_TCP && (pkt->tcp_flags & TCP_FIN) && !(entry->flags & CT_FIN))
         entry->flags |= CT_FIN;
-    entry->last_seen_ns = now;
+    if (idle > CT_REFRESH_NS)
+        entry->last_seen_ns = now;
     return 1;
 }
 

@@ -34,7 +34,7 @@ static __always_inline int take_token(void)
     __u64 now = bpf_ktime_get_ns();
     __u64 rate = config_get(CONFIG_EVENTS_PER_SECOND, 1000);
     __u64 burst = config_get(CONFIG_EVENTS_BURST, 100) * 1000;
-    __u64 elapsed = now - state->last_ns;
+    __u64 elapsed = ns_since(now, state->last_ns); /* never wraps, whatever wrote last */
     if (elapsed > 10000000000ULL)
         elapsed = 10000000000ULL; /* no overflow after a long quiet */
     __u64 tokens = state->tokens_milli + elapsed * rate / 1000000;
