@@ -212,6 +212,12 @@ def test_drift_is_repaired_by_the_periodic_resync(kubectl, lab_with):
 REQUESTS = r"""
 import socket, sys, threading, time
 
+said = threading.Lock()  # print() writes its parts apart: two threads would mix lines
+
+def say(*words):
+    with said:
+        print(*words, flush=True)
+
 def hammer(target):
     end = time.monotonic() + 600
     while time.monotonic() < end:
@@ -220,9 +226,9 @@ def hammer(target):
         try:
             s.connect((target, 80))
             s.recv(100)
-            print(target, "ok", flush=True)
+            say(target, "ok")
         except OSError:
-            print(target, "fail", flush=True)
+            say(target, "fail")
         finally:
             s.close()
         time.sleep(0.01)
