@@ -37,9 +37,6 @@ class ClusterView(Protocol):
     def nodes(self) -> Mapping[str, Node]: ...
 
     @property
-    def pods(self) -> Mapping[str, Pod]: ...
-
-    @property
     def namespace_names(self) -> tuple[str, ...]:
         """Declared namespaces and those that pods live in, sorted."""
         ...
