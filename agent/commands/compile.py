@@ -8,8 +8,8 @@ import sys
 
 from agent.commands.manifest_args import add_manifest_arguments, load_manifests
 from agent.compiler.compile import compile_node
+from agent.compiler.describe import describe_ir_json, describe_ir_text
 from agent.compiler.ir import NodeIR
-from agent.compiler.render import render_ir_json, render_ir_text
 from agent.dataplane.ebpf_layout import DIR_EGRESS
 from agent.dataplane.ebpf_plan import EbpfPlanner
 from agent.dataplane.iptables_render import ipset_create, ipset_fill, render, restore_text
@@ -54,9 +54,9 @@ def run(args: argparse.Namespace) -> int:
         print(ebpf_text(ir))
         return 0
     if args.output == "json":
-        print(json.dumps(render_ir_json(ir), indent=2))
+        print(json.dumps(describe_ir_json(ir), indent=2))
     else:
-        print(render_ir_text(ir))
+        print(describe_ir_text(ir))
     return 0
 
 

@@ -5,7 +5,8 @@ pod's own membership in each peer set, not a pass over every pod.
 Changes and recomputes only: the local endpoints in namespaces whose policies changed
 and the local pods that changed; the members of new peer sets; the members of
 namespace-selector sets when namespace labels changed; and, for every other set, the
-contribution of each changed pod. Members are reference-counted (a pod address can be
+contribution of each changed pod (members.pod_members, as the full compile counts it).
+Members are reference-counted (a pod address can be
 contributed twice while a pod is replaced). A differential test holds update() to
 compile_node on random sequences of changes.
 """
@@ -13,15 +14,10 @@ compile_node on random sequences of changes.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Hashable, Iterable
+from collections.abc import Iterable
+from typing import Protocol
 
-from agent.compiler.compile import (
-    _direction,
-    _Sets,
-    local_endpoints,
-    node_addresses,
-    pod_addresses,
-)
+from agent.compiler.compile import node_addresses, pod_addresses
 from agent.compiler.ir import (
     CIDRSet,
     IdentityKey,
@@ -34,46 +30,17 @@ from agent.compiler.ir import (
     SelectorSet,
     identity_key,
 )
-from agent.compiler.members import set_members
-from agent.model.annotations import audited
-from agent.model.live import Changes, LiveState
-from agent.model.objects import EGRESS, INGRESS, IPAddress, Pod
+from agent.compiler.members import pod_members, set_members
+from agent.compiler.rules import PeerSets, endpoint_rules
+from agent.model.live import Changes
+from agent.model.objects import IPAddress, Pod
+from agent.model.view import ClusterView, local_endpoints
 
 
-def _is_endpoint(pod: Pod) -> bool:
-    return not pod.host_network and not pod.is_terminal
+class ChangingView(ClusterView, Protocol):
+    """A view that also says what changed since it was last asked (LiveState)."""
 
-
-def _selector_admits(state: LiveState, peer: SelectorSet, pod: Pod) -> bool:
-    if not _is_endpoint(pod):
-        return False
-    if peer.namespace_selector is None:
-        if pod.namespace != peer.namespace:
-            return False
-    elif not peer.namespace_selector.matches(state.namespace_labels(pod.namespace)):
-        return False
-    return peer.pod_selector is None or peer.pod_selector.matches(pod.labels)
-
-
-def contribution(state: LiveState, peer_set: PeerSet, pod: Pod | None) -> list[Hashable]:
-    """What one pod adds to a set's members (as set_members would count it)."""
-    if pod is None or isinstance(peer_set, CIDRSet):
-        return []
-    if isinstance(peer_set, SelectorSet):
-        return list(pod.ips) if _selector_admits(state, peer_set, pod) else []
-    assert isinstance(peer_set, NamedPortSet)
-    peer = peer_set.peer
-    if isinstance(peer, SelectorSet) and not _selector_admits(state, peer, pod):
-        return []
-    if not _is_endpoint(pod):
-        return []
-    ports = pod.named_ports(peer_set.port_name, peer_set.protocol)
-    return [
-        (ip, peer_set.protocol, port)
-        for ip in pod.ips
-        if not (isinstance(peer, CIDRSet) and not peer.contains(ip))
-        for port in ports
-    ]
+    def take_changes(self) -> Changes: ...
 
 
 def _referenced(endpoints: Iterable[LocalEndpoint]) -> set[str]:
@@ -98,7 +65,7 @@ class IncrementalCompiler:
         self._node_ips: tuple = ()
         self._addresses: dict[IPAddress, IdentityKey] = {}
 
-    def rebuild(self, state: LiveState) -> NodeIR:
+    def rebuild(self, state: ChangingView) -> NodeIR:
         self._endpoints = {}
         self._sets, self._counts, self._frozen = {}, {}, {}
         state.take_changes()
@@ -108,7 +75,7 @@ class IncrementalCompiler:
         self._addresses = pod_addresses(state)
         return self.ir()
 
-    def update(self, state: LiveState) -> NodeIR:
+    def update(self, state: ChangingView) -> NodeIR:
         changes = state.take_changes()
         if changes.empty:
             return self.ir()
@@ -135,7 +102,7 @@ class IncrementalCompiler:
         self._update_addresses(state, changes)
         return self.ir()
 
-    def _update_addresses(self, state: LiveState, changes: Changes) -> None:
+    def _update_addresses(self, state: ClusterView, changes: Changes) -> None:
         touched = {ip for pair in changes.pods for p in pair if p is not None for ip in p.ips}
         touched |= {
             ip for ns in changes.namespaces for p in state.endpoint_pods_in(ns) for ip in p.ips
@@ -151,25 +118,21 @@ class IncrementalCompiler:
                 addresses[ip] = identity_key(state.namespace_labels(pod.namespace), pod.labels)
         self._addresses = addresses
 
-    def _recompute_endpoints(self, state: LiveState, refs: list[str]) -> None:
-        registry = _Sets()
+    def _recompute_endpoints(self, state: ClusterView, refs: list[str]) -> None:
+        registry = PeerSets()
         local = {p.ref: p for p in local_endpoints(state, self.node)}
         for ref in refs:
             pod = local.get(ref)
             if pod is None:
                 self._endpoints.pop(ref, None)
-                continue
-            self._endpoints[ref] = LocalEndpoint(
-                pod.ref,
-                pod.ips,
-                _direction(state, pod, INGRESS, registry),
-                _direction(state, pod, EGRESS, registry),
-                audited(state.namespaces.get(pod.namespace)),
-            )
+            else:
+                self._endpoints[ref] = endpoint_rules(state, pod, registry)
         for sid, peer_set in registry.sets.items():
             self._sets.setdefault(sid, peer_set)
 
-    def _sync_sets(self, state: LiveState, full: set[str], changes: Changes | None = None) -> None:
+    def _sync_sets(
+        self, state: ClusterView, full: set[str], changes: Changes | None = None
+    ) -> None:
         wanted = _referenced(self._endpoints.values())
         for sid in list(self._sets):
             if sid not in wanted:
@@ -183,17 +146,17 @@ class IncrementalCompiler:
                 self._apply_pod_changes(state, sid, changes.pods)
 
     def _apply_pod_changes(
-        self, state: LiveState, sid: str, pods: list[tuple[Pod | None, Pod | None]]
+        self, state: ClusterView, sid: str, pods: list[tuple[Pod | None, Pod | None]]
     ) -> None:
         counts, peer_set = self._counts[sid], self._sets[sid]
         changed = False
         for old, new in pods:
-            for member in contribution(state, peer_set, old):
+            for member in pod_members(state, peer_set, old):
                 counts[member] -= 1
                 if counts[member] <= 0:
                     del counts[member]
                 changed = True
-            for member in contribution(state, peer_set, new):
+            for member in pod_members(state, peer_set, new):
                 counts[member] += 1
                 changed = True
         if changed:

@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from agent.model.objects import IPAddress, IPNetwork
+from agent.model.objects import NAMESPACE_NAME_LABEL, IPAddress, IPNetwork
 from agent.model.selectors import LabelSelector
 
 ALL_PORTS = (1, 65535)
@@ -67,6 +67,32 @@ class SelectorSet:
         which = "all pods" if self.pod_selector is None else f"pods matching {self.pod_selector}"
         return f"{which} in {where}"
 
+    # The peer rule, stated once for the compilers and the eBPF planner (the oracle keeps
+    # its own statement; the differential tests hold the two together). In two halves so
+    # that members.set_members can judge a namespace once for all of its pods.
+
+    def selects(
+        self,
+        namespace: str | None,
+        namespace_labels: Mapping[str, str],
+        pod_labels: Mapping[str, str],
+    ) -> bool:
+        """Whether a pod with `pod_labels`, in `namespace` with `namespace_labels`, is
+        in this set."""
+        # namespaceSelector and podSelector in one peer mean AND.
+        in_namespace = self.selects_namespace(namespace, namespace_labels)
+        return in_namespace and self.selects_pod_labels(pod_labels)
+
+    def selects_namespace(self, namespace: str | None, namespace_labels: Mapping[str, str]) -> bool:
+        # Without a namespaceSelector, the podSelector picks pods of the policy's namespace.
+        if self.namespace_selector is None:
+            return namespace == self.namespace
+        return self.namespace_selector.matches(namespace_labels)
+
+    def selects_pod_labels(self, pod_labels: Mapping[str, str]) -> bool:
+        # Without a podSelector, every pod of the chosen namespaces.
+        return self.pod_selector is None or self.pod_selector.matches(pod_labels)
+
 
 @dataclass(frozen=True)
 class CIDRSet:
@@ -118,12 +144,7 @@ def selects_identity(peer: SelectorSet, key: IdentityKey) -> bool:
     """Whether pods with these labels, in a namespace with these labels, are in `peer`
     (the namespace's name is its kubernetes.io/metadata.name label)."""
     namespace_labels, pod_labels = dict(key[0]), dict(key[1])
-    if peer.namespace_selector is None:
-        if namespace_labels.get("kubernetes.io/metadata.name") != peer.namespace:
-            return False
-    elif not peer.namespace_selector.matches(namespace_labels):
-        return False
-    return peer.pod_selector is None or peer.pod_selector.matches(pod_labels)
+    return peer.selects(namespace_labels.get(NAMESPACE_NAME_LABEL), namespace_labels, pod_labels)
 
 
 NamedMember = tuple[IPAddress, str, int]

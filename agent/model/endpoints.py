@@ -68,7 +68,7 @@ def _from_pod(state: ClusterState, pod: Pod) -> Endpoint:
 
 
 def _from_ip(state: ClusterState, ip: IPAddress) -> Endpoint:
-    pod = state.pod_by_ip(ip)
+    pod = state.endpoint_pod_with_ip(ip)
     if pod is not None:
         return Endpoint(POD, ip, pod, pod.node_name)
     node = state.node_by_ip(ip)

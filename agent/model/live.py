@@ -1,6 +1,7 @@
 """A cluster state that changes one object at a time, keeping its indices current, and
-says what each change touched. It reads like ClusterState (the compiler takes either),
-so the agent can compile a relabel without rebuilding a snapshot of every pod."""
+says what each change touched. It is a ClusterView (agent/model/view.py), as
+ClusterState is, so the compilers take either and the agent can compile a relabel
+without rebuilding a snapshot of every pod."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from agent.model.objects import (
 )
 from agent.model.parse import ApiObject
 from agent.model.state import ClusterState
+from agent.model.view import is_endpoint
 
 
 @dataclass
@@ -31,10 +33,6 @@ class Changes:
     @property
     def empty(self) -> bool:
         return not (self.pods or self.policy_namespaces or self.namespaces or self.nodes)
-
-
-def _is_endpoint(pod: Pod) -> bool:
-    return not pod.host_network and not pod.is_terminal
 
 
 class LiveState:
@@ -124,7 +122,7 @@ class LiveState:
         changes, self.changes = self.changes, Changes()
         return changes
 
-    # --- reads, as ClusterState offers them -------------------------------------------
+    # --- reads: the ClusterView ------------------------------------------------------
 
     def namespace_labels(self, name: str) -> dict[str, str]:
         namespace = self.namespaces.get(name)
@@ -140,21 +138,18 @@ class LiveState:
 
     @property
     def endpoint_pods(self) -> tuple[Pod, ...]:
-        return tuple(self.pods[r] for r in sorted(self.pods) if _is_endpoint(self.pods[r]))
+        return tuple(self.pods[r] for r in sorted(self.pods) if is_endpoint(self.pods[r]))
 
     def endpoint_pods_in(self, namespace: str) -> tuple[Pod, ...]:
         found = self._pods_by_ns.get(namespace, {})
-        return tuple(found[r] for r in sorted(found) if _is_endpoint(found[r]))
+        return tuple(found[r] for r in sorted(found) if is_endpoint(found[r]))
 
     def endpoint_pod_with_ip(self, ip: IPAddress) -> Pod | None:
-        """The policed pod holding `ip`; of several (briefly, while one replaces
-        another), the last by namespace/name, as ClusterState's indices resolve it."""
-        refs = sorted(r for r in self._pods_by_ip.get(ip, ()) if _is_endpoint(self.pods[r]))
+        """The endpoint holding `ip`; of several (briefly, while one replaces another),
+        the last by namespace/name, as ClusterState's indices resolve it."""
+        refs = sorted(r for r in self._pods_by_ip.get(ip, ()) if is_endpoint(self.pods[r]))
         return self.pods[refs[-1]] if refs else None
 
     def pods_on(self, node: str) -> tuple[Pod, ...]:
         found = self._pods_by_node.get(node, {})
         return tuple(found[r] for r in sorted(found))
-
-    def host_ips(self, node: str) -> list[IPAddress]:
-        return [p.host_ip for p in self.pods_on(node) if p.host_ip is not None]

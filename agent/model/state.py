@@ -1,4 +1,5 @@
-"""A snapshot of the cluster objects the agent cares about, with lookup indices."""
+"""A snapshot of the cluster objects the agent cares about, with lookup indices. It is
+a ClusterView (agent/model/view.py), as LiveState is."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from agent.model.objects import (
     Pod,
 )
 from agent.model.parse import ApiObject
+from agent.model.view import is_endpoint
 
 
 @dataclass(frozen=True)
@@ -62,13 +64,8 @@ class ClusterState:
 
     @cached_property
     def endpoint_pods(self) -> tuple[Pod, ...]:
-        """Pods that policies can select and peers can match: not hostNetwork (those
-        share the node's address), not finished."""
-        return tuple(
-            self.pods[r]
-            for r in sorted(self.pods)
-            if not self.pods[r].host_network and not self.pods[r].is_terminal
-        )
+        """Pods that policies can select and peers can match (view.is_endpoint)."""
+        return tuple(self.pods[r] for r in sorted(self.pods) if is_endpoint(self.pods[r]))
 
     def endpoint_pods_in(self, namespace: str) -> tuple[Pod, ...]:
         return self._endpoint_pods_by_namespace.get(namespace, ())
@@ -96,7 +93,8 @@ class ClusterState:
             index.setdefault(self.pods[ref].node_name, []).append(self.pods[ref])
         return {node: tuple(pods) for node, pods in index.items()}
 
-    def pod_by_ip(self, ip: IPAddress) -> Pod | None:
+    def endpoint_pod_with_ip(self, ip: IPAddress) -> Pod | None:
+        """The endpoint holding `ip`; of several, the last by namespace/name."""
         return self._pods_by_ip.get(ip)
 
     @cached_property

@@ -1,4 +1,4 @@
-"""The IR as text for people and JSON for scripts (`picket compile`)."""
+"""The IR described for people (text) and for scripts (JSON): what `picket compile` prints."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def _member_text(ir: NodeIR, sid: str) -> str:
     )
 
 
-def render_ir_text(ir: NodeIR) -> str:
+def describe_ir_text(ir: NodeIR) -> str:
     addresses = ", ".join(map(str, ir.node_ips)) or "unknown"
     lines = [f"node {ir.node} (addresses: {addresses}; always allowed to and from its pods)"]
     for ref, endpoint in ir.endpoints.items():
@@ -92,7 +92,7 @@ def _direction_json(rules: DirectionRules | None) -> dict[str, Any] | None:
     return {"policies": list(rules.policies), "clauses": [_clause_json(c) for c in rules.clauses]}
 
 
-def render_ir_json(ir: NodeIR) -> dict[str, Any]:
+def describe_ir_json(ir: NodeIR) -> dict[str, Any]:
     def members(sid: str) -> list[str]:
         return sorted(
             str(m) if not isinstance(m, tuple) else f"{m[0]}:{m[2]}/{m[1]}"
