@@ -6,6 +6,7 @@ the budget while enforcement goes on; and `picket drops` reading it all back."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -131,6 +132,9 @@ def test_each_denied_connection_gives_one_complete_record(kubectl):
     attempts = [(s, d, f"80/{proto}") for _, s, d, _ in pairs for proto in ("tcp", "udp", "sctp")]
     assert wait_until(lambda: set(probes(*attempts)) == {"timeout"})
     time.sleep(WINDOW + 1)  # the records of the probes above are written
+    # `picket drops --since` takes whole seconds: start on one, so the table below reads
+    # nothing written before `start` (the records of the probes above included).
+    time.sleep(math.ceil(time.time()) - time.time())
     start = time.time()
     allowed = ("z/a", "x/a")  # nothing isolates x/a's ingress or z/a's egress
     outcomes = probes(*attempts, *[(*allowed, f"80/{p}") for p in ("tcp", "udp", "sctp")])
@@ -169,7 +173,7 @@ def test_each_denied_connection_gives_one_complete_record(kubectl):
         assert matching(records, where[allowed[0]], where[allowed[1]], protocol, 80) == []
     assert len(records) == len(attempts), records  # nothing else was denied meanwhile
     # `picket drops` reads them back, and filters
-    table = picket("drops", "--since", f"@{int(start) - 1}", "--pod", "y/a").stdout
+    table = picket("drops", "--since", f"@{int(start)}", "--pod", "y/a").stdout
     rows = [line for line in table.splitlines() if "y/a:80" in line]
     assert len(rows) == 6 and all("y/default-deny" in r and "ingress" in r for r in rows), table
     egress = drops(start, "--policy", "x/b-no-egress")
