@@ -39,7 +39,7 @@ class Codec:
             at = field.offset + field.size
         fmt += "x" * (ctypes.sizeof(layout) - at)
         self._struct = struct.Struct(fmt)
-        assert self._struct.size == ctypes.sizeof(layout)
+        self.size = self._struct.size
 
     def encode(self, **values: int | bytes) -> bytes:
         """Fields not given (padding) are zero."""
