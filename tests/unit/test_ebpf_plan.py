@@ -286,3 +286,23 @@ def test_relabel_out_of_a_selector_and_back():
     # A new label set may get a number that was freed: it must not inherit selections.
     newcomer = [("add-pod", "z", 0, {"tier": "db"}, "node-1", None)]
     run_sequence(objs, [away, newcomer, [("relabel", 3, {"pod": "a"})], [("delete-pod", 0)]])
+
+
+def test_an_incremental_plan_works_from_the_diff_alone():
+    """What the diff does not name is not replanned: the planner keeps no second copy
+    of the IR to diff against (the backend contract, docs/agent.md)."""
+    from agent.compiler.diff import IRDiff
+    from tests.unit.builders import model_cluster, policy
+
+    deny = policy("y", "deny", {"podSelector": {}})
+    live = LiveState.from_state(ClusterState.from_objects(parse_object(o) for o in model_cluster()))
+    compiler, planner = IncrementalCompiler("node-1"), EbpfPlanner()
+    ir = compiler.rebuild(live)
+    planner.rebuild(ir, ir.node_ips)
+    before = copy.deepcopy(planner.state)
+    live.put(parse_object(deny))
+    isolated = compiler.update(live)
+    assert planner.update(isolated, IRDiff()).empty
+    assert planner.state == before
+    delta = plan_change(planner, ir, isolated)
+    assert delta.endpoint_set and planner.state != before
