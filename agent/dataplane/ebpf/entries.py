@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
+from typing import NamedTuple
 
 from agent.compiler.ir import (
     ALL_PORTS,
@@ -30,8 +31,9 @@ from agent.dataplane.ebpf_layout import (
 AddrKey = tuple[str, int]  # (network address, prefix length)
 
 
-@dataclass(frozen=True, order=True)
-class PolicyEntry:
+class PolicyEntry(NamedTuple):
+    """A tuple rather than a dataclass: a full sync plans hundreds of thousands."""
+
     endpoint: int
     direction: int
     identity: int
