@@ -25,7 +25,7 @@ BACKENDS = ("iptables", "ebpf")
 
 
 def _ebpf_flags(p: argparse.ArgumentParser) -> None:
-    from agent.dataplane.ebpf import EbpfSettings
+    from agent.dataplane.ebpf.settings import EbpfSettings
 
     group = p.add_argument_group("eBPF backend (map sizes, timeouts in seconds, drop events)")
     for f in fields(EbpfSettings):
@@ -157,7 +157,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def make_backend(args: argparse.Namespace, cleanup: bool = False) -> Backend:
     if args.backend == "ebpf":
-        from agent.dataplane.ebpf import EbpfBackend, EbpfSettings
+        from agent.dataplane.ebpf.backend import EbpfBackend
+        from agent.dataplane.ebpf.settings import EbpfSettings
 
         settings = EbpfSettings(
             **{f.name: getattr(args, f"bpf_{f.name}") for f in fields(EbpfSettings)}

@@ -1,4 +1,5 @@
-"""The small interface every backend implements; backends know nothing of the API."""
+"""The small interface every backend implements; backends know nothing of the API.
+Both consume the IR diff the loop computes (docs/agent.md, "The backend contract")."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ class Backend(Protocol):
     mode: str
 
     def apply(self, ir: NodeIR, change: IRDiff | None = None, full: bool = True) -> bool:
-        """Program `ir` (`change` is the diff from the previous one; a full apply
-        rebuilds and repairs). Returns whether rules, not only set members, changed."""
+        """Program `ir`. `change` is the diff from the IR programmed last, and all an
+        incremental apply works from; a full apply (or one without `change`) rebuilds
+        from `ir` and repairs drift against the kernel. Returns whether rules, not only
+        set members or addresses, changed."""
         ...
 
     def remove_denied(self, ir: NodeIR) -> int:

@@ -1,4 +1,5 @@
-"""The iptables+ipset backend: programs what iptables_render says, atomically.
+"""The iptables+ipset backend: programs what iptables_render and ipset_render say,
+atomically; every text it hands the kernel comes from them.
 
 - Chains go in one `iptables-restore --noflush` transaction (declaring a chain replaces
   it whole); one jump from FORWARD, kept first; nothing else is touched.
@@ -17,37 +18,36 @@ from __future__ import annotations
 import logging
 import subprocess
 import threading
-from collections.abc import Iterable
 
 from agent.compiler.diff import IRDiff
 from agent.compiler.ir import NodeIR
 from agent.dataplane import conntrack
 from agent.dataplane.counters import DatapathCounters, MonotonicTotals, split_audit
-from agent.dataplane.interfaces import host_interfaces, node_addresses
+from agent.dataplane.errors import DataplaneError
+from agent.dataplane.ipset_render import (
+    SET_PREFIX,
+    destroy_script,
+    render_sets,
+    script_text,
+    set_name,
+    swap_script,
+    update_script,
+)
 from agent.dataplane.iptables_render import (
     CHAIN_PREFIX,
     DEFAULT_NFLOG_GROUP,
     FORWARD_CHAIN,
-    SET_PREFIX,
-    IpSet,
+    JUMP_RULE,
     Ruleset,
+    cleanup_text,
     counted_rules,
-    ipset_create,
-    ipset_fill,
-    member_text,
     render_chains,
-    render_set,
-    render_sets,
     restore_text,
-    set_name,
 )
+from agent.dataplane.pod_interfaces import host_interfaces, node_addresses
 
 log = logging.getLogger("picket.iptables")
-JUMP = ["FORWARD", "-m", "comment", "--comment", "picket: NetworkPolicy", "-j", FORWARD_CHAIN]
-
-
-class DataplaneError(RuntimeError):
-    pass
+JUMP = list(JUMP_RULE)
 
 
 def _chains_in(save: str) -> set[str]:
@@ -105,48 +105,20 @@ class IptablesBackend:
         (the diff from the previous IR) touched. Returns whether the chains changed."""
         if full or change is None or self._chains is None:
             self._interfaces = host_interfaces(ir)
-            self._swap_sets(render_sets(ir).values())
+            self._ipset(swap_script(render_sets(ir).values()))
         else:
             if change.endpoints_added or change.endpoints_changed:
                 self._interfaces = host_interfaces(ir)
-            self._update_sets(ir, change)
+            self._ipset(update_script(ir, change))
         chains = render_chains(ir, self._interfaces, self.nflog_group)
         rules_changed = self._apply_chains(chains, full or self._chains is None)
         self._destroy_stale_sets({set_name(sid) for sid in ir.sets}, full)
         return rules_changed
 
-    def _swap_sets(self, sets: Iterable[IpSet]) -> None:
-        lines: list[str] = []
-        for ipset in sets:
-            # Build aside and swap in: the set is never seen half-filled.
-            temp = f"{SET_PREFIX}t-{ipset.name.removeprefix(SET_PREFIX)}"[:31]
-            lines += [
-                ipset_create(ipset),
-                ipset_create(ipset, temp),
-                f"flush {temp}",
-                *ipset_fill(ipset, temp),
-                f"swap {temp} {ipset.name}",
-                f"destroy {temp}",
-            ]
-        self._ipset(lines)
-
-    def _update_sets(self, ir: NodeIR, change: IRDiff) -> None:
-        """New sets are built whole; existing ones change by member, in one batch."""
-        self._swap_sets(render_set(ir, sid) for sid in change.sets_added)
-        lines: list[str] = []
-        for sid, members in change.members.items():
-            if sid in change.sets_added or sid not in ir.sets:
-                continue
-            name, peer_set = set_name(sid), ir.sets[sid]
-            for verb, found in (("add", members.added), ("del", members.removed)):
-                texts = (member_text(peer_set, m) for m in found)
-                lines += [f"{verb} {name} {t} -exist" for t in sorted(filter(None, texts))]
-        self._ipset(lines)
-
     @staticmethod
     def _ipset(lines: list[str]) -> None:
         if lines:
-            _run(["ipset", "restore"], "\n".join(lines) + "\n")
+            _run(["ipset", "restore"], script_text(lines))
 
     def _apply_chains(self, chains: dict[str, list[str]], full: bool) -> bool:
         """All our chains in one iptables-restore transaction, when they changed (or on a
@@ -204,12 +176,18 @@ class IptablesBackend:
         present = set(self._existing_sets()) if full else self._set_names
         stale = sorted(n for n in present - wanted if n.startswith(SET_PREFIX))
         self._set_names = set(wanted)
-        for name in stale:
+        for line in destroy_script(stale):
+            # One at a time: a set still in use (a rule of another chain) must not stop
+            # the others going.
             proc = subprocess.run(
-                ["ipset", "destroy", name], capture_output=True, text=True, check=False
+                ["ipset", "restore"],
+                input=script_text([line]),
+                capture_output=True,
+                text=True,
+                check=False,
             )
             if proc.returncode != 0:
-                log.warning("cannot destroy stale set %s: %s", name, proc.stderr.strip())
+                log.warning("cannot %s: %s", line, proc.stderr.strip())
 
     @staticmethod
     def _existing_sets() -> list[str]:
@@ -228,12 +206,10 @@ class IptablesBackend:
             removed.append("jump from FORWARD")
         chains = sorted(self._existing_chains())
         if chains:
-            text = "*filter\n" + "".join(f":{c} - [0:0]\n" for c in chains)
-            text += "".join(f"-X {c}\n" for c in chains) + "COMMIT\n"
-            _run([self._tool("restore"), "--noflush", "-w"], text)
+            _run([self._tool("restore"), "--noflush", "-w"], cleanup_text(chains))
             removed += [f"chain {c}" for c in chains]
-        for name in self._existing_sets():
-            _run(["ipset", "destroy", name])
-            removed.append(f"set {name}")
+        sets = self._existing_sets()
+        self._ipset(destroy_script(sets))
+        removed += [f"set {name}" for name in sets]
         self._chains, self._set_names = None, set()
         return removed

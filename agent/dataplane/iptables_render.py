@@ -10,9 +10,8 @@ Layout, in the filter table (one jump from FORWARD; nothing else is touched):
     PICKET-IN-<h>    ... ; then NFLOG (the drop log) and DROP (in audit mode: NFLOG only)
 
 A direction chain is named by a hash of its rules, so pods selected by the same
-policies share one. Peers are ipsets: `hash:ip` for selector sets, `hash:net` with
-`nomatch` entries for ipBlock excepts, `hash:ip,port` for egress named ports. The rule
-count depends on local pods and policy rules, never on how many pods a peer set holds.
+policies share one. Peers are ipsets (ipset_render.py). The rule count depends on local
+pods and policy rules, never on how many pods a peer set holds.
 Traffic between a pod and its own node never passes FORWARD, so it is always allowed.
 """
 
@@ -20,35 +19,26 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network, ip_network
+from dataclasses import dataclass
 
 from agent.compiler.ir import (
     ALL_PORTS,
-    CIDRSet,
     Clause,
     DirectionRules,
     NamedPortClause,
-    NamedPortSet,
     NodeIR,
     PeerPortClause,
-    PeerSet,
     PortRange,
 )
 from agent.dataplane.counters import AUDIT_REASON
+from agent.dataplane.ipset_render import IpSet, render_sets, set_name
 
 FORWARD_CHAIN = "PICKET-FORWARD"
 CHAIN_PREFIX = "PICKET-"
-SET_PREFIX = "picket-"
 DEFAULT_NFLOG_GROUP = 100
 MULTIPORT_LIMIT = 15  # xt_multiport: 15 ports, a range counting as two
-
-
-@dataclass(frozen=True)
-class IpSet:
-    name: str
-    kind: str  # hash:ip | hash:net | hash:ip,port
-    members: frozenset[str] = field(default_factory=frozenset)  # `ipset add` syntax
+# The one rule outside our chains: FORWARD's jump to them (-I to insert, -C, -D).
+JUMP_RULE = ("FORWARD", "-m", "comment", "--comment", "picket: NetworkPolicy", "-j", FORWARD_CHAIN)
 
 
 @dataclass(frozen=True)
@@ -58,10 +48,6 @@ class Ruleset:
 
     def rule_count(self) -> int:
         return sum(len(rules) for rules in self.chains.values())
-
-
-def set_name(set_id: str) -> str:
-    return SET_PREFIX + set_id
 
 
 def _chain_name(direction: str, rules: DirectionRules, peer_side: str, audit: bool) -> str:
@@ -151,50 +137,6 @@ def _direction_chain(
     return _chain_name(direction, rules, peer_side, audit), body
 
 
-def _cidr_members(peer: CIDRSet) -> frozenset[str]:
-    # hash:net cannot hold a /0: two /1s cover the same addresses.
-    if not isinstance(peer.cidr, IPv4Network):
-        return frozenset()
-    nets = (
-        [ip_network("0.0.0.0/1"), ip_network("128.0.0.0/1")]
-        if peer.cidr.prefixlen == 0
-        else [peer.cidr]
-    )
-    return frozenset(
-        [str(n) for n in nets]
-        + [f"{e} nomatch" for e in peer.excepts if isinstance(e, IPv4Network)]
-    )
-
-
-def member_text(peer_set: PeerSet, member: object) -> str | None:
-    """One member in `ipset add` syntax; None for what the set cannot hold (IPv6)."""
-    if isinstance(peer_set, NamedPortSet):
-        ip, proto, port = member  # type: ignore[misc]
-        return f"{ip},{proto.lower()}:{port}" if isinstance(ip, IPv4Address) else None
-    return str(member) if isinstance(member, IPv4Address) else None
-
-
-def set_kind(peer_set: PeerSet) -> str:
-    if isinstance(peer_set, CIDRSet):
-        return "hash:net"
-    return "hash:ip,port" if isinstance(peer_set, NamedPortSet) else "hash:ip"
-
-
-def render_set(ir: NodeIR, sid: str) -> IpSet:
-    peer_set = ir.sets[sid]
-    if isinstance(peer_set, CIDRSet):
-        members = _cidr_members(peer_set)
-    else:
-        texts = (member_text(peer_set, m) for m in ir.members.get(sid, frozenset()))
-        members = frozenset(t for t in texts if t is not None)
-    return IpSet(set_name(sid), set_kind(peer_set), members)
-
-
-def render_sets(ir: NodeIR) -> dict[str, IpSet]:
-    """Every peer set the IR names, with its members (IPv4; IPv6 comes with ip6tables)."""
-    return {set_name(sid): render_set(ir, sid) for sid in ir.sets}
-
-
 def render_chains(
     ir: NodeIR, interfaces: Mapping[str, str], nflog_group: int = DEFAULT_NFLOG_GROUP
 ) -> dict[str, list[str]]:
@@ -248,12 +190,10 @@ def restore_text(ruleset: Ruleset, stale_chains: Iterable[str] = ()) -> str:
     return "\n".join(lines) + "\n"
 
 
-def ipset_create(ipset: IpSet, name: str | None = None) -> str:
-    return f"create {name or ipset.name} {ipset.kind} family inet -exist"
-
-
-def ipset_fill(ipset: IpSet, name: str | None = None) -> list[str]:
-    return [f"add {name or ipset.name} {member} -exist" for member in sorted(ipset.members)]
+def cleanup_text(chains: Iterable[str]) -> str:
+    """Input for `iptables-restore --noflush` that flushes and deletes `chains` (ours,
+    once the jump to them is gone)."""
+    return restore_text(Ruleset({}, {}), chains)
 
 
 # (chain, what the rule counts) -> ((direction, reason, namespace), packets)

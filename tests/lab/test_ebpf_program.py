@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from agent.dataplane import ebpf_layout
-from agent.dataplane.ebpf import EbpfBackend, policy_key_bytes
-from agent.dataplane.ebpf_plan import PolicyEntry
+from agent.dataplane.ebpf.backend import EbpfBackend
+from agent.dataplane.ebpf.codec import policy_key
+from agent.dataplane.ebpf.entries import PolicyEntry
 
 
 def test_kernel_headers_tree_is_linked():
@@ -61,9 +62,9 @@ def test_programs_load_pin_and_clean_up(bpffs, tmp_path):
     assert set(backend.counters()) == set(ebpf_layout.REASON_NAMES.values())
     # A second backend (a restarted agent) finds the same maps, with what they held.
     entry = PolicyEntry(endpoint=7, direction=0, identity=256, protocol=6, port=80, bits=16)
-    backend.maps.put("picket_policy", policy_key_bytes(entry), b"\x01")
+    backend.maps.put("picket_policy", policy_key(entry), b"\x01")
     again = EbpfBackend("node-test", bpffs / "picket", tmp_path / "state.json")
-    assert again.maps.keys("picket_policy") == [policy_key_bytes(entry)]
+    assert again.maps.keys("picket_policy") == [policy_key(entry)]
     removed = again.cleanup()
     assert f"pinned maps {pins}" in removed
     assert not pins.exists()

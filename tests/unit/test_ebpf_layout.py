@@ -67,7 +67,7 @@ def test_policy_key_bits():
 
 
 def test_program_source_inlines_local_headers():
-    from agent.dataplane.ebpf import program_source
+    from agent.dataplane.ebpf.loader import program_source
 
     source = program_source()
     assert '#include "' not in source  # BCC rewrites map calls only in the main text

@@ -1,6 +1,8 @@
 """The eBPF map plan against the oracle: on random clusters and random sequences of
-changes, the maps the planner maintains incrementally, read with the datapath's own
-lookups (ebpf_eval), decide every connection as the oracle does."""
+changes, the maps the planner maintains from the IR diffs alone (as the backend is
+handed them), read with the datapath's own lookups (ebpf/evaluate.py), decide every
+connection as the oracle does; and after every change they are exactly what a plan from
+scratch gives."""
 
 from __future__ import annotations
 
@@ -10,10 +12,13 @@ from ipaddress import IPv4Address
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent.compiler.diff import diff_ir
 from agent.compiler.incremental import IncrementalCompiler
-from agent.dataplane.ebpf_eval import endpoint_admits
+from agent.compiler.ir import NodeIR
+from agent.dataplane.ebpf.entries import MapDelta, MapState, port_blocks
+from agent.dataplane.ebpf.evaluate import endpoint_admits
+from agent.dataplane.ebpf.planner import EbpfPlanner
 from agent.dataplane.ebpf_layout import DIR_EGRESS, DIR_INGRESS
-from agent.dataplane.ebpf_plan import EbpfPlanner, port_blocks
 from agent.model.live import LiveState
 from agent.model.oracle import verdict
 from agent.model.parse import parse_object
@@ -44,6 +49,34 @@ def maps_allow(plans: dict, irs: dict, src: str, dst: str, protocol: str, port: 
     return True
 
 
+def write(kernel: MapState, delta: MapDelta) -> None:
+    """What the backend's writes of `delta` do to maps holding `kernel`."""
+    kernel.addresses.update(delta.addr_set)
+    for address in delta.addr_del:
+        kernel.addresses.pop(address, None)
+    for ref in delta.endpoint_del:
+        kernel.endpoints.pop(ref, None)
+    kernel.endpoints.update(delta.endpoint_set)
+    kernel.policy = (kernel.policy | delta.policy_add) - delta.policy_del
+    kernel.named = (kernel.named | delta.named_add) - delta.named_del
+
+
+def plan_change(planner: EbpfPlanner, old: NodeIR, new: NodeIR) -> MapDelta:
+    """As the backend plans an incremental sync: from the diff, with the node's
+    addresses only when they changed."""
+    change = diff_ir(old, new)
+    return planner.update(new, change, new.node_ips if change.node_ips is not None else None)
+
+
+def assert_as_from_scratch(planner: EbpfPlanner, ir: NodeIR) -> None:
+    """The incrementally kept maps are what a full sync plans (with the same numbering),
+    so a full sync after incremental ones writes nothing."""
+    again = copy.deepcopy(planner)
+    delta = again.rebuild(ir, ir.node_ips)
+    assert again.state == planner.state
+    assert delta.empty, delta
+
+
 def compare(objects: dict, plans: dict, irs: dict) -> None:
     state = ClusterState.from_objects(parse_object(o) for o in objects.values())
     pod_ips = [str(p.ips[0]) for p in state.endpoint_pods]
@@ -65,8 +98,10 @@ def test_planned_maps_decide_like_the_oracle(objs, batches):
     compilers = {n: IncrementalCompiler(n) for n in NODES}
     plans = {n: EbpfPlanner() for n in NODES}
     irs = {n: compilers[n].rebuild(live) for n in NODES}
+    kernels = {n: MapState() for n in NODES}  # the maps, written delta by delta
     for n in NODES:
-        plans[n].plan(irs[n], irs[n].node_ips)
+        write(kernels[n], plans[n].rebuild(irs[n], irs[n].node_ips))
+        assert kernels[n] == plans[n].state
     compare(objects, plans, irs)
     counter = [0]
     for batch in batches:
@@ -80,13 +115,16 @@ def test_planned_maps_decide_like_the_oracle(objs, batches):
         for n in NODES:
             live.changes = copy.copy(changes)
             live.changes.pods = list(changes.pods)
-            irs[n] = compilers[n].update(live)
-            plans[n].plan(irs[n], irs[n].node_ips)
+            new = compilers[n].update(live)
+            write(kernels[n], plan_change(plans[n], irs[n], new))
+            irs[n] = new
+            assert kernels[n] == plans[n].state
             # Endpoint flags (isolation, named ports, audit mode) as a fresh plan has them.
             fresh = EbpfPlanner()
-            fresh.plan(irs[n], irs[n].node_ips)
+            fresh.rebuild(irs[n], irs[n].node_ips)
             flags = {ref: value[1] for ref, value in plans[n].state.endpoints.items()}
             assert flags == {ref: value[1] for ref, value in fresh.state.endpoints.items()}
+            assert_as_from_scratch(plans[n], irs[n])
         compare(objects, plans, irs)
 
 
@@ -132,7 +170,7 @@ def test_a_relabel_to_a_known_identity_is_one_address_update():
     live = LiveState.from_state(ClusterState.from_objects(parse_object(o) for o in objs))
     compiler, planner = IncrementalCompiler("node-1"), EbpfPlanner()
     ir = compiler.rebuild(live)
-    planner.plan(ir, ir.node_ips)
+    planner.rebuild(ir, ir.node_ips)
     pod = next(
         o
         for o in objs
@@ -141,7 +179,7 @@ def test_a_relabel_to_a_known_identity_is_one_address_update():
     relabelled = copy.deepcopy(pod)
     relabelled["metadata"]["labels"] = {"pod": "a"}  # z/a has these labels already
     live.put(parse_object(relabelled))
-    delta = planner.plan(compiler.update(live), ir.node_ips)
+    delta = plan_change(planner, ir, compiler.update(live))
     assert list(delta.addr_set) == [(relabelled["status"]["podIP"], 32)]
     assert not (delta.policy_add or delta.policy_del or delta.endpoint_set or delta.addr_del)
 
@@ -165,10 +203,11 @@ def test_allocations_survive_a_restart():
     live = LiveState.from_state(ClusterState.from_objects(parse_object(o) for o in objs))
     ir = IncrementalCompiler("node-1").rebuild(live)
     first = EbpfPlanner()
-    first.plan(ir, ir.node_ips)
+    first.rebuild(ir, ir.node_ips)
     again = EbpfPlanner(first.allocations())
-    again.plan(ir, ir.node_ips)
+    again.rebuild(ir, ir.node_ips)
     assert again.state == first.state
+    assert not again.numbers.take_changed()  # nothing new to persist
 
 
 def run_sequence(objs: list[dict], batches: list[list[tuple]]) -> None:
@@ -247,3 +286,23 @@ def test_relabel_out_of_a_selector_and_back():
     # A new label set may get a number that was freed: it must not inherit selections.
     newcomer = [("add-pod", "z", 0, {"tier": "db"}, "node-1", None)]
     run_sequence(objs, [away, newcomer, [("relabel", 3, {"pod": "a"})], [("delete-pod", 0)]])
+
+
+def test_an_incremental_plan_works_from_the_diff_alone():
+    """What the diff does not name is not replanned: the planner keeps no second copy
+    of the IR to diff against (the backend contract, docs/agent.md)."""
+    from agent.compiler.diff import IRDiff
+    from tests.unit.builders import model_cluster, policy
+
+    deny = policy("y", "deny", {"podSelector": {}})
+    live = LiveState.from_state(ClusterState.from_objects(parse_object(o) for o in model_cluster()))
+    compiler, planner = IncrementalCompiler("node-1"), EbpfPlanner()
+    ir = compiler.rebuild(live)
+    planner.rebuild(ir, ir.node_ips)
+    before = copy.deepcopy(planner.state)
+    live.put(parse_object(deny))
+    isolated = compiler.update(live)
+    assert planner.update(isolated, IRDiff()).empty
+    assert planner.state == before
+    delta = plan_change(planner, ir, isolated)
+    assert delta.endpoint_set and planner.state != before

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address, ip_network
 
+from agent.dataplane.ebpf.entries import MapState
 from agent.dataplane.ebpf_layout import (
     DIR_EGRESS,
     EP_EGRESS_ISOLATED,
@@ -16,7 +17,6 @@ from agent.dataplane.ebpf_layout import (
     IDENTITY_WORLD,
     PROTOCOL_NUMBERS,
 )
-from agent.dataplane.ebpf_plan import MapState
 
 
 def peer_identity(state: MapState, ip: IPv4Address) -> tuple[int, int]:

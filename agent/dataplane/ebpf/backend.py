@@ -1,0 +1,368 @@
+"""The eBPF backend: loads the TC programs (`loader`), attaches them to every local
+pod's host-side interface, and writes what the planner says into the pinned maps
+(`maps`, in the order `writes` gives).
+
+It takes what every backend takes (`Backend.apply`): the target IR and the diff from the
+IR it programmed last. An incremental sync plans from the diff alone, reads interfaces
+only when endpoints appeared or changed (or one is not wired yet) and node addresses
+only when the node's changed; a full sync plans from scratch and repairs the maps
+against what the kernel holds.
+
+A restarted agent finds its maps pinned and its identity numbering in a state file
+(written when the numbering changes), computes the same contents, and only swaps the
+programs on the interfaces: enforcement never stops. `cleanup` detaches the programs
+and unpins the maps.
+
+Counters: the programs count every verdict by direction and reason (a per-CPU array)
+and every drop by endpoint, direction and reason (a hash the metrics read to name the
+namespace). An endpoint's drop entries are read once more and deleted when the
+endpoint goes, so a reused endpoint number starts from zero.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import socket
+import threading
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import IPRoute
+
+from agent.compiler.diff import IRDiff
+from agent.compiler.evaluate import direction_admits
+from agent.compiler.ir import NodeIR
+from agent.dataplane.counters import AUDIT_REASON, DatapathCounters, MonotonicTotals, split_audit
+from agent.dataplane.ebpf import codec, loader
+from agent.dataplane.ebpf.entries import MapDelta, MapState
+from agent.dataplane.ebpf.maps import Maps
+from agent.dataplane.ebpf.planner import EbpfPlanner
+from agent.dataplane.ebpf.settings import EbpfSettings
+from agent.dataplane.ebpf.writes import EndpointWrites, ordered_writes
+from agent.dataplane.ebpf_layout import (
+    CONFIG_EVENTS_BURST,
+    CONFIG_EVENTS_PER_SECOND,
+    CONFIG_FIN_TIMEOUT_S,
+    CONFIG_OTHER_TIMEOUT_S,
+    CONFIG_TCP_TIMEOUT_S,
+    CONFIG_UDP_TIMEOUT_S,
+    DIR_EGRESS,
+    DIR_INGRESS,
+    REASON_ALLOWED_CT,
+    REASON_ALLOWED_HOST,
+    REASON_ALLOWED_NOT_ISOLATED,
+    REASON_ALLOWED_OTHER,
+    REASON_ALLOWED_POLICY,
+    REASON_AUDIT_POLICY,
+    REASON_DROP_NO_SYN,
+    REASON_DROP_POLICY,
+    REASON_NAMES,
+    REASON_SLOTS,
+)
+from agent.dataplane.pod_interfaces import host_interfaces, node_addresses
+from agent.model.objects import IP_PROTOCOL_NAMES, IPAddress
+
+log = logging.getLogger("picket.ebpf")
+
+
+class EbpfBackend:
+    name = "ebpf"
+    mode = "tc"
+
+    def __init__(
+        self,
+        node: str,
+        pin_root: Path = Path("/sys/fs/bpf/picket"),
+        state_file: Path | None = None,
+        settings: EbpfSettings | None = None,
+        load: bool = True,
+    ) -> None:
+        self.node = node
+        self.settings = settings or EbpfSettings()
+        self.pin_dir = pin_root / node
+        self.state_file = state_file or Path(f"/run/picket/ebpf-{node}.json")
+        self.planner = EbpfPlanner(self._saved_allocations())
+        self._interfaces: dict[str, str] = {}  # endpoint -> host-side interface
+        self._indexes: dict[str, int] = {}  # endpoint -> that interface's index
+        self._ifindex: dict[str, int] = {}  # endpoint -> the ifindex programmed
+        self._programmed: MapState | None = None
+        self._attached: dict[str, str] = {}  # endpoint -> interface carrying our programs
+        self._drops = MonotonicTotals()
+        self._lock = threading.Lock()  # metrics scrapes read counters and plan state
+        self.bpf: Any = None
+        if load:
+            self._load()
+
+    # --- loading ------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        self.bpf, self.from_pod, self.to_pod = loader.load(self.pin_dir, self.settings)
+        self.maps = Maps(self.bpf)
+        s = self.settings
+        config = {
+            CONFIG_TCP_TIMEOUT_S: s.tcp_timeout,
+            CONFIG_UDP_TIMEOUT_S: s.udp_timeout,
+            CONFIG_OTHER_TIMEOUT_S: s.other_timeout,
+            CONFIG_FIN_TIMEOUT_S: s.fin_timeout,
+            CONFIG_EVENTS_PER_SECOND: s.events_per_second,
+            CONFIG_EVENTS_BURST: s.events_burst,
+        }
+        for slot, value in config.items():
+            self.maps.put("picket_config", *codec.config_entry(slot, value))
+
+    def _saved_allocations(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _save_allocations(self) -> None:
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        temp = self.state_file.with_suffix(".tmp")
+        temp.write_text(json.dumps(self.planner.allocations()))
+        temp.replace(self.state_file)
+
+    # --- applying -----------------------------------------------------------------------
+
+    def apply(self, ir: NodeIR, change: IRDiff | None = None, full: bool = True) -> bool:
+        """Program `ir`: from `change` (the diff from the IR programmed last), or, on a
+        full sync, from scratch, repairing the maps against the kernel's. Returns
+        whether entries or endpoint flags, not only addresses, changed."""
+        repair = full or change is None or self._programmed is None
+        rewire = repair or self._needs_interfaces(ir, change)
+        if rewire:
+            self._interfaces = host_interfaces(ir)
+            self._indexes = _ifindexes(self._interfaces)
+        with self._lock:
+            if repair or change is None:
+                delta = self.planner.rebuild(ir, self._host_addresses(ir))
+            else:
+                host = self._host_addresses(ir) if change.node_ips is not None else None
+                delta = self.planner.update(ir, change, host)
+            if self.planner.numbers.take_changed():
+                self._save_allocations()
+            released = delta.endpoint_del
+            stale: dict[str, list[bytes]] = {}
+            if repair:
+                delta, stale = self._repair_delta()
+            self._write(delta, stale, every_endpoint=rewire)
+            self._retire_drop_counts(released, every_stale=repair)
+            self._programmed = self.planner.state
+        if rewire:
+            self._attach(replace=full)
+        return bool(delta.policy_add or delta.policy_del or delta.endpoint_set)
+
+    def _needs_interfaces(self, ir: NodeIR, change: IRDiff | None) -> bool:
+        """New or changed endpoints, or one whose interface was not there yet."""
+        if change is None or change.endpoints_added or change.endpoints_changed:
+            return True
+        return any(ref not in self._indexes for ref in ir.endpoints)
+
+    @staticmethod
+    def _host_addresses(ir: NodeIR) -> set[IPAddress]:
+        return set(node_addresses()) | set(ir.node_ips)
+
+    def _repair_delta(self) -> tuple[MapDelta, dict[str, list[bytes]]]:
+        """What makes the kernel's maps equal the plan, read back from the kernel (and
+        the raw keys it holds that no plan has): after a restart this is (nearly)
+        nothing, so enforcement carries on untouched."""
+        want = self.planner.state
+        delta = MapDelta()
+        addr_keys = {codec.addr_key(k) for k in want.addresses}
+        for raw in self.maps.keys("picket_addr"):
+            if raw not in addr_keys:
+                delta.addr_del.add(codec.addr_key_from_bytes(raw))
+        delta.addr_set = dict(want.addresses)
+        delta.endpoint_set = dict(want.endpoints)
+        policy_keys = {codec.policy_key(e): e for e in want.policy}
+        present = set(self.maps.keys("picket_policy"))
+        delta.policy_add = {e for k, e in policy_keys.items() if k not in present}
+        named_keys = {codec.named_key(e): e for e in want.named}
+        present_named = set(self.maps.keys("picket_named"))
+        delta.named_add = {e for k, e in named_keys.items() if k not in present_named}
+        self._ifindex = {}  # every endpoint entry is rewritten by ifindex
+        stale = {
+            "picket_policy": [k for k in present if k not in policy_keys],
+            "picket_named": [k for k in present_named if k not in named_keys],
+            "picket_endpoints": self.maps.keys("picket_endpoints"),
+        }
+        return delta, stale
+
+    def _endpoint_writes(self, delta: MapDelta, every_endpoint: bool) -> EndpointWrites:
+        """Endpoint entries by interface index; all of them after interfaces were read
+        again (an index may have changed), else those the delta names."""
+        wanted = self.planner.state.endpoints
+        refs = wanted if every_endpoint else [r for r in delta.endpoint_set if r in wanted]
+        out = EndpointWrites()
+        for ref in refs:
+            index = self._indexes.get(ref)
+            if index is None:
+                continue
+            old = self._ifindex.get(ref)
+            if ref in delta.endpoint_set or old != index:
+                out.put[index] = wanted[ref]
+                if old is not None and old != index:
+                    out.delete.append(old)
+                self._ifindex[ref] = index
+        gone = self._ifindex if every_endpoint else delta.endpoint_del
+        for ref in [r for r in gone if r not in wanted and r in self._ifindex]:
+            out.delete.append(self._ifindex.pop(ref))
+        return out
+
+    def _write(self, delta: MapDelta, stale: dict[str, list[bytes]], every_endpoint: bool) -> None:
+        endpoints = self._endpoint_writes(delta, every_endpoint)
+        live = {codec.endpoint_key(i) for i in self._ifindex.values()}
+        stale["picket_endpoints"] = [r for r in stale.get("picket_endpoints", []) if r not in live]
+        for name, key, value in ordered_writes(delta, endpoints, stale):
+            if value is None:
+                self.maps.delete(name, key)
+            else:
+                self.maps.put(name, key, value)
+
+    def _attach(self, replace: bool) -> None:
+        """Both programs on every local pod's interface (new ones, or all when a new
+        agent brought new programs)."""
+        with IPRoute() as ipr:
+            for ref, ifname in self._interfaces.items():
+                if ref not in self.planner.state.endpoints:
+                    continue
+                if not replace and self._attached.get(ref) == ifname:
+                    continue
+                found = ipr.link_lookup(ifname=ifname)
+                if not found:
+                    continue
+                loader.attach(ipr, found[0], self.from_pod.fd, self.to_pod.fd)
+                self._attached[ref] = ifname
+
+    # --- connections, counters, cleanup ---------------------------------------------------
+
+    def remove_denied(self, ir: NodeIR) -> int:
+        """Delete the CT entries of connections the IR no longer admits."""
+        refs = {v: k for k, v in self.planner.endpoint_ids.by_thing.items()}
+        table, removed = self.maps.tables["picket_ct"], 0
+        for key in list(table.keys()):
+            ref = refs.get(key.endpoint)
+            endpoint = ir.endpoints.get(ref) if ref else None
+            if endpoint is None or endpoint.audit:
+                continue  # audit mode keeps what it let through
+            rules = endpoint.egress if key.direction == DIR_EGRESS else endpoint.ingress
+            saddr = IPv4Address(socket.ntohl(key.saddr))
+            daddr = IPv4Address(socket.ntohl(key.daddr))
+            peer = daddr if key.direction == DIR_EGRESS else saddr
+            protocol = IP_PROTOCOL_NAMES.get(key.protocol, str(key.protocol))
+            port = key.dport if key.protocol in (6, 17, 132) else None
+            if not direction_admits(ir, rules, peer, protocol, port):
+                try:
+                    del table[key]
+                    removed += 1
+                except KeyError:
+                    pass
+        return removed
+
+    def counters(self) -> dict[str, int]:
+        """Packets by verdict reason, both directions."""
+        return {
+            name: self._verdicts(DIR_INGRESS, reason) + self._verdicts(DIR_EGRESS, reason)
+            for reason, name in REASON_NAMES.items()
+        }
+
+    def _verdicts(self, direction: int, reason: int) -> int:
+        table = self.maps.tables["picket_verdicts"]
+        return int(sum(table[table.Key(direction * REASON_SLOTS + reason)]))
+
+    def _read_drop_counts(self, namespaces: dict[int, str]) -> None:
+        """Feeds the totals from the entries of endpoints in `namespaces` (number ->
+        namespace). Callers hold the lock."""
+        for key, value in self.maps.tables["picket_drop_counts"].items():
+            namespace = namespaces.get(key.endpoint)
+            if namespace is None:
+                continue
+            labels = (
+                "egress" if key.direction == DIR_EGRESS else "ingress",
+                DROP_REASON_LABELS.get(key.reason, str(key.reason)),
+                namespace,
+            )
+            self._drops.observe((key.endpoint, key.direction, key.reason), labels, value.value)
+
+    def _retire_drop_counts(self, released: dict[str, int], every_stale: bool) -> None:
+        """Removed endpoints: read their drop entries a last time, then delete them (and,
+        on a full sync, entries of numbers no endpoint has, e.g. from before a restart)."""
+        gone = {number: ref.partition("/")[0] for ref, number in released.items()}
+        if not gone and not every_stale:
+            return
+        self._read_drop_counts(gone)
+        live = {number for number, _ in self.planner.state.endpoints.values()}
+        table = self.maps.tables["picket_drop_counts"]
+        for key in list(table.keys()):
+            if key.endpoint in gone or (every_stale and key.endpoint not in live):
+                del table[key]
+                self._drops.forget([(key.endpoint, key.direction, key.reason)])
+
+    def datapath_counters(self) -> DatapathCounters:
+        with self._lock:
+            self._read_drop_counts(
+                {n: ref.partition("/")[0] for ref, (n, _) in self.planner.state.endpoints.items()}
+            )
+            totals = self._drops.totals()
+        allowed = {
+            name: sum(self._verdicts(direction, reason) for reason in ALLOWED_REASONS)
+            for direction, name in ((DIR_INGRESS, "ingress"), (DIR_EGRESS, "egress"))
+        }
+        return split_audit(totals, allowed)
+
+    def map_entries(self) -> dict[str, int]:
+        """Entries per map: the agent's own from its plan, the kernel's (CT, drop
+        counts) by walking them."""
+        with self._lock:
+            state = self._programmed or self.planner.state
+            sizes = {
+                "addr": len(state.addresses),
+                "endpoints": len(self._ifindex),
+                "policy": len(state.policy),
+                "named": len(state.named),
+            }
+        for name in ("ct", "drop_counts"):
+            sizes[name] = sum(1 for _ in self.maps.tables[f"picket_{name}"])
+        return sizes
+
+    def rule_count(self) -> int:
+        state = self._programmed or self.planner.state
+        return len(state.policy) + len(state.named)
+
+    def cleanup(self) -> list[str]:
+        """Detach our programs from every interface and unpin our maps."""
+        removed = loader.detach_everywhere()
+        if self.pin_dir.exists():
+            shutil.rmtree(self.pin_dir)
+            removed.append(f"pinned maps {self.pin_dir}")
+        if self.state_file.exists():
+            self.state_file.unlink()
+            removed.append(f"state {self.state_file}")
+        return removed
+
+
+DROP_REASON_LABELS = {
+    REASON_DROP_POLICY: "policy",
+    REASON_DROP_NO_SYN: "no_syn",
+    REASON_AUDIT_POLICY: AUDIT_REASON,
+}
+ALLOWED_REASONS = (
+    REASON_ALLOWED_POLICY,
+    REASON_ALLOWED_CT,
+    REASON_ALLOWED_NOT_ISOLATED,
+    REASON_ALLOWED_HOST,
+    REASON_ALLOWED_OTHER,
+)
+
+
+def _ifindexes(interfaces: dict[str, str]) -> dict[str, int]:
+    out = {}
+    for ref, name in interfaces.items():
+        try:
+            out[ref] = socket.if_nametoindex(name)
+        except OSError:
+            continue
+    return out
