@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 from agent.dataplane.backend import Backend
 
 if TYPE_CHECKING:
-    from agent.agent import Agent
     from agent.droplog.service import DropLog
+    from agent.loop.agent import Agent
     from agent.metrics.collector import AgentMetrics
     from agent.metrics.server import MetricsServer
 
@@ -185,9 +185,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"picket agent: {exc}", file=sys.stderr)
         return 1
     from agent import __version__
-    from agent.agent import Agent
+    from agent.loop.agent import Agent
+    from agent.loop.watch import api_client, kinds
     from agent.metrics.collector import AgentMetrics
-    from agent.watch import api_client, kinds
 
     metrics = AgentMetrics(backend, __version__)
     agent = Agent(

@@ -9,9 +9,9 @@ import time
 import pytest
 
 from agent.compiler.compile import compile_node
-from agent.snapshot import Snapshotter, fail_closed
-from agent.sync import SyncRunner
-from agent.watch import BACKOFF_CAP, WatchExpired, backoff, watch_events
+from agent.loop.snapshot import Snapshotter, fail_closed
+from agent.loop.sync import SyncRunner
+from agent.loop.watch import BACKOFF_CAP, WatchExpired, backoff, watch_events
 from tests.unit.builders import model_cluster, policy
 
 
@@ -169,8 +169,8 @@ def test_watch_error_410_raises_expired():
 
 
 def test_only_narrowing_changes_rescan_conntrack():
-    from agent.agent import narrows
     from agent.compiler.diff import IRDiff, MemberChange
+    from agent.loop.agent import narrows
 
     assert not narrows(IRDiff())
     assert not narrows(IRDiff(members={"s": MemberChange(frozenset({1}), frozenset())}))

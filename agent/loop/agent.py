@@ -21,12 +21,12 @@ from agent.compiler.ir import NodeIR
 from agent.dataplane.backend import Backend
 from agent.droplog.enrich import Description, describe
 from agent.droplog.events import PacketEvent
+from agent.loop.snapshot import Snapshotter
+from agent.loop.sync import SyncRunner
+from agent.loop.watch import Informer, Kind
 from agent.model.annotations import problems as annotation_problems
 from agent.model.live import LiveState
 from agent.model.objects import Namespace
-from agent.snapshot import Snapshotter
-from agent.sync import SyncRunner
-from agent.watch import Informer, Kind
 
 log = logging.getLogger("picket.agent")
 
