@@ -10,17 +10,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from agent.compiler.diff import IRDiff, diff_ir
 from agent.compiler.incremental import IncrementalCompiler
 from agent.compiler.ir import NodeIR
 from agent.dataplane.backend import Backend
-from agent.droplog.enrich import Description, describe
-from agent.droplog.events import PacketEvent
 from agent.loop.snapshot import Snapshotter
 from agent.loop.sync import SyncRunner
 from agent.loop.watch import Informer, Kind
@@ -29,6 +27,7 @@ from agent.model.live import LiveState
 from agent.model.objects import Namespace
 
 log = logging.getLogger("picket.agent")
+T = TypeVar("T")
 
 
 class SyncObserver(Protocol):
@@ -135,10 +134,12 @@ class Agent:
                     self._warned.add(problem)
                     log.warning("%s", problem)
 
-    def describe_drop(self, event: PacketEvent) -> Description:
-        """Names the parties and policies of a denied packet (for the drop log)."""
+    def read_cache(self, read: Callable[[LiveState | None, NodeIR | None], T]) -> T:
+        """`read(live state, node IR)` under the lock a sync holds while it changes them,
+        for readers on other threads (the wiring in agent/commands/agent_cmd.py hands
+        this to them)."""
         with self.lock:
-            return describe(event, self.live, self.ir)
+            return read(self.live, self.ir)
 
     def view(self) -> AgentView:
         with self.lock:
