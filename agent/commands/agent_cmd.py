@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING
 from agent.dataplane.backend import Backend
 
 if TYPE_CHECKING:
-    from agent.agent import Agent
+    from agent.dataplane.ebpf.backend import EbpfBackend
+    from agent.droplog.capture import NflogSource, RingSource
     from agent.droplog.service import DropLog
+    from agent.loop.agent import Agent
     from agent.metrics.collector import AgentMetrics
     from agent.metrics.server import MetricsServer
 
@@ -71,23 +73,58 @@ def _drop_log_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def capture_source(args: argparse.Namespace, backend: Backend) -> NflogSource | RingSource:
+    """What the drop log reads, from what the backend exposes: the drop log imports
+    neither backend, so this is where their NFLOG prefixes and event layout meet it."""
+    from agent.droplog.capture import NflogSource
+    from agent.droplog.events import DROP, WOULD_DROP
+
+    if args.backend == "ebpf":
+        return ring_source(backend)
+    from agent.dataplane.iptables_render import nflog_prefix
+
+    prefixes = {
+        nflog_prefix(direction, audit): (direction.lower(), WOULD_DROP if audit else DROP)
+        for audit in (False, True)
+        for direction in ("Ingress", "Egress")
+    }
+    return NflogSource(args.nflog_group, prefixes)
+
+
+def ring_source(backend: EbpfBackend) -> RingSource:
+    """The eBPF backend's `picket_drops` ring buffer, read with the layout a unit test
+    holds to bpf/picket.h; policy denials only (no-SYN drops are not the drop log's)."""
+    from agent.dataplane import ebpf_layout as layout
+    from agent.droplog.capture import RingEventLayout, RingSource
+    from agent.droplog.events import DROP, WOULD_DROP
+
+    verdicts = {layout.REASON_DROP_POLICY: DROP, layout.REASON_AUDIT_POLICY: WOULD_DROP}
+    return RingSource(
+        open=backend.bpf["picket_drops"].open_ring_buffer,
+        poll=backend.bpf.ring_buffer_poll,
+        suppressed=lambda: backend.counters().get("event_suppressed", 0),
+        layout=RingEventLayout(layout.DropEvent, verdicts, layout.DIR_EGRESS),
+    )
+
+
 def start_drop_log(
     args: argparse.Namespace, backend: Backend, agent: Agent, stop: threading.Event
 ) -> tuple[threading.Thread, DropLog] | None:
-    """The drop log runs beside enforcement: if it cannot start, enforcement goes on."""
+    """The drop log runs beside enforcement: if it cannot start, enforcement goes on.
+    It is handed its capture source and the agent, as the reader of its cache."""
     if args.drop_log == "off":
         return None
-    from agent.droplog.capture import EbpfCapture, NflogCapture
+    from agent.droplog.capture import open_capture
     from agent.droplog.journal import RecordWriter
     from agent.droplog.service import DropLog, DropLogSettings
 
     try:
-        capture = EbpfCapture(backend) if args.backend == "ebpf" else NflogCapture(args.nflog_group)
+        capture = open_capture(capture_source(args, backend))
     except OSError as exc:
         logging.getLogger("picket.droplog").error("drop log not started: %s", exc)
         return None
     settings = DropLogSettings(args.drop_log_rate, args.drop_log_burst, args.drop_log_window)
-    droplog = DropLog(args.node, capture, agent.describe_drop, RecordWriter(), settings)
+    droplog = DropLog(args.node, capture, agent, RecordWriter(), settings)
     thread = threading.Thread(target=droplog.run, args=(stop,), name="droplog", daemon=True)
     thread.start()
     return thread, droplog
@@ -186,9 +223,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"picket agent: {exc}", file=sys.stderr)
         return 1
     from agent import __version__
-    from agent.agent import Agent
+    from agent.loop.agent import Agent
+    from agent.loop.watch import api_client, kinds
     from agent.metrics.collector import AgentMetrics
-    from agent.watch import api_client, kinds
 
     metrics = AgentMetrics(backend, __version__)
     agent = Agent(

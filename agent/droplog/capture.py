@@ -1,22 +1,21 @@
 """Where denied packets come from: the iptables backend's NFLOG group, or the eBPF
 backend's ring buffer. Both hand over PacketEvents in batches and count what they lost
-(the capture never slows the datapath: a reader that falls behind loses events)."""
+(the capture never slows the datapath: a reader that falls behind loses events).
+
+The drop log knows neither backend: it is handed its source (`NflogSource`,
+`RingSource`), which `agent/commands/agent_cmd.py` builds from what the backend exposes
+(the iptables renderer's NFLOG prefixes; the eBPF ring buffer and its event layout)."""
 
 from __future__ import annotations
 
 import ctypes
 import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Any, Protocol
 
-from agent.dataplane.ebpf_layout import (
-    DIR_EGRESS,
-    REASON_AUDIT_POLICY,
-    REASON_DROP_POLICY,
-    DropEvent,
-)
-from agent.dataplane.iptables_render import nflog_prefix
-from agent.droplog.events import DROP, WOULD_DROP, PacketEvent, parse_ipv4
+from agent.droplog.events import PacketEvent, parse_ipv4
 from agent.droplog.nflog import NflogReader
 
 
@@ -32,22 +31,55 @@ class Capture(Protocol):
     def close(self) -> None: ...
 
 
-# The iptables renderer's NFLOG prefixes -> (direction, verdict).
-_PREFIXES = {
-    nflog_prefix(direction, audit): (direction.lower(), WOULD_DROP if audit else DROP)
-    for audit in (False, True)
-    for direction in ("Ingress", "Egress")
-}
+@dataclass(frozen=True)
+class NflogSource:
+    """What the iptables rules send to userspace: the NFLOG `group`, and for the prefix
+    each denying rule logs with, (direction, verdict): ("ingress", "drop"), ..."""
+
+    group: int
+    prefixes: Mapping[str, tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class RingEventLayout:
+    """How to read one ring-buffer record: `record` is its ctypes structure (fields
+    direction, reason, protocol, saddr, daddr in network order, sport, dport); `verdicts`
+    maps the reasons that are policy denials to a verdict ("drop", "would-drop"), other
+    reasons are not the drop log's; `egress` is the direction value of egress."""
+
+    record: type[ctypes.Structure]
+    verdicts: Mapping[int, str]
+    egress: int
+
+
+@dataclass(frozen=True)
+class RingSource:
+    """The eBPF datapath's drop events: `open(callback)` subscribes to its ring buffer,
+    `poll(milliseconds)` runs the callbacks of what arrived, `suppressed()` is the
+    kernel's count of events its token bucket or a full ring held back."""
+
+    open: Callable[[Callable[[Any, Any, int], None]], None]
+    poll: Callable[[int], None]
+    suppressed: Callable[[], int]
+    layout: RingEventLayout
+
+
+def open_capture(source: NflogSource | RingSource) -> Capture:
+    """The reader for `source` (OSError when it cannot be had, e.g. the group is taken)."""
+    if isinstance(source, RingSource):
+        return EbpfCapture(source)
+    return NflogCapture(source)
 
 
 class NflogCapture:
-    def __init__(self, group: int) -> None:
-        self._reader = NflogReader(group)
+    def __init__(self, source: NflogSource) -> None:
+        self._prefixes = dict(source.prefixes)
+        self._reader = NflogReader(source.group)
 
     def read(self, timeout: float) -> list[PacketEvent]:
         events = []
         for packet in self._reader.read(timeout):
-            kind = _PREFIXES.get(packet.prefix)
+            kind = self._prefixes.get(packet.prefix)
             parsed = parse_ipv4(packet.payload)
             if kind is None or parsed is None:
                 continue  # another NFLOG user of the group, or not IPv4
@@ -63,24 +95,27 @@ class NflogCapture:
 
 
 class EbpfCapture:
-    """Reads the backend's `picket_drops` ring buffer; what the kernel's token bucket or
-    a full ring held back is the `event_suppressed` counter, which is pinned and so
-    counts from the maps' creation: losses are counted from this reader's start."""
+    """Reads the backend's ring buffer; what the kernel's token bucket or a full ring
+    held back is the `event_suppressed` counter, which is pinned and so counts from the
+    maps' creation: losses are counted from this reader's start."""
 
-    def __init__(self, backend: Any) -> None:
-        self._backend = backend
+    def __init__(self, source: RingSource) -> None:
+        self._source = source
+        self._record = ctypes.POINTER(source.layout.record)
         self._batch: list[PacketEvent] = []
-        self._lost_before = self._suppressed()
-        backend.bpf["picket_drops"].open_ring_buffer(self._on_event)
+        self._lost_before = source.suppressed()
+        source.open(self._on_event)
 
     def _on_event(self, _ctx: Any, data: Any, _size: int) -> None:
-        raw = ctypes.cast(data, ctypes.POINTER(DropEvent)).contents
-        if raw.reason not in (REASON_DROP_POLICY, REASON_AUDIT_POLICY):
+        raw = ctypes.cast(data, self._record).contents
+        layout = self._source.layout
+        verdict = layout.verdicts.get(raw.reason)
+        if verdict is None:
             return
         self._batch.append(
             PacketEvent(
-                "egress" if raw.direction == DIR_EGRESS else "ingress",
-                WOULD_DROP if raw.reason == REASON_AUDIT_POLICY else DROP,
+                "egress" if raw.direction == layout.egress else "ingress",
+                verdict,
                 raw.protocol,
                 IPv4Address(socket.ntohl(raw.saddr)),
                 raw.sport,
@@ -90,15 +125,12 @@ class EbpfCapture:
         )
 
     def read(self, timeout: float) -> list[PacketEvent]:
-        self._backend.bpf.ring_buffer_poll(max(0, int(timeout * 1000)))
+        self._source.poll(max(0, int(timeout * 1000)))
         batch, self._batch = self._batch, []
         return batch
 
-    def _suppressed(self) -> int:
-        return self._backend.counters().get("event_suppressed", 0)
-
     def lost(self) -> int:
-        return self._suppressed() - self._lost_before
+        return self._source.suppressed() - self._lost_before
 
     def close(self) -> None:
         pass

@@ -1,5 +1,8 @@
 """The drop log's thread: capture -> fold per connection -> budget -> describe ->
-write, plus a summary of what the budget held back or the capture lost."""
+write, plus a summary of what the budget held back or the capture lost.
+
+It is handed what it reads: its capture (agent/droplog/capture.py) and a `CacheReader`
+(the agent satisfies it, without knowing of the drop log)."""
 
 from __future__ import annotations
 
@@ -8,14 +11,27 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import Protocol, TypeVar
 
+from agent.compiler.ir import NodeIR
 from agent.droplog.capture import Capture
-from agent.droplog.enrich import Description, record_fields, summary_fields
+from agent.droplog.enrich import Description, describe, record_fields, summary_fields
 from agent.droplog.events import PacketEvent
 from agent.droplog.folding import Folder, OpenRecord
 from agent.droplog.journal import RecordWriter
+from agent.model.live import LiveState
 
 log = logging.getLogger("picket.droplog")
+T = TypeVar("T")
+
+
+class CacheReader(Protocol):
+    """The agent's cache as the drop log reads it, from its own thread."""
+
+    def read_cache(self, read: Callable[[LiveState | None, NodeIR | None], T]) -> T:
+        """`read(live state, node IR)` under the lock that guards them; its result."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -40,14 +56,14 @@ class DropLog:
         self,
         node: str,
         capture: Capture,
-        describe: Callable[[PacketEvent], Description],
+        cache: CacheReader,
         writer: RecordWriter,
         settings: DropLogSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.node = node
         self.capture = capture
-        self.describe = describe
+        self.cache = cache
         self.writer = writer
         self.settings = s = settings or DropLogSettings()
         self.folder = Folder(s.window, s.rate, s.burst)
@@ -65,7 +81,7 @@ class DropLog:
         for event in events:
             if self.folder.fold(event):
                 continue
-            description = self.describe(event)
+            description = self.cache.read_cache(partial(describe, event))
             if event.verdict == "drop":
                 local = description.dst if event.direction == "ingress" else description.src
                 key = (event.direction, local.namespace or "")

@@ -23,9 +23,9 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from agent.agent import Agent
 from agent.dataplane.backend import Backend
 from agent.droplog.service import DropLog
+from agent.loop.agent import Agent
 
 log = logging.getLogger("picket.metrics")
 
@@ -42,7 +42,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 
 
 class AgentMetrics:
-    """The agent's registry. Implements agent.agent.SyncObserver."""
+    """The agent's registry. Implements agent.loop.agent.SyncObserver."""
 
     def __init__(self, backend: Backend, version: str) -> None:
         disable_created_metrics()  # `_created` series double the output for no question

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 import time
@@ -9,9 +10,10 @@ import time
 import pytest
 
 from agent.compiler.compile import compile_node
-from agent.snapshot import Snapshotter, fail_closed
-from agent.sync import SyncRunner
-from agent.watch import BACKOFF_CAP, WatchExpired, backoff, watch_events
+from agent.loop.agent import Agent
+from agent.loop.snapshot import Snapshotter, fail_closed
+from agent.loop.sync import SyncRunner
+from agent.loop.watch import BACKOFF_CAP, Kind, WatchExpired, backoff, watch_events
 from tests.unit.builders import model_cluster, policy
 
 
@@ -169,8 +171,8 @@ def test_watch_error_410_raises_expired():
 
 
 def test_only_narrowing_changes_rescan_conntrack():
-    from agent.agent import narrows
     from agent.compiler.diff import IRDiff, MemberChange
+    from agent.loop.agent import narrows
 
     assert not narrows(IRDiff())
     assert not narrows(IRDiff(members={"s": MemberChange(frozenset({1}), frozenset())}))
@@ -178,3 +180,58 @@ def test_only_narrowing_changes_rescan_conntrack():
     assert narrows(IRDiff(members={"s": MemberChange(frozenset(), frozenset({1}))}))
     assert narrows(IRDiff(endpoints_changed={"x/a": None}))
     assert narrows(IRDiff(sets_removed=("s",)))
+
+
+class _Listed:
+    """A list call answering with fixed objects, as the API's list does."""
+
+    def __init__(self, objs) -> None:
+        self.data = json.dumps({"items": objs, "metadata": {"resourceVersion": "1"}})
+
+    def __call__(self, **kwargs):
+        return self
+
+
+class _RecordingBackend:
+    def __init__(self) -> None:
+        self.applied = []
+
+    def apply(self, ir, change=None, full=True):
+        self.applied.append((ir, change, full))
+        return True
+
+    def remove_denied(self, ir):
+        return 0
+
+    def rule_count(self):
+        return 0
+
+
+def test_one_relabel_follows_the_trail_from_the_informer_to_backend_apply():
+    from_b = {"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}]}
+    objs = [*model_cluster(), policy("y", "allow-b", {"podSelector": {}, "ingress": [from_b]})]
+    kinds = [
+        Kind(kind, _Listed([o for o in objs if o["kind"] == kind]))
+        for kind in ("Namespace", "Node", "Pod", "NetworkPolicy")
+    ]
+    backend = _RecordingBackend()
+    agent = Agent("node-1", backend, kinds)
+    requests = []
+    for informer in agent.informers:
+        informer.on_change = lambda: requests.append(1)
+        informer._relist()
+    agent.sync(full=True, requested=None)
+    (y_a,) = [o for o in objs if o["metadata"] == {**o["metadata"], "namespace": "y", "name": "a"}]
+    relabelled = copy.deepcopy(y_a)
+    relabelled["metadata"]["labels"] = {"pod": "b"}
+    pods = next(i for i in agent.informers if i.kind.name == "Pod")
+    requests.clear()
+    pods._apply("MODIFIED", relabelled)  # the watch's hop
+    assert requests == [1]  # a sync is requested (SyncRunner.request in the agent)
+    assert set(pods._pending) == {"y/a"}
+    agent.sync(full=False, requested=time.monotonic())
+    assert pods.take_pending() == {}  # handed over by the sync
+    _, change, full = backend.applied[-1]
+    assert not full
+    (members,) = change.members.values()
+    assert [str(ip) for ip in members.added] == ["198.18.1.11"] and not members.removed

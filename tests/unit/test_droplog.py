@@ -4,18 +4,27 @@ packet events as the captures produce them; the captures are tested in the lab).
 
 from __future__ import annotations
 
+import argparse
+import ctypes
 import io
 import json
+import re
+import socket
 import struct
 from ipaddress import IPv4Address
 from pathlib import Path
 
+from agent.commands.agent_cmd import capture_source
 from agent.compiler.compile import compile_node
+from agent.dataplane import ebpf_layout
+from agent.dataplane.iptables_render import render_chains
+from agent.droplog.capture import open_capture
 from agent.droplog.enrich import describe, record_fields
 from agent.droplog.events import DROP, WOULD_DROP, PacketEvent, parse_ipv4
 from agent.droplog.folding import Folder
 from agent.droplog.journal import RecordWriter
 from agent.droplog.service import DropLog, DropLogSettings
+from agent.loop.agent import Agent
 from agent.model.live import LiveState
 from tests.unit.builders import model_cluster, policy, state_of
 
@@ -149,6 +158,16 @@ def test_opted_out_namespaces_are_not_logged():
     assert describe(egress, live, ir).logged  # x/a's namespace logs
 
 
+class FixedCache:
+    """A CacheReader over a fixed (live state, IR), as the agent's is between syncs."""
+
+    def __init__(self, live, ir) -> None:
+        self.live, self.ir = live, ir
+
+    def read_cache(self, read):
+        return read(self.live, self.ir)
+
+
 class ListCapture:
     def __init__(self) -> None:
         self.lost_events = 0
@@ -169,9 +188,7 @@ def test_service_writes_one_record_per_connection_and_summaries():
     writer = RecordWriter(Path("/nonexistent/journal.socket"), out)
     capture = ListCapture()
     settings = DropLogSettings(rate=1, burst=2, window=5, summary_period=10)
-    droplog = DropLog(
-        "node-1", capture, lambda e: describe(e, live, ir), writer, settings, clock=lambda: 0.0
-    )
+    droplog = DropLog("node-1", capture, FixedCache(live, ir), writer, settings, clock=lambda: 0.0)
     droplog.handle([syn(1, dst="198.18.1.12")] * 3 + [syn(2, dst="198.18.1.12")], now=0.0)
     droplog.handle([syn(p, dst="198.18.1.12") for p in range(3, 13)], now=1.0)
     capture.lost_events = 4
@@ -183,3 +200,87 @@ def test_service_writes_one_record_per_connection_and_summaries():
     assert all(r["SYSLOG_IDENTIFIER"] == "picket" for r in records)
     droplog.flush(now=30.0)
     assert len(out.getvalue().splitlines()) == 4  # nothing new: no second summary
+
+
+def test_the_agent_is_the_drop_logs_cache_reader_and_holds_its_lock():
+    agent = Agent("node-1", backend=None, kinds=[])
+    agent.live, agent.ir = live_and_ir([*model_cluster(), DENY_Y])
+    assert agent.read_cache(lambda live, ir: agent.lock.locked())
+    out = io.StringIO()
+    droplog = DropLog(
+        "node-1", ListCapture(), agent, RecordWriter(Path("/nonexistent/j.socket"), out)
+    )
+    droplog.handle([syn(1, dst="198.18.1.12")], now=0.0)
+    droplog.flush(now=0.0, final=True)
+    (record,) = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert (record["PICKET_DST_POD"], record["PICKET_POLICIES"]) == ("b", "y/default-deny")
+
+
+def test_the_nflog_source_reads_the_prefixes_the_iptables_renderer_writes():
+    source = capture_source(argparse.Namespace(backend="iptables", nflog_group=7), None)
+    assert source.group == 7
+    assert source.prefixes == {
+        "picket drop ingress": ("ingress", DROP),
+        "picket drop egress": ("egress", DROP),
+        "picket audit ingress": ("ingress", WOULD_DROP),
+        "picket audit egress": ("egress", WOULD_DROP),
+    }
+    deny_both = policy("y", "deny", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]})
+    ir = compile_node(state_of([*model_cluster(), deny_both]), "node-1")
+    chains = render_chains(ir, {ref: f"veth{i}" for i, ref in enumerate(ir.endpoints)}, 7)
+    written = {
+        m for rules in chains.values() for r in rules for m in re.findall(r'prefix "([^"]+)"', r)
+    }
+    assert written == {"picket drop ingress", "picket drop egress"}
+
+
+class FakeRing:
+    """The BCC calls the eBPF source is built on: a ring buffer and a counter."""
+
+    def __init__(self) -> None:
+        self.bpf, self.events, self.suppressed = self, [], 3
+
+    def __getitem__(self, name):
+        assert name == "picket_drops"
+        return self
+
+    def open_ring_buffer(self, callback):
+        self.callback = callback
+
+    def ring_buffer_poll(self, _milliseconds):
+        for event in self.events:
+            self.callback(None, ctypes.addressof(event), ctypes.sizeof(event))
+        self.events = []
+
+    def counters(self):
+        return {"event_suppressed": self.suppressed}
+
+
+def test_the_ring_source_decodes_policy_denials_with_the_ebpf_layout():
+    ring = FakeRing()
+    capture = open_capture(capture_source(argparse.Namespace(backend="ebpf"), ring))
+
+    def event(direction, reason, sport):
+        return ebpf_layout.DropEvent(
+            saddr=socket.htonl(int(IPv4Address("198.18.1.1"))),
+            daddr=socket.htonl(int(IPv4Address("198.18.1.12"))),
+            sport=sport,
+            dport=80,
+            protocol=6,
+            direction=direction,
+            reason=reason,
+        )
+
+    ring.events = [
+        event(ebpf_layout.DIR_INGRESS, ebpf_layout.REASON_DROP_POLICY, 1),
+        event(ebpf_layout.DIR_EGRESS, ebpf_layout.REASON_AUDIT_POLICY, 2),
+        event(ebpf_layout.DIR_INGRESS, ebpf_layout.REASON_DROP_NO_SYN, 3),  # not a policy's
+    ]
+    ring.suppressed = 7
+    assert capture.read(0.2) == [
+        syn(1, dst="198.18.1.12"),
+        PacketEvent(
+            "egress", WOULD_DROP, 6, IPv4Address("198.18.1.1"), 2, IPv4Address("198.18.1.12"), 80
+        ),
+    ]
+    assert capture.lost() == 4  # counted from the reader's start

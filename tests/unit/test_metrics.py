@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 from prometheus_client import generate_latest
 
-from agent.agent import Agent
 from agent.compiler.compile import compile_node
 from agent.dataplane.counters import DatapathCounters, MonotonicTotals, split_audit
 from agent.dataplane.iptables_render import counted_rules, render_chains
+from agent.loop.agent import Agent
 from agent.metrics.collector import AgentMetrics
 from agent.metrics.health import liveness, readiness
 from agent.metrics.server import parse_address

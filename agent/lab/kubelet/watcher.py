@@ -13,7 +13,7 @@ from typing import Any
 
 from kubernetes import client
 
-from agent.watch import watch_events
+from agent.loop.watch import watch_events
 
 log = logging.getLogger("picket.lab.kubelet")
 SYNCED = "SYNCED"  # a pseudo-event: the state of a full list has been delivered

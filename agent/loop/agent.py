@@ -3,32 +3,34 @@ from scratch on a full sync) -> diff -> backend, then remove the conntrack entri
 connections a narrowing change forbids.
 
 Shutting down leaves the rules in place (fail closed: enforcement must not stop
-because the agent does); `picket agent --cleanup` removes them."""
+because the agent does); `picket agent --cleanup` removes them.
+
+One event's path, hop by hop, is in docs/agent.md ("Following one relabel"): each hop
+here names the next in a comment."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from agent.compiler.diff import IRDiff, diff_ir
 from agent.compiler.incremental import IncrementalCompiler
 from agent.compiler.ir import NodeIR
 from agent.dataplane.backend import Backend
-from agent.droplog.enrich import Description, describe
-from agent.droplog.events import PacketEvent
+from agent.loop.snapshot import Snapshotter
+from agent.loop.sync import SyncRunner
+from agent.loop.watch import Informer, Kind
 from agent.model.annotations import problems as annotation_problems
 from agent.model.live import LiveState
 from agent.model.objects import Namespace
-from agent.snapshot import Snapshotter
-from agent.sync import SyncRunner
-from agent.watch import Informer, Kind
 
 log = logging.getLogger("picket.agent")
+T = TypeVar("T")
 
 
 class SyncObserver(Protocol):
@@ -90,6 +92,7 @@ class Agent:
         self.node = node
         self.backend = backend
         self.observer = observer or _Unobserved()
+        # An informer's change requests a sync; the runner's thread then calls self.sync.
         self.runner = SyncRunner(self.sync, resync_period=resync_period)
         self.informers = [
             Informer(k, self.runner.request, on_restart=self.observer.watch_restarted)
@@ -105,27 +108,38 @@ class Agent:
 
     def _compile(self, full: bool) -> NodeIR:
         if full or self.live is None:
+            return self._compile_all()
+        with self.lock:  # readers on other threads (read_cache, view) see whole changes
             for informer in self.informers:
-                informer.drain()  # a rebuild covers what changed so far
-            objects = {i.kind.name: i.objects() for i in self.informers}
-            with self.lock:  # metrics and the drop log read these from their threads
-                state = self.snapshots.state(objects)
-                self.live = LiveState.from_state(state)
-            for namespace in state.namespaces.values():
-                self._warn_annotations(namespace)
-            return self.compiler.rebuild(self.live)
-        with self.lock:  # the drop log reads the cache from its own thread
-            for informer in self.informers:
-                kind = informer.kind.name
-                for key, raw in informer.drain().items():
-                    obj = self.snapshots.parse(kind, raw) if raw is not None else None
-                    if obj is None:
-                        self.snapshots.forget(kind, key)
-                        self.live.remove(kind, key.lstrip("/"))
-                    else:
-                        self._warn_annotations(obj)
-                        self.live.put(obj)
+                self._take_pending(informer)
+        # next: IncrementalCompiler.update (agent/compiler/incremental.py) compiles what
+        # the live state recorded as changed
         return self.compiler.update(self.live)
+
+    def _compile_all(self) -> NodeIR:
+        """From scratch, from every informer's objects (start, periodic resync)."""
+        for informer in self.informers:
+            informer.take_pending()  # a rebuild covers what changed so far
+        objects = {i.kind.name: i.objects() for i in self.informers}
+        with self.lock:  # readers on other threads (read_cache, view)
+            state = self.snapshots.state(objects)
+            self.live = LiveState.from_state(state)
+        for namespace in state.namespaces.values():
+            self._warn_annotations(namespace)
+        return self.compiler.rebuild(self.live)
+
+    def _take_pending(self, informer: Informer) -> None:
+        """An informer's pending changes into the live state, each version parsed once."""
+        kind = informer.kind.name
+        for key, raw in informer.take_pending().items():
+            # Snapshotter.parse (agent/loop/snapshot.py): the raw dict as a model object
+            obj = self.snapshots.parse(kind, raw) if raw is not None else None
+            if obj is None:
+                self.snapshots.forget(kind, key)
+                self.live.remove(kind, key.lstrip("/"))
+            else:
+                self._warn_annotations(obj)
+                self.live.put(obj)  # next: LiveState.put (agent/model/live.py) records it
 
     def _warn_annotations(self, obj: object) -> None:
         """Once per problem, not at every full resync."""
@@ -135,10 +149,12 @@ class Agent:
                     self._warned.add(problem)
                     log.warning("%s", problem)
 
-    def describe_drop(self, event: PacketEvent) -> Description:
-        """Names the parties and policies of a denied packet (for the drop log)."""
+    def read_cache(self, read: Callable[[LiveState | None, NodeIR | None], T]) -> T:
+        """`read(live state, node IR)` under the lock a sync holds while it changes them,
+        for readers on other threads (the wiring in agent/commands/agent_cmd.py hands
+        this to them)."""
         with self.lock:
-            return describe(event, self.live, self.ir)
+            return read(self.live, self.ir)
 
     def view(self) -> AgentView:
         with self.lock:
@@ -161,11 +177,13 @@ class Agent:
     def sync(self, full: bool, requested: float | None) -> None:
         start = time.monotonic()
         with self._stage("compile"):
-            ir = self._compile(full)
-            change = diff_ir(self.ir, ir)
+            ir = self._compile(full)  # next: _compile, which takes the pending changes
+            change = diff_ir(self.ir, ir)  # agent/compiler/diff.py: against what is programmed
         if change.empty and not full:
             return
         with self._stage("program"):
+            # next: IptablesBackend.apply (agent/dataplane/iptables.py) or
+            # EbpfBackend.apply (agent/dataplane/ebpf/backend.py): the kernel writes
             self.backend.apply(ir, change, full)
         if self.ir is not None and narrows(change):
             with self._stage("conntrack"):

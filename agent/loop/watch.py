@@ -4,6 +4,10 @@ Namespaces, Pods, NetworkPolicies and Nodes, with the real `kubernetes` client.
 On 410 Gone (or any failure) an informer re-lists and reconciles its store, deletions
 included; errors back off exponentially with jitter. Each change only *requests* a sync
 (`on_change`); the sync runner coalesces a burst of events into a few syncs.
+
+The trail of one event: `Informer._watch` -> `_apply` (the change is now pending) ->
+`on_change` = `SyncRunner.request` (agent/loop/sync.py), and later, on the sync thread,
+`Agent._take_pending` (agent/loop/agent.py) calls `Informer.take_pending`.
 """
 
 from __future__ import annotations
@@ -68,19 +72,20 @@ class Informer:
         self.synced = threading.Event()
         self._lock = threading.Lock()
         self._objects: dict[str, dict[str, Any]] = {}
-        # Keys changed since the consumer last drained them (None: deleted), so a sync
-        # can compile only what changed.
-        self._dirty: dict[str, dict[str, Any] | None] = {}
+        # Changes not yet handed to the agent: key -> object (None: deleted), so a sync
+        # compiles only what changed. take_pending() hands them over.
+        self._pending: dict[str, dict[str, Any] | None] = {}
 
     def objects(self) -> list[dict[str, Any]]:
         with self._lock:
             return list(self._objects.values())
 
-    def drain(self) -> dict[str, dict[str, Any] | None]:
-        """The changes since the last drain: key -> object, or None when deleted."""
+    def take_pending(self) -> dict[str, dict[str, Any] | None]:
+        """Hands over the changes pending since the last call: key -> object, or None
+        when deleted (called by Agent._take_pending, agent/loop/agent.py)."""
         with self._lock:
-            dirty, self._dirty = self._dirty, {}
-            return dirty
+            pending, self._pending = self._pending, {}
+            return pending
 
     def start(self) -> None:
         threading.Thread(target=self._run, name=f"informer-{self.kind.name}", daemon=True).start()
@@ -92,24 +97,27 @@ class Informer:
         with self._lock:
             # A re-list reconciles: what vanished meanwhile is a deletion.
             for key in self._objects.keys() - fresh.keys():
-                self._dirty[key] = None
+                self._pending[key] = None
             for key, obj in fresh.items():
                 if self._objects.get(key) != obj:
-                    self._dirty[key] = obj
+                    self._pending[key] = obj
             self._objects = fresh
         self.synced.set()
-        self.on_change()
+        self.on_change()  # next: SyncRunner.request (agent/loop/sync.py)
         return doc["metadata"]["resourceVersion"]
 
     def _apply(self, kind: str, obj: dict[str, Any]) -> None:
+        """One watch event into the store and the pending changes; requests a sync."""
         key = _key(obj)
         with self._lock:
             if kind == "DELETED":
                 self._objects.pop(key, None)
-                self._dirty[key] = None
+                self._pending[key] = None
             else:
                 self._objects[key] = obj
-                self._dirty[key] = obj
+                self._pending[key] = obj
+        # next: SyncRunner.request (agent/loop/sync.py) wakes the sync thread, which
+        # takes the pending changes in Agent._take_pending (agent/loop/agent.py)
         self.on_change()
 
     def _run(self) -> None:
@@ -141,7 +149,7 @@ class Informer:
         for kind, obj in watch_events(self.kind.list_call, rv):
             rv = (obj.get("metadata") or {}).get("resourceVersion", rv)
             if kind in ("ADDED", "MODIFIED", "DELETED"):
-                self._apply(kind, obj)
+                self._apply(kind, obj)  # next: _apply, just above
         return rv
 
 

@@ -1,6 +1,9 @@
 """A bounded-frequency sync runner: events only request a sync; the runner coalesces
 them (a burst of a thousand events becomes a few syncs), retries a failed sync after an
-interval, and forces a full resync periodically, which repairs drift."""
+interval, and forces a full resync periodically, which repairs drift.
+
+The one thread hop of an event: an informer's thread calls `request`; the sync thread,
+in `run`, wakes and calls `sync` (the agent's: agent/loop/agent.py:Agent.sync)."""
 
 from __future__ import annotations
 
@@ -36,10 +39,11 @@ class SyncRunner:
         self.syncs = 0
 
     def request(self) -> None:
+        """A change is pending (called from an informer's thread)."""
         with self._lock:
             if self._requested_at is None:
                 self._requested_at = time.monotonic()
-        self._wake.set()
+        self._wake.set()  # next: run(), on the sync thread, wakes
 
     def stop(self) -> None:
         self._stop.set()
@@ -62,7 +66,7 @@ class SyncRunner:
             with self._lock:
                 requested, self._requested_at = self._requested_at, None
             try:
-                self._sync(full, requested)
+                self._sync(full, requested)  # next: Agent.sync (agent/loop/agent.py)
                 self.syncs += 1
                 self.last_success = time.monotonic()
                 if full:
