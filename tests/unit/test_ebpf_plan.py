@@ -306,3 +306,32 @@ def test_an_incremental_plan_works_from_the_diff_alone():
     assert planner.state == before
     delta = plan_change(planner, ir, isolated)
     assert delta.endpoint_set and planner.state != before
+
+
+def test_a_reused_endpoint_number_keeps_its_entries():
+    """A pod deleted and another created in one sync: the new endpoint takes the freed
+    number, and an entry both of them have (here "any peer") is neither deleted nor
+    added; a delta holding it in both would have the kernel lose it."""
+    from tests.unit.builders import model_cluster, policy
+
+    objs = [*model_cluster(), policy("y", "open", {"podSelector": {}, "ingress": [{}]})]
+    live = LiveState.from_state(ClusterState.from_objects(parse_object(o) for o in objs))
+    compiler, planner = IncrementalCompiler("node-1"), EbpfPlanner()
+    ir = compiler.rebuild(live)
+    planner.rebuild(ir, ir.node_ips)
+    kernel = copy.deepcopy(planner.state)
+    gone = next(
+        o
+        for o in objs
+        if o["kind"] == "Pod"
+        and o["metadata"]["namespace"] == "y"
+        and o["spec"]["nodeName"] == "node-1"
+    )
+    replacement = copy.deepcopy(gone)
+    replacement["metadata"]["name"] = "replacement"
+    live.remove("Pod", f"y/{gone['metadata']['name']}")
+    live.put(parse_object(replacement))
+    delta = plan_change(planner, ir, compiler.update(live))
+    assert not delta.policy_add & delta.policy_del
+    write(kernel, delta)
+    assert kernel == planner.state

@@ -237,14 +237,19 @@ class EbpfPlanner:
     def _add_entries(
         self, policy: set[PolicyEntry], named: set[NamedEntry], delta: MapDelta
     ) -> None:
-        for users, entries, added, state in (
-            (self._policy_users, policy, delta.policy_add, self.state.policy),
-            (self._named_users, named, delta.named_add, self.state.named),
+        for users, entries, added, removed, state in (
+            (self._policy_users, policy, delta.policy_add, delta.policy_del, self.state.policy),
+            (self._named_users, named, delta.named_add, delta.named_del, self.state.named),
         ):
             for entry in entries:
                 if users[entry] == 0:
-                    added.add(entry)
                     state.add(entry)
+                    # An entry dropped earlier in this delta (a removed endpoint whose
+                    # number a new one reuses) stays in the kernel: neither add nor delete.
+                    if entry in removed:
+                        removed.discard(entry)
+                    else:
+                        added.add(entry)
                 users[entry] += 1
 
     def _drop_entries(
