@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.lab import processes
-from agent.lab.config import state_dir
+from lab import processes
+from lab.config import state_dir
 from tests.lab.conftest import PICKET, Kubectl, model_lab, picket, wait_until
 from tests.lab.enforcement import apply, probe_once
 from tests.lab.test_conformance import BACKENDS, netpol, pods_peer, sel

@@ -23,7 +23,7 @@ import pytest
 from systemd import journal
 
 from agent.droplog.table import COLUMNS
-from agent.lab import journald
+from lab import journald
 from tests.lab.conftest import PICKET, picket
 from tests.unit.test_drops_table import drop, to_external
 

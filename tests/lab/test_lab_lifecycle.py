@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from agent.lab.processes import lab_process_pids
+from lab.processes import lab_process_pids
 from tests.lab.conftest import picket
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.lab.config import pod_netns
+from lab.config import pod_netns
 from tests.lab.conftest import MODEL, Kubectl, matrix, picket, wait_until
 
 

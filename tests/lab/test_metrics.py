@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.lab.config import AGENT_METRICS_PORT, API_ADDRESS, LabNode, pod_netns
-from agent.lab.netns import socket_in
+from lab.config import AGENT_METRICS_PORT, API_ADDRESS, LabNode, pod_netns
+from lab.netns import socket_in
 from tests.lab.conftest import PICKET, Kubectl, model_lab, picket, wait_until
 from tests.lab.enforcement import apply, probe_once
 from tests.lab.test_conformance import BACKENDS, netpol, sel

@@ -13,7 +13,7 @@ import hashlib
 import json
 from typing import Any
 
-from agent.lab.apiserver.resources import RESOURCES, Resource, group_versions
+from lab.apiserver.resources import RESOURCES, Resource, group_versions
 
 FIELD_VALIDATION = {
     "name": "fieldValidation",

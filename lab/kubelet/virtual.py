@@ -7,7 +7,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address
 from typing import Any
 
-from agent.lab.config import VirtualNode
+from lab.config import VirtualNode
 
 
 class VirtualAddresses:

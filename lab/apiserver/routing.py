@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.lab.apiserver import status as st
-from agent.lab.apiserver.resources import BY_PATH, Resource
+from lab.apiserver import status as st
+from lab.apiserver.resources import BY_PATH, Resource
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from agent.lab.apiserver.store import ADDED, DELETED, MODIFIED, Event
+from lab.apiserver.store import ADDED, DELETED, MODIFIED, Event
 
 Matcher = Callable[[dict[str, Any]], bool]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.lab.config import LabNode, VirtualNode
+from lab.config import LabNode, VirtualNode
 
 KUBELET_VERSION = "v1.32.0-picket-lab"
 

@@ -12,8 +12,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from agent.lab import processes, topology
-from agent.lab.config import (
+from lab import processes, topology
+from lab.config import (
     AGENT_METRICS_PORT,
     API_ADDRESS,
     API_PORT,
@@ -23,8 +23,8 @@ from agent.lab.config import (
     state_dir,
     virtual_nodes,
 )
-from agent.lab.journald import ensure_journald, stop_journald
-from agent.lab.tls import write_credentials
+from lab.journald import ensure_journald, stop_journald
+from lab.tls import write_credentials
 
 APISERVER, KUBELET = "apiserver", "kubelet"
 BACKENDS = ("none", "iptables", "ebpf")
@@ -69,7 +69,7 @@ def _start_apiserver(state: Path) -> None:
         APISERVER,
         [
             "-m",
-            "agent.lab.apiserver",
+            "lab.apiserver",
             "--bind-address",
             str(API_ADDRESS),
             "--port",
@@ -91,7 +91,7 @@ def _start_kubelet(state: Path, nodes: int, virtual: int) -> None:
         KUBELET,
         [
             "-m",
-            "agent.lab.kubelet",
+            "lab.kubelet",
             "--kubeconfig",
             str(kubeconfig_path(state)),
             "--nodes",

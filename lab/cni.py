@@ -6,8 +6,8 @@ no bridge) with `host-local` IPAM over the node's pod CIDR; `loopback` brings up
 pod's lo. Plugins are executed as a container runtime does (libcni's conflist rules:
 ADD in order with prevResult, DEL in reverse), inside the node's network namespace.
 
-`python3 -m agent.lab.cni --pod-cidr CIDR` prints the conflist for a real node: the
-Vagrant lab writes it to each node's CNI directory. This module and agent.lab.config
+`python3 -m lab.cni --pod-cidr CIDR` prints the conflist for a real node: the
+Vagrant lab writes it to each node's CNI directory. This module and lab.config
 import only the standard library, so that runs from a checkout on a bare node.
 """
 
@@ -23,7 +23,7 @@ from ipaddress import IPv4Address, IPv4Network, ip_interface
 from pathlib import Path
 from typing import Any
 
-from agent.lab.config import CNI_BIN_DIR
+from lab.config import CNI_BIN_DIR
 
 CNI_VERSION = "1.0.0"
 LOOPBACK = {"cniVersion": CNI_VERSION, "name": "loopback", "type": "loopback"}
@@ -142,7 +142,7 @@ def save_result(path: Path, result: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Print a real node's conflist: the same generator the lab's kubelet uses."""
     parser = argparse.ArgumentParser(
-        prog="python3 -m agent.lab.cni",
+        prog="python3 -m lab.cni",
         description="Print the CNI network configuration (conflist JSON) of a node.",
     )
     parser.add_argument("--pod-cidr", required=True, help="the node's pod range, e.g. 10.42.1.0/24")

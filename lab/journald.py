@@ -50,7 +50,7 @@ MANAGER_VARIABLES = (
 )
 
 LAB_CONF = """\
-# Written by picket's lab (agent/lab/journald.py) for the journald it runs.
+# Written by picket's lab (lab/journald.py) for the journald it runs.
 [Journal]
 Storage=volatile
 RuntimeMaxUse=64M

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from agent.lab.cluster import LabPod
-from agent.lab.probe import ProbeResult, probe
+from lab.cluster import LabPod
+from lab.probe import ProbeResult, probe
 
 MAX_IN_FLIGHT = 256  # sockets at once: bounded so big matrices do not run out of fds
 

@@ -1,4 +1,4 @@
-"""`python -m agent.lab.kubelet`: the lab kubelet for the given nodes."""
+"""`python -m lab.kubelet`: the lab kubelet for the given nodes."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 from kubernetes import client, config
 
-from agent.lab.config import LabNode, virtual_nodes
-from agent.lab.kubelet.kubelet import Kubelet
+from lab.config import LabNode, virtual_nodes
+from lab.kubelet.kubelet import Kubelet
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.lab.apiserver.resources import Resource
 from agent.model.errors import FieldError
+from lab.apiserver.resources import Resource
 
 
 class ApiError(Exception):

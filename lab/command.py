@@ -1,5 +1,6 @@
 """`picket lab`: the network-namespace cluster. Tests, the demo and the benchmarks
-use only these commands."""
+use only these commands. The `picket` CLI finds `register` through the
+`picket.subcommands` entry point (pyproject.toml), so the agent never imports the lab."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import urllib.request
 from kubernetes.client import ApiException, CoreV1Api
 
 from agent.explain import render_matrix
-from agent.lab import lab, processes
-from agent.lab.cluster import (
+from agent.portspec import parse_port_protocol
+from lab import lab, processes
+from lab.cluster import (
     core_api,
     get_pod,
     list_nodes,
@@ -22,14 +24,13 @@ from agent.lab.cluster import (
     probe_source,
     probe_target,
 )
-from agent.lab.config import (
+from lab.config import (
     LabNode,
     lab_nodes,
     state_dir,
 )
-from agent.lab.matrix import probe_matrix
-from agent.lab.probe import probe
-from agent.portspec import parse_port_protocol
+from lab.matrix import probe_matrix
+from lab.probe import probe
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -48,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--backend",
         default="none",
         choices=lab.BACKENDS,
-        help="none (no enforcement) or iptables: one agent per node",
+        help="none (no enforcement), iptables or ebpf: one agent per node",
     )
     up.add_argument(
         "--virtual-nodes",

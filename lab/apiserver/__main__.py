@@ -1,4 +1,4 @@
-"""`python -m agent.lab.apiserver`: run the lab API server until terminated."""
+"""`python -m lab.apiserver`: run the lab API server until terminated."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from agent.lab.apiserver.deployments import DeploymentController
-from agent.lab.apiserver.server import ApiServer
-from agent.lab.apiserver.store import Store
+from lab.apiserver.deployments import DeploymentController
+from lab.apiserver.server import ApiServer
+from lab.apiserver.store import Store
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 

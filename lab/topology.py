@@ -18,7 +18,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 from pyroute2 import IPRoute, NetNS, netns
 
-from agent.lab.config import (
+from lab.config import (
     API_ADDRESS,
     EXTERNAL_ADDRESS,
     EXTERNAL_LINK,

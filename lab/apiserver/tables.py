@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent.model.errors import FieldErrors
-from agent.model.selector_syntax import format_label_selector
 from agent.model.selectors import parse_selector
+from lab.apiserver.selector_syntax import format_label_selector
 
 TABLE_API_VERSION = "meta.k8s.io/v1"
 INCLUDE_OBJECT = ("None", "Metadata", "Object")

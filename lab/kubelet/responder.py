@@ -19,8 +19,8 @@ import socket
 import struct
 from collections.abc import Iterable
 
-from agent.lab import sctp
-from agent.lab.netns import socket_in
+from lab import sctp
+from lab.netns import socket_in
 
 log = logging.getLogger("picket.lab.responder")
 IPPROTO_SCTP = 132

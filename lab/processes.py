@@ -11,7 +11,16 @@ import sys
 import time
 from pathlib import Path
 
-MARKER = "agent.lab"  # every lab process runs `python -m agent.lab...` or `picket agent`
+# Every lab process runs `python -m lab.<part>` or `picket agent`. `-m agent.lab.` is
+# how a lab brought up before the lab had a package of its own ran them: a newer
+# `picket lab down` still recognises and stops those.
+LAB_MODULES = ("-m lab.", "-m agent.lab.")
+# The checkout the lab runs from, so `python -m lab...` and `-m agent.cli` resolve to it.
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _runs_lab_code(cmdline: str) -> bool:
+    return any(marker in cmdline for marker in LAB_MODULES)
 
 
 def _pid_file(state: Path, name: str) -> Path:
@@ -32,7 +41,7 @@ def running(state: Path, name: str) -> int | None:
     except (OSError, ValueError):
         return None
     cmdline = _cmdline(pid)
-    is_ours = MARKER in cmdline or "picket agent" in cmdline or "agent.cli agent" in cmdline
+    is_ours = _runs_lab_code(cmdline) or "picket agent" in cmdline or "agent.cli agent" in cmdline
     return pid if is_ours and not _is_zombie(pid) else None
 
 
@@ -59,7 +68,7 @@ def start(state: Path, name: str, argv: list[str], netns: str | None = None) -> 
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            cwd=Path(__file__).resolve().parents[2],
+            cwd=ROOT,
         )
     _pid_file(state, name).write_text(str(proc.pid))
     return proc.pid
@@ -71,9 +80,7 @@ def run_once(command: list[str], netns: str | None = None) -> int:
         # nsenter, not `ip netns exec`: that also remounts /sys, which would hide the
         # BPF filesystem (pinned maps) from the agents.
         command = ["nsenter", f"--net=/run/netns/{netns}", *command]
-    return subprocess.run(
-        command, capture_output=True, check=False, cwd=Path(__file__).resolve().parents[2]
-    ).returncode
+    return subprocess.run(command, capture_output=True, check=False, cwd=ROOT).returncode
 
 
 def stop(state: Path, name: str, grace: float = 5.0) -> bool:
@@ -110,7 +117,7 @@ def lab_process_pids() -> list[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             cmdline = _cmdline(int(entry.name))
-            ours = "-m agent.lab." in cmdline or "-m agent.cli agent " in cmdline
+            ours = _runs_lab_code(cmdline) or "-m agent.cli agent " in cmdline
             if ours and not _is_zombie(int(entry.name)):
                 found.append(int(entry.name))
     return found

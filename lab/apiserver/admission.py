@@ -7,12 +7,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from agent.lab.apiserver import status as st
-from agent.lab.apiserver.resources import Resource
-from agent.model.defaulting import apply_defaults, default_pod_template
+from agent.model.defaulting import apply_defaults
 from agent.model.errors import FieldErrors, InvalidObjectError
 from agent.model.names import check_labels, dns1123_subdomain_problems
 from agent.model.parse import parse_object
+from lab.apiserver import status as st
+from lab.apiserver.resources import Resource
 
 # Pod spec fields a pod update may change (the rest is immutable once created).
 _MUTABLE_POD_SPEC = ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds")
@@ -75,6 +75,12 @@ def _validate_deployment(obj: dict[str, Any], errs: FieldErrors) -> None:
     except InvalidObjectError as exc:
         for e in exc.errors:
             errs.append(type(e)(e.kind, f"spec.template.{e.path}", e.detail, e.value))
+
+
+def default_pod_template(template: Any) -> None:
+    """Pod-template defaulting (Deployments embed one): a pod's, applied in place."""
+    if isinstance(template, dict) and "spec" in template:
+        template["spec"] = apply_defaults({"kind": "Pod", "spec": template["spec"]})["spec"]
 
 
 def _default(resource: Resource, obj: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from kubernetes import client, config
 
-from agent.lab.config import (
+from lab.config import (
     EXTERNAL_NS,
     MAX_NODES,
     OUTSIDE,

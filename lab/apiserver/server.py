@@ -13,19 +13,19 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.lab.apiserver import resources as res
-from agent.lab.apiserver import status as st
-from agent.lab.apiserver.handlers import Api, matcher
-from agent.lab.apiserver.openapi import (
+from lab.apiserver import resources as res
+from lab.apiserver import status as st
+from lab.apiserver.handlers import Api, matcher
+from lab.apiserver.openapi import (
     openapi_v2,
     openapi_v2_protobuf,
     openapi_v3_group,
     openapi_v3_index,
 )
-from agent.lab.apiserver.routing import Discovery, Target, parse_path
-from agent.lab.apiserver.store import Event, Store
-from agent.lab.apiserver.tables import to_table
-from agent.lab.apiserver.watch import bookmark, translate, watch_event
+from lab.apiserver.routing import Discovery, Target, parse_path
+from lab.apiserver.store import Event, Store
+from lab.apiserver.tables import to_table
+from lab.apiserver.watch import bookmark, translate, watch_event
 
 log = logging.getLogger("picket.lab.apiserver")
 

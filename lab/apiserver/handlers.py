@@ -11,17 +11,17 @@ import secrets
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from agent.lab.apiserver import status as st
-from agent.lab.apiserver.admission import admit_create, admit_update
-from agent.lab.apiserver.fieldselect import check_fields, parse_field_selector
-from agent.lab.apiserver.fieldselect import matches as field_matches
-from agent.lab.apiserver.patch import PatchError, json_patch, merge_patch, strategic_merge_patch
-from agent.lab.apiserver.resources import BY_PATH, RESOURCES, Resource
-from agent.lab.apiserver.routing import Target
-from agent.lab.apiserver.store import Store, now_rfc3339
-from agent.lab.apiserver.watch import Matcher
 from agent.model.errors import INVALID, FieldError
-from agent.model.selector_syntax import parse_label_selector
+from lab.apiserver import status as st
+from lab.apiserver.admission import admit_create, admit_update
+from lab.apiserver.fieldselect import check_fields, parse_field_selector
+from lab.apiserver.fieldselect import matches as field_matches
+from lab.apiserver.patch import PatchError, json_patch, merge_patch, strategic_merge_patch
+from lab.apiserver.resources import BY_PATH, RESOURCES, Resource
+from lab.apiserver.routing import Target
+from lab.apiserver.selector_syntax import parse_label_selector
+from lab.apiserver.store import Store, now_rfc3339
+from lab.apiserver.watch import Matcher
 
 NAMESPACES = BY_PATH[("", "v1", "namespaces")]
 PODS = BY_PATH[("", "v1", "pods")]

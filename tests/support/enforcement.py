@@ -15,15 +15,15 @@ import json
 import time
 from typing import Any
 
-from agent.lab import lab
-from agent.lab.cluster import core_api, list_pods, probe_source, probe_target
-from agent.lab.matrix import probe_matrix
-from agent.lab.probe import probe
 from agent.model.matrix import matrix_pods, oracle_matrix
 from agent.model.oracle import verdict
 from agent.model.parse import parse_object
 from agent.model.state import ClusterState
 from agent.portspec import parse_port_protocol
+from lab import lab
+from lab.cluster import core_api, list_pods, probe_source, probe_target
+from lab.matrix import probe_matrix
+from lab.probe import probe
 from tests.lab.conftest import Kubectl
 
 KINDS = {

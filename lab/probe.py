@@ -13,8 +13,8 @@ import secrets
 import socket
 from dataclasses import dataclass
 
-from agent.lab import sctp
-from agent.lab.netns import socket_in
+from lab import sctp
+from lab.netns import socket_in
 
 IPPROTO_SCTP = 132
 RESEND = 0.25  # seconds between datagram retries within the timeout

@@ -20,15 +20,15 @@ from typing import Any
 from kubernetes import client
 from pyroute2 import netns
 
-from agent.lab import cni
-from agent.lab.config import EXTERNAL_NS, LabNode, VirtualNode, pod_netns
-from agent.lab.kubelet.responder import Responder
-from agent.lab.kubelet.status import node_body, running_status
-from agent.lab.kubelet.virtual import VirtualAddresses
-from agent.lab.kubelet.watcher import SYNCED, PodWatcher
 from agent.model.errors import InvalidObjectError
 from agent.model.objects import Pod
 from agent.model.parse import parse_object
+from lab import cni
+from lab.config import EXTERNAL_NS, LabNode, VirtualNode, pod_netns
+from lab.kubelet.responder import Responder
+from lab.kubelet.status import node_body, running_status
+from lab.kubelet.virtual import VirtualAddresses
+from lab.kubelet.watcher import SYNCED, PodWatcher
 
 log = logging.getLogger("picket.lab.kubelet")
 HOSTNAME_LABEL = "kubernetes.io/hostname"

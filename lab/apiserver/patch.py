@@ -42,7 +42,7 @@ from typing import Any
 import jsonpatch
 import jsonpointer
 
-from agent.lab.apiserver.patch_strategies import MERGE, PATCH_STRATEGIES, FieldPath, strategies_for
+from lab.apiserver.patch_strategies import MERGE, PATCH_STRATEGIES, FieldPath, strategies_for
 
 __all__ = [
     "MERGE",

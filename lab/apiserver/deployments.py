@@ -11,11 +11,11 @@ import json
 import logging
 from typing import Any
 
-from agent.lab.apiserver import status as st
-from agent.lab.apiserver.handlers import PODS, Api
-from agent.lab.apiserver.resources import BY_PATH
-from agent.lab.apiserver.routing import Target
-from agent.lab.apiserver.store import DELETED, Event
+from lab.apiserver import status as st
+from lab.apiserver.handlers import PODS, Api
+from lab.apiserver.resources import BY_PATH
+from lab.apiserver.routing import Target
+from lab.apiserver.store import DELETED, Event
 
 DEPLOYMENTS = BY_PATH[("apps", "v1", "deployments")]
 HASH_LABEL = "pod-template-hash"
