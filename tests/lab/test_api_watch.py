@@ -21,7 +21,7 @@ import pytest
 from kubernetes import client, config, watch
 
 from lab.tls import write_credentials
-from tests.lab.conftest import ROOT, Kubectl
+from tests.support.lab_cli import ROOT, Kubectl
 
 WINDOW = 30
 

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 from lab.processes import lab_process_pids
-from tests.lab.conftest import picket
+from tests.support.lab_cli import picket
 
 
 def _run(*cmd: str) -> str:

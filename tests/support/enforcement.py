@@ -24,7 +24,7 @@ from lab import lab
 from lab.cluster import core_api, list_pods, probe_source, probe_target
 from lab.matrix import probe_matrix
 from lab.probe import probe
-from tests.lab.conftest import Kubectl
+from tests.support.lab_cli import Kubectl
 
 KINDS = {
     "namespaces": ("v1", "Namespace"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from tests.unit.builders import NODE_IPS, namespace, node, policy
+from tests.support.builders import NODE_IPS, namespace, node, policy
 
 NAMESPACES = ("x", "y", "z")
 PODS = ("a", "b", "c")

@@ -12,7 +12,7 @@ from agent.compiler.compile import compile_node
 from agent.snapshot import Snapshotter, fail_closed
 from agent.sync import SyncRunner
 from agent.watch import BACKOFF_CAP, WatchExpired, backoff, watch_events
-from tests.unit.builders import model_cluster, policy
+from tests.support.builders import model_cluster, policy
 
 
 def raw_by_kind(objs: list[dict]) -> dict[str, list[dict]]:

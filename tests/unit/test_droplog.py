@@ -17,7 +17,7 @@ from agent.droplog.folding import Folder
 from agent.droplog.journal import RecordWriter
 from agent.droplog.service import DropLog, DropLogSettings
 from agent.model.live import LiveState
-from tests.unit.builders import model_cluster, policy, state_of
+from tests.support.builders import model_cluster, policy, state_of
 
 DENY_Y = policy("y", "default-deny", {"podSelector": {}})
 ALLOW_B = policy(

@@ -20,7 +20,7 @@ from agent.dataplane.iptables_render import (
     restore_text,
 )
 from agent.manifests import load_state
-from tests.unit.builders import model_cluster, policy, state_of
+from tests.support.builders import model_cluster, policy, state_of
 
 ROOT = Path(__file__).parents[2]
 GOLDEN = Path(__file__).parent / "golden"
