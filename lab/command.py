@@ -52,6 +52,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="none (no enforcement), iptables or ebpf: one agent per node",
     )
     up.add_argument(
+        "--api-validation",
+        choices=lab.API_VALIDATIONS,
+        help="strict (the default: as a real API server validates) or off (store any "
+        "well-formed object, for handing the agents what the model refuses); fixed "
+        "while the lab is up",
+    )
+    up.add_argument(
         "--virtual-nodes",
         type=int,
         default=0,
@@ -110,7 +117,7 @@ def _api() -> CoreV1Api:
 
 def cmd_up(args: argparse.Namespace) -> int:
     try:
-        path = lab.up(args.nodes, args.backend, args.virtual_nodes)
+        path = lab.up(args.nodes, args.backend, args.virtual_nodes, args.api_validation)
     except (lab.LabError, ValueError) as exc:
         return _fail(str(exc))
     print(path)
@@ -157,9 +164,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("lab: down")
         return EXIT_OK
     state = state_dir()
+    # The validation is named only when off, so a default lab's status reads as before.
+    validation = conf.get("api_validation", "strict")
     print(
         f"lab: up, {conf['nodes']} nodes, backend {conf['backend']}, "
-        f"kubeconfig {lab.kubeconfig_path()}"
+        + ("" if validation == "strict" else f"API validation {validation}, ")
+        + f"kubeconfig {lab.kubeconfig_path()}"
     )
     for name in processes.names(state):
         pid = processes.running(state, name)

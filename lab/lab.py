@@ -28,6 +28,10 @@ from lab.tls import write_credentials
 
 APISERVER, KUBELET = "apiserver", "kubelet"
 BACKENDS = ("none", "iptables", "ebpf")
+# How the lab API server validates what it stores: strict, as a real API server does
+# (through the agent's model), or off, storing any well-formed object so that tests can
+# hand the agents what a real server would store and the model refuses.
+API_VALIDATIONS = ("strict", "off")
 BPF_ROOT = Path("/sys/fs/bpf")
 BPF_PINS = BPF_ROOT / "picket"  # the agents' default pin root
 EBPF_STATE = Path("/run/picket")  # the agents' identity numbering (ebpf-<node>.json)
@@ -63,13 +67,15 @@ def _wait_ready(state: Path, timeout: float = 15.0) -> None:
     raise LabError(f"the lab API server did not become ready; see {state}/logs/apiserver.log")
 
 
-def _start_apiserver(state: Path) -> None:
+def _start_apiserver(state: Path, validation: str) -> None:
     processes.start(
         state,
         APISERVER,
         [
             "-m",
             "lab.apiserver",
+            "--validation",
+            validation,
             "--bind-address",
             str(API_ADDRESS),
             "--port",
@@ -151,8 +157,11 @@ def _reconcile_agents(state: Path, nodes: list[LabNode], backend: str, previous:
             processes.start(state, agent_name(node), argv, netns=node.netns)
 
 
-def up(node_count: int, backend: str, virtual_count: int = 0) -> Path:
-    """Build or complete the lab; returns the kubeconfig path."""
+def up(
+    node_count: int, backend: str, virtual_count: int = 0, api_validation: str | None = None
+) -> Path:
+    """Build or complete the lab; returns the kubeconfig path. `api_validation` None
+    keeps what the lab has (strict for a new lab)."""
     if backend not in BACKENDS:
         raise LabError(f"backend {backend!r} is not available (have: {', '.join(BACKENDS)})")
     nodes = lab_nodes(node_count)
@@ -164,6 +173,7 @@ def up(node_count: int, backend: str, virtual_count: int = 0) -> Path:
             f"the lab is up with {previous['nodes']} nodes; "
             "run `picket lab down` before shrinking it"
         )
+    validation = _api_validation(state, previous, api_validation)
     state.mkdir(parents=True, exist_ok=True)
     if HOST_LINK not in set(_host_links()):
         topology.check_host_is_free()
@@ -171,15 +181,7 @@ def up(node_count: int, backend: str, virtual_count: int = 0) -> Path:
     for node in nodes:
         topology.ensure_node(node, nodes)
     topology.ensure_external(nodes)
-    if not kubeconfig_path(state).exists():
-        write_credentials(state, f"https://{API_ADDRESS}:{API_PORT}", [str(API_ADDRESS)])
-    if processes.running(state, APISERVER) is None:
-        _start_apiserver(state)
-    wanted = (node_count, virtual_count)
-    if (previous.get("nodes"), previous.get("virtual_nodes", 0)) != wanted:
-        processes.stop(state, KUBELET)  # it serves a fixed node list: restart to add nodes
-    if processes.running(state, KUBELET) is None:
-        _start_kubelet(state, node_count, virtual_count)
+    _ensure_control_plane(state, previous, (node_count, virtual_count), validation)
     mounted = previous.get("mounted_bpffs", False)
     if backend == "ebpf" and not _is_bpffs(BPF_ROOT):
         # Pinned maps need the BPF filesystem; the lab mounts it, and unmounts it at down.
@@ -195,10 +197,43 @@ def up(node_count: int, backend: str, virtual_count: int = 0) -> Path:
                 "virtual_nodes": virtual_count,
                 "backend": backend,
                 "mounted_bpffs": mounted,
+                "api_validation": validation,
             }
         )
     )
     return kubeconfig_path(state)
+
+
+def _api_validation(state: Path, previous: dict, wanted: str | None) -> str:
+    """The API server's validation mode. A running server keeps its own: its store
+    lives in its memory, so changing the mode would mean losing every object."""
+    current = previous.get("api_validation", "strict")
+    if wanted is None:
+        return current
+    if wanted not in API_VALIDATIONS:
+        raise LabError(
+            f"API validation {wanted!r} is not known (have: {', '.join(API_VALIDATIONS)})"
+        )
+    if wanted != current and processes.running(state, APISERVER) is not None:
+        raise LabError(
+            f"the lab's API server runs with validation {current}; "
+            "run `picket lab down` before changing it"
+        )
+    return wanted
+
+
+def _ensure_control_plane(
+    state: Path, previous: dict, wanted: tuple[int, int], validation: str
+) -> None:
+    """The API server and the kubelet, (re)started where they are not running."""
+    if not kubeconfig_path(state).exists():
+        write_credentials(state, f"https://{API_ADDRESS}:{API_PORT}", [str(API_ADDRESS)])
+    if processes.running(state, APISERVER) is None:
+        _start_apiserver(state, validation)
+    if (previous.get("nodes"), previous.get("virtual_nodes", 0)) != wanted:
+        processes.stop(state, KUBELET)  # it serves a fixed node list: restart to add nodes
+    if processes.running(state, KUBELET) is None:
+        _start_kubelet(state, *wanted)
 
 
 def _host_links() -> list[str]:

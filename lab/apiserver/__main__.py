@@ -33,6 +33,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds of idle watch between BOOKMARK events",
     )
     p.add_argument(
+        "--validation",
+        choices=("strict", "off"),
+        default="strict",
+        help="strict: validate as a real API server (through agent.model); off: store any "
+        "well-formed object (names and labels still checked)",
+    )
+    p.add_argument(
         "--event-window",
         type=int,
         default=10000,
@@ -59,7 +66,10 @@ def seed(server: ApiServer) -> None:
 async def serve(args: argparse.Namespace) -> None:
     token = args.token_file.read_text().strip()
     address = f"{args.advertise_address or args.bind_address}:{args.port}"
-    server = ApiServer(Store(window=args.event_window), token, address, args.bookmark_interval)
+    store = Store(window=args.event_window)
+    server = ApiServer(
+        store, token, address, args.bookmark_interval, strict=args.validation == "strict"
+    )
     seed(server)
     controller = DeploymentController(server.api)
     controller.start()
@@ -70,7 +80,7 @@ async def serve(args: argparse.Namespace) -> None:
     runner = web.AppRunner(server.app(), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, args.bind_address, args.port, ssl_context=context).start()
-    logging.info("serving on %s", address)
+    logging.info("serving on %s (validation %s)", address, args.validation)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

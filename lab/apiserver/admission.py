@@ -1,6 +1,11 @@
 """What the real API server does to an object before storing it: defaulting,
 validation (422 with field errors, through agent.model for the kinds the model knows),
-status reset on create, and the update rules clients can observe."""
+status reset on create, and the update rules clients can observe.
+
+Validation is strict (the default) or off. Off skips the model's parser (for modelled
+kinds and a Deployment's pod template) and keeps only the checks every object gets
+(a name, label syntax, a Deployment's selector), so the lab can store what a real server
+would although the model refuses it."""
 
 from __future__ import annotations
 
@@ -18,9 +23,9 @@ from lab.apiserver.resources import Resource
 _MUTABLE_POD_SPEC = ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds")
 
 
-def _validate(resource: Resource, obj: dict[str, Any]) -> None:
+def _validate(resource: Resource, obj: dict[str, Any], strict: bool) -> None:
     name = obj.get("metadata", {}).get("name", "")
-    if resource.modelled:
+    if resource.modelled and strict:
         try:
             parse_object(obj)
         except InvalidObjectError as exc:
@@ -37,12 +42,12 @@ def _validate(resource: Resource, obj: dict[str, Any]) -> None:
     if isinstance(labels, dict):
         check_labels({str(k): str(v) for k, v in labels.items()}, "metadata.labels", errs)
     if resource.kind == "Deployment":
-        _validate_deployment(obj, errs)
+        _validate_deployment(obj, errs, strict)
     if errs:
         raise st.invalid(resource, name, errs)
 
 
-def _validate_deployment(obj: dict[str, Any], errs: FieldErrors) -> None:
+def _validate_deployment(obj: dict[str, Any], errs: FieldErrors, strict: bool) -> None:
     spec = obj.get("spec")
     if not isinstance(spec, dict):
         errs.required("spec")
@@ -63,7 +68,12 @@ def _validate_deployment(obj: dict[str, Any], errs: FieldErrors) -> None:
         errs.invalid(
             "spec.template.metadata.labels", labels, "`selector` does not match template `labels`"
         )
-    # The template is a pod: the model checks its containers and ports.
+    if strict:
+        _validate_template(template, labels, errs)
+
+
+def _validate_template(template: dict[str, Any], labels: Any, errs: FieldErrors) -> None:
+    """The template is a pod: the model checks its containers and ports."""
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -94,7 +104,7 @@ def _default(resource: Resource, obj: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
-def admit_create(resource: Resource, obj: dict[str, Any]) -> dict[str, Any]:
+def admit_create(resource: Resource, obj: dict[str, Any], strict: bool = True) -> dict[str, Any]:
     obj = _default(resource, obj)
     if resource.kind == "Pod":
         # A new pod's status is the server's, not the client's.
@@ -102,12 +112,16 @@ def admit_create(resource: Resource, obj: dict[str, Any]) -> dict[str, Any]:
     elif resource.kind == "Namespace":
         obj["status"] = {"phase": "Active"}
         obj.setdefault("spec", {"finalizers": ["kubernetes"]})
-    _validate(resource, obj)
+    _validate(resource, obj, strict)
     return obj
 
 
 def admit_update(
-    resource: Resource, old: dict[str, Any], new: dict[str, Any], subresource: str | None
+    resource: Resource,
+    old: dict[str, Any],
+    new: dict[str, Any],
+    subresource: str | None,
+    strict: bool = True,
 ) -> dict[str, Any]:
     """The object to store for an update of the main resource or its status."""
     new = _default(resource, new)
@@ -125,7 +139,7 @@ def admit_update(
             _check_pod_spec_update(resource, old, merged)
         if merged.get("spec") != old.get("spec"):
             merged["metadata"]["generation"] = old["metadata"].get("generation", 1) + 1
-    _validate(resource, merged)
+    _validate(resource, merged, strict)
     return merged
 
 

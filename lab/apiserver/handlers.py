@@ -55,9 +55,14 @@ def _random_suffix(n: int = 5) -> str:
 
 class Api:
     def __init__(
-        self, store: Store, defer: Callable[[Callable[[], None]], None] | None = None
+        self,
+        store: Store,
+        defer: Callable[[Callable[[], None]], None] | None = None,
+        strict: bool = True,
     ) -> None:
         self.store = store
+        # strict: kinds the model knows are validated by it; off: only names and labels.
+        self.strict = strict
         # How work that the real server does in the background (finalizing a terminating
         # namespace) is scheduled; by default it happens at once.
         self.defer = defer or (lambda work: work())
@@ -79,7 +84,7 @@ class Api:
         meta = obj["metadata"]
         if not meta.get("name") and isinstance(meta.get("generateName"), str):
             meta["name"] = meta["generateName"] + _random_suffix()
-        obj = admit_create(resource, obj)
+        obj = admit_create(resource, obj, self.strict)
         namespace = meta.get("namespace", "") if resource.namespaced else ""
         if resource.namespaced:
             owner = self.store.get(NAMESPACES.key, "", namespace)
@@ -133,7 +138,7 @@ class Api:
     def _store_update(
         self, target: Target, old: dict[str, Any], new: dict[str, Any], dry_run: bool
     ) -> dict[str, Any]:
-        stored = admit_update(target.resource, old, new, target.subresource)
+        stored = admit_update(target.resource, old, new, target.subresource, self.strict)
         if dry_run:
             return stored
         if stored == old:

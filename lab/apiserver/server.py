@@ -73,10 +73,15 @@ def _table(
 
 class ApiServer:
     def __init__(
-        self, store: Store, token: str, server_address: str, bookmark_interval: float = 2.0
+        self,
+        store: Store,
+        token: str,
+        server_address: str,
+        bookmark_interval: float = 2.0,
+        strict: bool = True,
     ) -> None:
         self.store = store
-        self.api = Api(store, defer=_after_grace)
+        self.api = Api(store, defer=_after_grace, strict=strict)
         self.token = token
         self.server_address = server_address
         self.bookmark_interval = bookmark_interval
