@@ -5,7 +5,8 @@
 # /usr/src under /host), only NET_ADMIN, NET_RAW, BPF and PERFMON in the bounding set,
 # no seccomp filter (the DaemonSet's Unconfined), for both backends; then checks that
 # each agent is ready, that the three-tier example is enforced, and that the drop
-# counter names the namespace. Not part of `make test` (the build downloads ~500 MB);
+# counter names the namespace. First it checks that the image holds no lab: neither the
+# `lab` package nor any distribution of the lab extra imports in the image's venv. Not part of `make test` (the build downloads ~500 MB);
 # docs/deploy.md says what it showed.
 #
 #   sudo daemonset/check-image.sh
@@ -26,6 +27,29 @@ agents=()  # PIDs: each exec chain (nsenter, unshare, chroot, setpriv, entry poi
 mounted_bpffs=0
 
 log() { printf 'check-image: %s\n' "$*" >&2; }
+
+# The lab's package and the lab extra's distributions (pyproject.toml), none of which
+# belongs in the node image; tests/unit/test_deploy.py keeps this list equal to the extra.
+LAB_MODULES=(lab aiohttp cryptography jsonpatch)
+# Run by a python as `python -I -c "$NO_LAB_CHECK" MODULE...`: exits 0 only if no
+# MODULE imports. A module that is found but fails to import still counts as present.
+# (-I: the current directory is not on the path, so only what is installed counts.)
+NO_LAB_CHECK='
+import importlib, sys
+present = []
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name == name:
+            continue
+    except Exception:
+        pass
+    present.append(name)
+if present:
+    print("present: " + ", ".join(present))
+sys.exit(1 if present else 0)
+'
 
 stop_agents() {
     if [ "${#agents[@]}" -gt 0 ]; then
@@ -126,6 +150,21 @@ run_agent() {
     agents+=("$!")
 }
 
+# The image's own python, in the image's root filesystem, imports no lab module.
+check_no_lab() {
+    local ctr mnt
+    ctr="$(buildah from "$image")"
+    containers+=("$ctr")
+    mnt="$(buildah mount "$ctr")"
+    log "the image holds no lab package and none of the lab extra's distributions"
+    # From inside the mount point, so the working directory is the image's root.
+    if ! (cd "$mnt" && chroot "$mnt" /usr/bin/env -i PATH=/opt/picket/venv/bin:/usr/bin:/bin \
+        /opt/picket/venv/bin/python -I -c "$NO_LAB_CHECK" "${LAB_MODULES[@]}"); then
+        log "the image holds lab code or the lab's dependencies (above)"
+        return 1
+    fi
+}
+
 fetch() {
     python3 -c 'import sys, urllib.request
 try:
@@ -181,6 +220,7 @@ need_tools
 base_image
 build
 status=0
+check_no_lab || status=1
 for backend in iptables ebpf; do
     check_backend "$backend" || status=1
 done

@@ -29,6 +29,7 @@ from agent.commands.agent_cmd import BACKENDS
 from lab import lab
 from lab.config import LabNode
 from lab.kubelet.kubelet import Kubelet
+from tests.support.containerfile import containerfile_instructions
 
 REPO = Path(__file__).resolve().parents[2]
 DAEMONSET = REPO / "daemonset"
@@ -277,12 +278,6 @@ def test_the_package_list_has_sections_and_one_reader():
     setup = (REPO / "scripts/setup.sh").read_text()
     assert 'bash "$repo/scripts/debian-packages.sh"; }' in setup  # all sections
     assert "debian-packages.txt" not in setup  # read only through the script
-
-
-def containerfile_instructions() -> list[str]:
-    text = (DAEMONSET / "Containerfile").read_text()
-    joined = re.sub(r"\\\n", " ", text)
-    return [ln.strip() for ln in joined.splitlines() if ln.strip() and not ln.startswith("#")]
 
 
 def test_the_containerfile_installs_the_agent_section_of_the_one_list():
