@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata as metadata
+import importlib.util
 import re
 from collections.abc import Callable, Iterable
 
@@ -44,8 +45,13 @@ def install_hint(command: str, extras: Iterable[str], missing: list[str]) -> str
 
 
 def _missing(entry: metadata.EntryPoint, installed: Callable[[str], bool]) -> list[str]:
+    """What the command lacks: its own package (a node image has none), then any
+    distribution of its extras. Looked up, not imported, so that a missing lab can
+    never stop `picket agent`."""
+    package = entry.module.partition(".")[0]
+    missing = [] if importlib.util.find_spec(package) is not None else [package]
     requires = metadata.requires(DISTRIBUTION) or []
-    return [
+    return missing + [
         name
         for extra in entry.extras
         for name in extra_requirements(requires, extra)

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from agent.cli import EXIT_USAGE, main
+from agent.cli import EXIT_USAGE, build_parser, main
 from agent.commands import extensions
 
 REQUIRES = [
@@ -55,6 +55,16 @@ def test_without_the_extra_the_command_says_how_to_install_it(monkeypatch, capsy
     monkeypatch.setattr(extensions, "_installed", lambda name: False)
     assert main(["lab", "up", "--nodes", "2"]) == EXIT_USAGE
     assert capsys.readouterr().err == HINT + "\n"
+
+
+def test_without_the_lab_package_the_command_says_so_and_the_agent_still_parses(monkeypatch):
+    real = extensions.importlib.util.find_spec
+    monkeypatch.setattr(
+        extensions.importlib.util, "find_spec", lambda name: None if name == "lab" else real(name)
+    )
+    hint = extensions.not_installed(lambda name: True)["lab"]
+    assert hint == "picket lab: the lab is not installed (lab missing); pip install 'picket[lab]'"
+    assert build_parser().parse_args(["agent", "--node", "n"]).backend == "iptables"
 
 
 def test_without_the_extra_the_help_lists_it_as_not_installed(monkeypatch, capsys):
