@@ -43,6 +43,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         "host, driven by the real kubectl. Needs root.",
     )
     cmds = p.add_subparsers(dest="lab_command", metavar="COMMAND", required=True)
+    _register_up(cmds)
+    cmds.add_parser("down", help="remove everything the lab made").set_defaults(func=cmd_down)
+    cmds.add_parser("status", help="nodes, pods, processes").set_defaults(func=cmd_status)
+    cmds.add_parser("kubeconfig", help="print the kubeconfig path").set_defaults(
+        func=cmd_kubeconfig
+    )
+    ex = cmds.add_parser("exec", help="run a command in a pod's network namespace")
+    ex.add_argument("pod", metavar="NS/POD")
+    ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD...")
+    ex.set_defaults(func=cmd_exec)
+    _register_probes(cmds)
+    me = cmds.add_parser("metrics", help="what each agent's /metrics says (picket_* series)")
+    me.add_argument("prefix", nargs="?", default="picket_", help="only series starting with this")
+    me.set_defaults(func=cmd_metrics)
+
+
+def _register_up(cmds: argparse._SubParsersAction) -> None:
     up = cmds.add_parser("up", help="build the lab (idempotent); prints the kubeconfig path")
     up.add_argument("--nodes", type=int, default=2)
     up.add_argument(
@@ -66,15 +83,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "namespace (for benchmarks with thousands of pods)",
     )
     up.set_defaults(func=cmd_up)
-    cmds.add_parser("down", help="remove everything the lab made").set_defaults(func=cmd_down)
-    cmds.add_parser("status", help="nodes, pods, processes").set_defaults(func=cmd_status)
-    cmds.add_parser("kubeconfig", help="print the kubeconfig path").set_defaults(
-        func=cmd_kubeconfig
-    )
-    ex = cmds.add_parser("exec", help="run a command in a pod's network namespace")
-    ex.add_argument("pod", metavar="NS/POD")
-    ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD...")
-    ex.set_defaults(func=cmd_exec)
+
+
+def _register_probes(cmds: argparse._SubParsersAction) -> None:
     pr = cmds.add_parser("probe", help="try one new connection from a pod, node or outside")
     pr.add_argument(
         "source",
@@ -98,9 +109,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "of a boolean (refused means the policy let the connection attempt through)",
     )
     mx.set_defaults(func=cmd_matrix)
-    me = cmds.add_parser("metrics", help="what each agent's /metrics says (picket_* series)")
-    me.add_argument("prefix", nargs="?", default="picket_", help="only series starting with this")
-    me.set_defaults(func=cmd_metrics)
 
 
 def _fail(message: str) -> int:
@@ -179,17 +187,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         nodes, pods = list_nodes(api), list_pods(api)
     except (lab.LabError, ApiException, OSError) as exc:
         return _fail(f"cannot read the API: {exc}")
-    print("nodes:")
-    for node in nodes:
-        address = next(
-            (
-                a["address"]
-                for a in node["status"].get("addresses", [])
-                if a["type"] == "InternalIP"
-            ),
-            "-",
-        )
-        print(f"  {node['metadata']['name']:10} {address:15} pods {node['spec'].get('podCIDR')}")
+    _print_nodes(nodes)
     print("pods:" if pods else "pods: none")
     for pod in pods:
         print(
@@ -210,6 +208,20 @@ def cmd_status(args: argparse.Namespace) -> int:
         "(Services included, for now) are stored but have no effect in the lab"
     )
     return EXIT_OK
+
+
+def _print_nodes(nodes: list[dict]) -> None:
+    print("nodes:")
+    for node in nodes:
+        address = next(
+            (
+                a["address"]
+                for a in node["status"].get("addresses", [])
+                if a["type"] == "InternalIP"
+            ),
+            "-",
+        )
+        print(f"  {node['metadata']['name']:10} {address:15} pods {node['spec'].get('podCIDR')}")
 
 
 def cmd_exec(args: argparse.Namespace) -> int:

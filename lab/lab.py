@@ -190,17 +190,9 @@ def up(
     # The agents' drop logs write to journald; where none runs the lab starts one.
     ensure_journald(state / "journald")
     _reconcile_agents(state, nodes, backend, previous.get("backend", ""))
-    (state / "lab.json").write_text(
-        json.dumps(
-            {
-                "nodes": node_count,
-                "virtual_nodes": virtual_count,
-                "backend": backend,
-                "mounted_bpffs": mounted,
-                "api_validation": validation,
-            }
-        )
-    )
+    conf = {"nodes": node_count, "virtual_nodes": virtual_count, "backend": backend}
+    conf |= {"mounted_bpffs": mounted, "api_validation": validation}
+    (state / "lab.json").write_text(json.dumps(conf))
     return kubeconfig_path(state)
 
 

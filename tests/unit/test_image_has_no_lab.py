@@ -1,6 +1,7 @@
 """The node image holds no lab: the Containerfile copies and installs only the agent, and
 daemonset/check-image.sh's import check (run inside the built image) fails where the lab
-or the lab extra's distributions import, as on this machine's venv."""
+or a lab-only distribution imports, as on this machine's venv. aiohttp is lab-only only
+while the agent's API client does not require it (kubernetes 36 and later do)."""
 
 from __future__ import annotations
 
@@ -25,11 +26,11 @@ def _lab_modules() -> list[str]:
     return match.group(1).split()
 
 
-def _no_lab_check(*python: str) -> subprocess.CompletedProcess:
+def _no_lab_check(*python: str, dist: str = "picket") -> subprocess.CompletedProcess:
     match = re.search(r"^NO_LAB_CHECK='(.*?)^'$", SCRIPT, re.MULTILINE | re.DOTALL)
     assert match, "check-image.sh holds the NO_LAB_CHECK snippet"
     return subprocess.run(
-        [*python, "-I", "-c", match.group(1), *_lab_modules()],
+        [*python, "-I", "-c", match.group(1), dist, *_lab_modules()],
         capture_output=True,
         text=True,
         check=False,
@@ -41,8 +42,26 @@ def test_the_checked_modules_are_the_lab_package_and_the_lab_extra():
     assert _lab_modules() == ["lab", *(name.lower() for name in LAB_EXTRA)]
 
 
+def _client_requires_aiohttp() -> bool:
+    requires = extensions.metadata.requires("kubernetes") or []
+    return any(r.startswith("aiohttp") and "extra ==" not in r for r in requires)
+
+
 def test_the_check_fails_where_the_lab_imports_as_in_this_venv():
     proc = _no_lab_check(sys.executable)
+    assert proc.returncode == 1
+    # aiohttp is the agent's too when its API client requires it (kubernetes >= 36).
+    if _client_requires_aiohttp():
+        assert proc.stdout.splitlines() == [
+            "allowed: aiohttp (required by picket's own dependencies)",
+            "present: lab, cryptography, jsonpatch",
+        ]
+    else:
+        assert proc.stdout == "present: lab, aiohttp, cryptography, jsonpatch\n"
+
+
+def test_aiohttp_counts_as_the_labs_where_the_agent_does_not_require_it():
+    proc = _no_lab_check(sys.executable, dist="no-such-distribution")
     assert proc.returncode == 1
     assert proc.stdout == "present: lab, aiohttp, cryptography, jsonpatch\n"
 
@@ -56,7 +75,7 @@ def test_the_check_passes_where_none_imports():
 def test_the_check_runs_in_the_built_image_before_the_agents():
     body = SCRIPT.split("\nbuild\n", 1)[1]
     assert body.index("check_no_lab || status=1") < body.index("check_backend")
-    assert '/opt/picket/venv/bin/python -I -c "$NO_LAB_CHECK" "${LAB_MODULES[@]}"' in SCRIPT
+    assert '/opt/picket/venv/bin/python -I -c "$NO_LAB_CHECK" picket "${LAB_MODULES[@]}"' in SCRIPT
 
 
 def test_the_containerfile_copies_only_the_agent_and_installs_no_extra():
