@@ -27,8 +27,8 @@ from kubernetes import client, config
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent.lab.config import pod_netns  # noqa: E402
-from agent.lab.netns import socket_in  # noqa: E402
+from lab.config import pod_netns  # noqa: E402
+from lab.netns import socket_in  # noqa: E402
 
 PICKET = str(Path(sys.executable).parent / "picket")
 MODEL = ROOT / "tests" / "lab" / "manifests" / "model.yaml"

@@ -30,8 +30,8 @@ from kubernetes import client, config
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent.lab.config import pod_netns  # noqa: E402
-from agent.lab.probe import probe  # noqa: E402
+from lab.config import pod_netns  # noqa: E402
+from lab.probe import probe  # noqa: E402
 
 PICKET = str(Path(sys.executable).parent / "picket")
 NAMESPACES = 50

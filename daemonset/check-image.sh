@@ -5,7 +5,9 @@
 # /usr/src under /host), only NET_ADMIN, NET_RAW, BPF and PERFMON in the bounding set,
 # no seccomp filter (the DaemonSet's Unconfined), for both backends; then checks that
 # each agent is ready, that the three-tier example is enforced, and that the drop
-# counter names the namespace. Not part of `make test` (the build downloads ~500 MB);
+# counter names the namespace. First it checks that the image holds no lab: neither the
+# `lab` package nor any distribution of the lab extra that the agent's own dependencies
+# do not require imports in the image's venv. Not part of `make test` (the build downloads ~500 MB);
 # docs/deploy.md says what it showed.
 #
 #   sudo daemonset/check-image.sh
@@ -26,6 +28,54 @@ agents=()  # PIDs: each exec chain (nsenter, unshare, chroot, setpriv, entry poi
 mounted_bpffs=0
 
 log() { printf 'check-image: %s\n' "$*" >&2; }
+
+# The lab's package and the lab extra's distributions (pyproject.toml), none of which
+# belongs in the node image; tests/unit/test_deploy.py keeps this list equal to the extra.
+LAB_MODULES=(lab aiohttp cryptography jsonpatch)
+# Run by a python as `python -I -c "$NO_LAB_CHECK" DIST MODULE...`: exits 0 only if no
+# MODULE imports, except one that DIST's own (non-extra) dependencies require, directly
+# or not: the kubernetes client requires aiohttp from version 36 on, so aiohttp in the
+# image can be the agent's and not the lab's. A module that is found but fails to import
+# still counts as present. (-I: the current directory is not on the path, so only what
+# is installed counts.)
+NO_LAB_CHECK='
+import importlib, importlib.metadata as md, re, sys
+
+def key(requirement):
+    return re.match(r"[A-Za-z0-9._-]+", requirement).group(0).lower().replace("_", "-")
+
+def closure(dist):
+    seen, todo = set(), [dist]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            todo += [key(r) for r in md.requires(name) or [] if "extra ==" not in r]
+        except md.PackageNotFoundError:
+            pass
+    return seen
+
+def imports(name):
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        return exc.name != name
+    except Exception:
+        return True
+    return True
+
+agent = closure(sys.argv[1])
+found = [name for name in sys.argv[2:] if imports(name)]
+present = [name for name in found if name not in agent]
+for name in found:
+    if name in agent:
+        print(f"allowed: {name} (required by {sys.argv[1]}\x27s own dependencies)")
+if present:
+    print("present: " + ", ".join(present))
+sys.exit(1 if present else 0)
+'
 
 stop_agents() {
     if [ "${#agents[@]}" -gt 0 ]; then
@@ -126,6 +176,21 @@ run_agent() {
     agents+=("$!")
 }
 
+# The image's own python, in the image's root filesystem, imports no lab module.
+check_no_lab() {
+    local ctr mnt
+    ctr="$(buildah from "$image")"
+    containers+=("$ctr")
+    mnt="$(buildah mount "$ctr")"
+    log "the image holds no lab package and none of the lab-only distributions"
+    # From inside the mount point, so the working directory is the image's root.
+    if ! (cd "$mnt" && chroot "$mnt" /usr/bin/env -i PATH=/opt/picket/venv/bin:/usr/bin:/bin \
+        /opt/picket/venv/bin/python -I -c "$NO_LAB_CHECK" picket "${LAB_MODULES[@]}"); then
+        log "the image holds lab code or the lab's dependencies (above)"
+        return 1
+    fi
+}
+
 fetch() {
     python3 -c 'import sys, urllib.request
 try:
@@ -181,6 +246,7 @@ need_tools
 base_image
 build
 status=0
+check_no_lab || status=1
 for backend in iptables ebpf; do
     check_backend "$backend" || status=1
 done

@@ -48,9 +48,9 @@ make_venv() {
         log "creating $venv"
         /usr/bin/python3 -m venv --system-site-packages "$venv"
     fi
-    log "installing picket (editable) with test extras"
+    log "installing picket (editable) with the test and lab extras"
     # (the grep drops pip notes about package-index paths absent on this machine)
-    "$venv/bin/python" -m pip install -q -e "${repo}[test]" 2> >(grep -v "is ignored: it is neither" >&2)
+    "$venv/bin/python" -m pip install -q -e "${repo}[test,lab]" 2> >(grep -v "is ignored: it is neither" >&2)
     echo "$want" >"$stamp"
 }
 

@@ -17,13 +17,13 @@ DEBIAN_CNI_BIN=/usr/lib/cni  # Debian's containernetworking-plugins
 DEFAULT_CONF_DIRS=(/etc/cni/net.d /var/lib/rancher/k3s/agent/etc/cni/net.d)
 DEFAULT_BIN_DIRS=(/opt/cni/bin)
 
-# The conflist comes from the generator the netns lab uses (agent/lab/cni.py), for this
+# The conflist comes from the generator the netns lab uses (lab/cni.py), for this
 # node's pod range; it needs only python3's standard library.
 write_conflist() {
     local dir="$1" cidr
     cidr="$(node_field "$PICKET_NODE" pod-cidr)"
     mkdir -p "$dir"
-    (cd "$CHECKOUT" && python3 -m agent.lab.cni --pod-cidr "$cidr") >"$dir/.$CONFLIST_NAME"
+    (cd "$CHECKOUT" && python3 -m lab.cni --pod-cidr "$cidr") >"$dir/.$CONFLIST_NAME"
     mv -f "$dir/.$CONFLIST_NAME" "$dir/$CONFLIST_NAME"  # containerd never reads half a file
 }
 

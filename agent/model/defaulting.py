@@ -58,12 +58,6 @@ def _default_protocols(ports: Any) -> None:
             port["protocol"] = TCP
 
 
-def default_pod_template(template: Any) -> None:
-    """Pod-template defaulting (Deployments embed one)."""
-    if isinstance(template, dict):
-        _default_pod_spec(template.get("spec"))
-
-
 def _default_pod_spec(spec: Any) -> None:
     if not isinstance(spec, dict):
         return

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.conftest import PICKET, Kubectl, model_lab, picket, wait_until
-from tests.lab.enforcement import apply, converged, probe_once
-from tests.lab.test_conformance import BACKENDS, netpol, ns_peer, pods_peer, sel
+from tests.support.enforcement import apply, converged, probe_once
+from tests.support.lab_cli import PICKET, Kubectl, model_lab, picket, wait_until
+from tests.support.policies import BACKENDS, netpol, ns_peer, pods_peer, sel
 
 # A client that keeps one TCP connection open and sends a line every 50 ms: it prints
 # "echo" for each answer, and "gap" once no answer came for 300 ms.

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config, watch
 
-from agent.lab.tls import write_credentials
-from tests.lab.conftest import ROOT, Kubectl
+from lab.tls import write_credentials
+from tests.support.lab_cli import ROOT, Kubectl
 
 WINDOW = 30
 
@@ -41,7 +41,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         [
             sys.executable,
             "-m",
-            "agent.lab.apiserver",
+            "lab.apiserver",
             "--bind-address",
             "127.0.0.1",
             "--port",

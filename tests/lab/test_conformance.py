@@ -12,32 +12,11 @@ from typing import Any
 
 import pytest
 
-from tests.lab.conftest import Kubectl, model_lab
-from tests.lab.enforcement import apply, converged, live_state, oracle_allows, probe_allowed
+from tests.support.enforcement import apply, converged, live_state, oracle_allows, probe_allowed
+from tests.support.lab_cli import Kubectl, model_lab
+from tests.support.policies import BACKENDS, netpol, ns_peer, pods_peer, sel
 
 NAMESPACES = ["x", "y", "z"]
-BACKENDS = ["iptables", "ebpf"]
-
-
-def netpol(ns: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": spec,
-    }
-
-
-def sel(**labels: str) -> dict[str, Any]:
-    return {"matchLabels": labels}
-
-
-def pods_peer(**labels: str) -> dict[str, Any]:
-    return {"podSelector": sel(**labels)}
-
-
-def ns_peer(**labels: str) -> dict[str, Any]:
-    return {"namespaceSelector": sel(**labels)}
 
 
 def extra_pod(ns: str, name: str, node: str, ports: list[dict[str, Any]]) -> dict[str, Any]:

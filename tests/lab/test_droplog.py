@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.lab import processes
-from agent.lab.config import state_dir
-from tests.lab.conftest import PICKET, Kubectl, model_lab, picket, wait_until
-from tests.lab.enforcement import apply, probe_once
-from tests.lab.test_conformance import BACKENDS, netpol, pods_peer, sel
+from lab import processes
+from lab.config import state_dir
+from tests.support.enforcement import apply, probe_once
+from tests.support.lab_cli import PICKET, Kubectl, model_lab, picket, wait_until
+from tests.support.policies import BACKENDS, netpol, pods_peer, sel
 
 WINDOW = 5.0  # the agent's default --drop-log-window: a record is written when it closes
 RATE, BURST = 100, 200  # the agent's default --drop-log-rate and --drop-log-burst

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from agent.expectations import CheckExpectation, MatrixExpectation, parse_expectations
-from tests.lab.conftest import ROOT, Kubectl, picket, wait_until
-from tests.lab.enforcement import differences, observed, probe_allowed
-from tests.lab.test_conformance import BACKENDS
+from tests.support.enforcement import differences, observed, probe_allowed
+from tests.support.lab_cli import ROOT, Kubectl, picket, wait_until
+from tests.support.policies import BACKENDS
 
 EXAMPLES = sorted(p for p in (ROOT / "examples").iterdir() if p.is_dir())
 SYSTEM_NAMESPACES = {"default", "kube-system", "kube-public", "kube-node-lease"}

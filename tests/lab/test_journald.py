@@ -23,9 +23,9 @@ import pytest
 from systemd import journal
 
 from agent.droplog.table import COLUMNS
-from agent.lab import journald
-from tests.lab.conftest import PICKET, picket
-from tests.unit.test_drops_table import drop, to_external
+from lab import journald
+from tests.support.drops import drop, to_external
+from tests.support.lab_cli import PICKET, picket
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="starts systemd-journald and mounts tmpfs: needs root"

@@ -7,8 +7,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from agent.lab.processes import lab_process_pids
-from tests.lab.conftest import picket
+from lab.processes import lab_process_pids
+from tests.support.lab_cli import picket
 
 
 def _run(*cmd: str) -> str:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.lab.config import pod_netns
-from tests.lab.conftest import MODEL, Kubectl, matrix, picket, wait_until
+from lab.config import pod_netns
+from tests.support.lab_cli import MODEL, Kubectl, matrix, picket, wait_until
 
 
 def pods_by_ref(kubectl: Kubectl) -> dict[str, dict]:

@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.lab.config import AGENT_METRICS_PORT, API_ADDRESS, LabNode, pod_netns
-from agent.lab.netns import socket_in
-from tests.lab.conftest import PICKET, Kubectl, model_lab, picket, wait_until
-from tests.lab.enforcement import apply, probe_once
-from tests.lab.test_conformance import BACKENDS, netpol, sel
+from lab.config import AGENT_METRICS_PORT, API_ADDRESS, LabNode, pod_netns
+from lab.netns import socket_in
+from tests.support.enforcement import apply, probe_once
+from tests.support.lab_cli import PICKET, Kubectl, model_lab, picket, wait_until
+from tests.support.policies import BACKENDS, netpol, sel
 
 PROMETHEUS = "/usr/bin/prometheus"
 PROMETHEUS_ADDRESS = f"{API_ADDRESS}:19090"  # the lab's own address on the host link

@@ -23,7 +23,7 @@ import pytest
 
 from agent.droplog.events import parse_ipv4
 from agent.droplog.nflog import NflogPacket, NflogReader
-from agent.lab.netns import entered
+from lab.netns import entered
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces, iptables)"),

@@ -14,7 +14,7 @@ from agent.loop.agent import Agent
 from agent.loop.snapshot import Snapshotter, fail_closed
 from agent.loop.sync import SyncRunner
 from agent.loop.watch import BACKOFF_CAP, Kind, WatchExpired, backoff, watch_events
-from tests.unit.builders import model_cluster, policy
+from tests.support.builders import model_cluster, policy
 
 
 def raw_by_kind(objs: list[dict]) -> dict[str, list[dict]]:

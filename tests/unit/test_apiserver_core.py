@@ -8,13 +8,13 @@ import json
 
 import pytest
 
-from agent.lab.apiserver import status as st
-from agent.lab.apiserver.deployments import DeploymentController
-from agent.lab.apiserver.handlers import STRATEGIC, Api
-from agent.lab.apiserver.resources import BY_PATH, api_resource_list
-from agent.lab.apiserver.routing import Discovery, Target, parse_path
-from agent.lab.apiserver.store import ADDED, DELETED, MODIFIED, Event, Store
-from agent.lab.apiserver.watch import translate
+from lab.apiserver import status as st
+from lab.apiserver.deployments import DeploymentController
+from lab.apiserver.handlers import STRATEGIC, Api
+from lab.apiserver.resources import BY_PATH, api_resource_list
+from lab.apiserver.routing import Discovery, Target, parse_path
+from lab.apiserver.store import ADDED, DELETED, MODIFIED, Event, Store
+from lab.apiserver.watch import translate
 
 PODS = BY_PATH[("", "v1", "pods")]
 NAMESPACES = BY_PATH[("", "v1", "namespaces")]

@@ -10,7 +10,7 @@ from agent.cli import main
 from agent.compiler.compile import compile_node
 from agent.compiler.diff import diff_ir
 from agent.compiler.ir import PeerPortClause, PortRange
-from tests.unit.builders import model_cluster, pod, policy, state_of
+from tests.support.builders import model_cluster, pod, policy, state_of
 
 FROM_X = {
     "podSelector": {},

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from agent.compiler.compile import compile_node
 from agent.compiler.evaluate import cluster_allows
 from agent.model.oracle import verdict
-from tests.unit.builders import model_cluster, policy, state_of
-from tests.unit.strategies import clusters, pod_dict
+from tests.support.builders import model_cluster, policy, state_of
+from tests.support.strategies import clusters, pod_dict
 
 OUTSIDE = ["198.19.200.7", "198.19.200.8", "198.18.0.1", "198.18.0.2"]
 TARGETS = [("TCP", 80), ("TCP", 81), ("UDP", 81), ("TCP", 1080), ("TCP", 1081), ("SCTP", 80)]

@@ -6,7 +6,7 @@ import pytest
 
 from agent.model.defaulting import apply_defaults
 from agent.model.parse import parse_object
-from tests.unit.builders import namespace, pod, policy
+from tests.support.builders import namespace, pod, policy
 
 
 @pytest.mark.parametrize(

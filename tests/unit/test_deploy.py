@@ -26,9 +26,10 @@ import yaml
 import agent
 from agent.cli import build_parser
 from agent.commands.agent_cmd import BACKENDS
-from agent.lab import lab
-from agent.lab.config import LabNode
-from agent.lab.kubelet.kubelet import Kubelet
+from lab import lab
+from lab.config import LabNode
+from lab.kubelet.kubelet import Kubelet
+from tests.support.containerfile import containerfile_instructions
 
 REPO = Path(__file__).resolve().parents[2]
 DAEMONSET = REPO / "daemonset"
@@ -279,12 +280,6 @@ def test_the_package_list_has_sections_and_one_reader():
     assert "debian-packages.txt" not in setup  # read only through the script
 
 
-def containerfile_instructions() -> list[str]:
-    text = (DAEMONSET / "Containerfile").read_text()
-    joined = re.sub(r"\\\n", " ", text)
-    return [ln.strip() for ln in joined.splitlines() if ln.strip() and not ln.startswith("#")]
-
-
 def test_the_containerfile_installs_the_agent_section_of_the_one_list():
     steps = containerfile_instructions()
     assert steps[0].startswith("FROM docker.io/library/debian:bookworm")
@@ -464,10 +459,10 @@ def test_a_lab_node_range_generates_the_lab_nodes_conflist(tmp_path):
 
 def test_the_cni_generator_needs_only_the_standard_library():
     # -S: no site-packages, as on a bare Vagrant node.
-    proc = run("/usr/bin/python3", "-S", "-m", "agent.lab.cni", "--pod-cidr", "10.42.7.0/24")
+    proc = run("/usr/bin/python3", "-S", "-m", "lab.cni", "--pod-cidr", "10.42.7.0/24")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["plugins"][0]["ipam"]["ranges"] == [[{"subnet": "10.42.7.0/24"}]]
-    bad = run("/usr/bin/python3", "-S", "-m", "agent.lab.cni", "--pod-cidr", "10.42.7.1/24")
+    bad = run("/usr/bin/python3", "-S", "-m", "lab.cni", "--pod-cidr", "10.42.7.1/24")
     assert bad.returncode == 2 and "has host bits set" in bad.stderr
 
 

@@ -26,7 +26,7 @@ from agent.droplog.journal import RecordWriter
 from agent.droplog.service import DropLog, DropLogSettings
 from agent.loop.agent import Agent
 from agent.model.live import LiveState
-from tests.unit.builders import model_cluster, policy, state_of
+from tests.support.builders import model_cluster, policy, state_of
 
 DENY_Y = policy("y", "default-deny", {"podSelector": {}})
 ALLOW_B = policy(

@@ -23,8 +23,8 @@ from agent.model.live import LiveState
 from agent.model.oracle import verdict
 from agent.model.parse import parse_object
 from agent.model.state import ClusterState
-from tests.unit.strategies import clusters
-from tests.unit.test_incremental import NODES, key, mutate, ops
+from tests.support.mutations import NODES, key, mutate, ops
+from tests.support.strategies import clusters
 
 OUTSIDE = ["198.19.200.7", "198.19.200.8", "198.18.0.1", "198.18.0.2"]
 TARGETS = [("TCP", 80), ("TCP", 81), ("UDP", 81), ("TCP", 1080), ("TCP", 1081), ("SCTP", 80)]
@@ -148,7 +148,7 @@ def test_port_blocks_cover_exactly():
 
 
 def test_a_relabel_to_a_known_identity_is_one_address_update():
-    from tests.unit.builders import model_cluster, policy
+    from tests.support.builders import model_cluster, policy
 
     objs = [
         *model_cluster(),
@@ -185,7 +185,7 @@ def test_a_relabel_to_a_known_identity_is_one_address_update():
 
 
 def test_allocations_survive_a_restart():
-    from tests.unit.builders import model_cluster, policy
+    from tests.support.builders import model_cluster, policy
 
     objs = [
         *model_cluster(),
@@ -216,7 +216,7 @@ def run_sequence(objs: list[dict], batches: list[list[tuple]]) -> None:
 
 
 def test_ipblock_excepts_hold():
-    from tests.unit.builders import model_cluster, policy
+    from tests.support.builders import model_cluster, policy
 
     objs = [
         *model_cluster(),
@@ -256,7 +256,7 @@ def test_ipblock_excepts_hold():
 
 
 def test_relabel_out_of_a_selector_and_back():
-    from tests.unit.builders import model_cluster, policy
+    from tests.support.builders import model_cluster, policy
 
     objs = [
         *model_cluster(),

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.lab.apiserver.fieldselect import (
+from lab.apiserver.fieldselect import (
     SUPPORTED_FIELDS,
     FieldRequirement,
     FieldSelectorError,

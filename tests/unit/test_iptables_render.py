@@ -10,7 +10,7 @@ from agent.dataplane.iptables_render import (
     _multiport_chunks,
     render,
 )
-from tests.unit.builders import model_cluster, policy, state_of
+from tests.support.builders import model_cluster, policy, state_of
 
 VETHS = {f"{ns}/{pod}": f"veth-{ns}-{pod}" for ns in "xyz" for pod in "abc"}
 

@@ -6,8 +6,8 @@ from ipaddress import IPv4Network
 
 import pytest
 
-from agent.lab.cni import network_config, result_ipv4
-from agent.lab.config import API_ADDRESS, UNDERLAY, LabNode, lab_nodes, pod_netns
+from lab.cni import network_config, result_ipv4
+from lab.config import API_ADDRESS, UNDERLAY, LabNode, lab_nodes, pod_netns
 
 
 def test_address_plan_stays_in_the_test_range():

@@ -14,7 +14,7 @@ from agent.loop.agent import Agent
 from agent.metrics.collector import AgentMetrics
 from agent.metrics.health import liveness, readiness
 from agent.metrics.server import parse_address
-from tests.unit.builders import model_cluster, policy, state_of
+from tests.support.builders import model_cluster, policy, state_of
 
 
 def test_totals_add_growth_and_survive_restarts():

@@ -10,7 +10,7 @@ import pytest
 
 from agent.model.oracle import verdict
 from agent.portspec import parse_port_protocol
-from tests.unit.builders import model_cluster, pod, policy, serve_ports, state_of
+from tests.support.builders import model_cluster, pod, policy, serve_ports, state_of
 
 DENY_ALL_IN = {"podSelector": {}}
 DENY_ALL_OUT = {"podSelector": {}, "policyTypes": ["Egress"]}

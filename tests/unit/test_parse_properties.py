@@ -12,7 +12,7 @@ from agent.model.errors import InvalidObjectError
 from agent.model.oracle import verdict
 from agent.model.parse import parse_object
 from agent.model.state import ClusterState
-from tests.unit.builders import model_cluster, policy
+from tests.support.builders import model_cluster, policy
 
 json_values = st.recursive(
     st.none()

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.lab.apiserver.patch import (
+from lab.apiserver.patch import (
     MERGE,
     PATCH_STRATEGIES,
     PatchError,

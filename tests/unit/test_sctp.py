@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.lab.sctp import (
+from lab.sctp import (
     ABORT,
     DEFAULT_A_RWND,
     DEFAULT_STREAMS,

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.model.selector_syntax import format_label_selector, parse_label_selector
 from agent.model.selectors import LabelSelector, Requirement
+from lab.apiserver.selector_syntax import format_label_selector, parse_label_selector
 
 R = Requirement
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agent.lab.apiserver.tables import human_duration, since, to_table
+from lab.apiserver.tables import human_duration, since, to_table
 
 NOW = datetime(2026, 11, 22, 10, 3, 2, tzinfo=UTC)
 CREATED = "2026-11-22T10:00:00Z"  # 3m2s before NOW

@@ -9,7 +9,7 @@ import pytest
 
 from agent.model.errors import InvalidObjectError
 from agent.model.parse import parse_object
-from tests.unit.builders import namespace, pod, policy
+from tests.support.builders import namespace, pod, policy
 
 
 def np(spec: dict) -> dict:

@@ -1,0 +1,98 @@
+"""`python -m lab.apiserver`: run the lab API server until terminated."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import ssl
+from pathlib import Path
+
+from aiohttp import web
+
+from lab.apiserver.deployments import DeploymentController
+from lab.apiserver.server import ApiServer
+from lab.apiserver.store import Store
+
+DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="picket-lab-apiserver")
+    p.add_argument("--bind-address", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=6443)
+    p.add_argument("--advertise-address", help="address clients use (default: bind address)")
+    p.add_argument("--tls-cert", type=Path, help="serving certificate (PEM); plain HTTP without")
+    p.add_argument("--tls-key", type=Path)
+    p.add_argument("--token-file", type=Path, required=True, help="the bearer token clients use")
+    p.add_argument(
+        "--bookmark-interval",
+        type=float,
+        default=2.0,
+        help="seconds of idle watch between BOOKMARK events",
+    )
+    p.add_argument(
+        "--validation",
+        choices=("strict", "off"),
+        default="strict",
+        help="strict: validate as a real API server (through agent.model); off: store any "
+        "well-formed object (names and labels still checked)",
+    )
+    p.add_argument(
+        "--event-window",
+        type=int,
+        default=10000,
+        help="change events retained for watches; older resumes get 410 Gone",
+    )
+    return p.parse_args(argv)
+
+
+def seed(server: ApiServer) -> None:
+    for name in DEFAULT_NAMESPACES:
+        server.store.create(
+            "namespaces",
+            "",
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}},
+                "spec": {"finalizers": ["kubernetes"]},
+                "status": {"phase": "Active"},
+            },
+        )
+
+
+async def serve(args: argparse.Namespace) -> None:
+    token = args.token_file.read_text().strip()
+    address = f"{args.advertise_address or args.bind_address}:{args.port}"
+    store = Store(window=args.event_window)
+    server = ApiServer(
+        store, token, address, args.bookmark_interval, strict=args.validation == "strict"
+    )
+    seed(server)
+    controller = DeploymentController(server.api)
+    controller.start()
+    context = None
+    if args.tls_cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+    runner = web.AppRunner(server.app(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, args.bind_address, args.port, ssl_context=context).start()
+    logging.info("serving on %s (validation %s)", address, args.validation)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    asyncio.run(serve(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""The lab seen through its API, with the real client: pods, where they live (which
+network namespace), and whether they are ready."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config
+
+from lab.config import (
+    EXTERNAL_NS,
+    MAX_NODES,
+    OUTSIDE,
+    LabNode,
+    lab_nodes,
+    node_by_address,
+    pod_netns,
+)
+
+
+def core_api(kubeconfig: Path) -> client.CoreV1Api:
+    return client.CoreV1Api(config.new_client_from_config(str(kubeconfig)))
+
+
+@dataclass(frozen=True)
+class LabPod:
+    ref: str
+    ip: str | None
+    node: str | None
+    netns: str | None  # where its sockets live (the node's for hostNetwork pods)
+    ready: bool
+    host_network: bool
+
+
+def _lab_pod(obj: dict[str, Any]) -> LabPod:
+    meta, spec, status = obj["metadata"], obj.get("spec") or {}, obj.get("status") or {}
+    node = spec.get("nodeName")
+    host_network = bool(spec.get("hostNetwork"))
+    netns = None
+    if node and node.startswith("node-") and node[5:].isdigit():
+        netns = LabNode(int(node[5:])).netns if host_network else pod_netns(meta["uid"])
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+    return LabPod(
+        f"{meta['namespace']}/{meta['name']}",
+        status.get("podIP"),
+        node,
+        netns,
+        ready and bool(status.get("podIP")),
+        host_network,
+    )
+
+
+def list_pods(api: client.CoreV1Api, namespaces: list[str] | None = None) -> list[LabPod]:
+    resp = api.list_pod_for_all_namespaces(_preload_content=False)
+    items = json.loads(resp.data)["items"]
+    pods = [_lab_pod(o) for o in items]
+    if namespaces:
+        pods = [p for p in pods if p.ref.split("/", 1)[0] in namespaces]
+    return sorted(pods, key=lambda p: p.ref)
+
+
+def get_pod(api: client.CoreV1Api, ref: str) -> LabPod:
+    namespace, _, name = ref.partition("/")
+    if not name:
+        raise ValueError(f"{ref!r} is not NAMESPACE/POD")
+    resp = api.read_namespaced_pod(name, namespace, _preload_content=False)
+    return _lab_pod(json.loads(resp.data))
+
+
+def list_nodes(api: client.CoreV1Api) -> list[dict[str, Any]]:
+    resp = api.list_node(_preload_content=False)
+    return json.loads(resp.data)["items"]
+
+
+def probe_source(api: client.CoreV1Api, text: str) -> tuple[str, str | None]:
+    """(network namespace, source address) for NS/POD, node/NAME, a node's address, or
+    an outside address (198.19.200.0/24, owned by the lab's external host)."""
+    if text.startswith("node/"):
+        node = next((n for n in lab_nodes(MAX_NODES) if n.name == text[5:]), None)
+        if node is None:
+            raise ValueError(f"no lab node {text[5:]!r}")
+        return node.netns, str(node.address)
+    if "/" in text:
+        pod = get_pod(api, text)
+        if pod.netns is None:
+            raise ValueError(f"{text} is not running in the lab")
+        return pod.netns, None
+    node = node_by_address(text)
+    if node is not None:
+        return node.netns, text
+    try:
+        if ip_address(text) in OUTSIDE:
+            return EXTERNAL_NS, text
+    except ValueError:
+        pass
+    raise ValueError(
+        f"{text!r} is not NS/POD, node/NAME, a node address or an address in {OUTSIDE}"
+    )
+
+
+def probe_target(api: client.CoreV1Api, text: str) -> str:
+    """An address for NS/POD or an address ('' for a pod without one)."""
+    return (get_pod(api, text).ip or "") if "/" in text else text

@@ -1,0 +1,107 @@
+"""Comparing what the lab enforces with what the oracle says, on the live cluster.
+
+The oracle's matrix comes from the objects the API holds right now (read with the real
+kubectl), never from a hand-written copy; the observed matrix comes from the probes
+`picket lab matrix` runs, called in this process (a `picket` start costs a second of
+imports, and the suites probe a few hundred times; the command itself is tested in
+test_lab_model.py). A connection attempt counts as allowed when it connected or was
+refused (the policy let it reach the pod; nothing listened), and as denied when it
+timed out."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from agent.model.matrix import matrix_pods, oracle_matrix
+from agent.model.oracle import verdict
+from agent.model.parse import parse_object
+from agent.model.state import ClusterState
+from agent.portspec import parse_port_protocol
+from lab import lab
+from lab.cluster import core_api, list_pods, probe_source, probe_target
+from lab.matrix import probe_matrix
+from lab.probe import probe
+from tests.support.lab_cli import Kubectl
+
+KINDS = {
+    "namespaces": ("v1", "Namespace"),
+    "pods": ("v1", "Pod"),
+    "nodes": ("v1", "Node"),
+    "networkpolicies": ("networking.k8s.io/v1", "NetworkPolicy"),
+}
+
+
+def live_state(kubectl: Kubectl) -> ClusterState:
+    objects = []
+    for plural, (api_version, kind) in KINDS.items():
+        for item in kubectl.json("get", plural, "-A")["items"]:
+            objects.append(parse_object({**item, "apiVersion": api_version, "kind": kind}))
+    return ClusterState.from_objects(objects)
+
+
+def observed(namespaces: list[str], port: int, protocol: str) -> dict[str, dict[str, bool]]:
+    pods = list_pods(core_api(lab.kubeconfig_path()), namespaces)
+    results = asyncio.run(probe_matrix(pods, port, protocol.upper()))
+    return {s: {d: r.outcome != "timeout" for d, r in row.items()} for s, row in results.items()}
+
+
+def probe_once(source: str, target: str, port: str, timeout: float = 1.0) -> str:
+    """What `picket lab probe SOURCE TARGET PORT` prints: connected <who>, refused or
+    timeout."""
+    api = core_api(lab.kubeconfig_path())
+    number, protocol = parse_port_protocol(port)
+    netns, source_ip = probe_source(api, source)
+    address = probe_target(api, target)
+    return str(asyncio.run(probe(netns, address, number, protocol, timeout, source_ip)))
+
+
+def expected(
+    kubectl: Kubectl, namespaces: list[str], port: int, protocol: str
+) -> dict[str, dict[str, bool]]:
+    state = live_state(kubectl)
+    return oracle_matrix(state, matrix_pods(state, namespaces), protocol, port)
+
+
+def differences(want: dict, got: dict) -> list[str]:
+    out = []
+    for src in sorted(set(want) | set(got)):
+        for dst in sorted(set(want.get(src, {})) | set(got.get(src, {}))):
+            w, g = want.get(src, {}).get(dst), got.get(src, {}).get(dst)
+            if w != g:
+                out.append(f"{src} -> {dst}: oracle {w}, lab {g}")
+    return out
+
+
+def converged(
+    kubectl: Kubectl, namespaces: list[str], port: int, protocol: str, timeout: float = 20.0
+) -> list[str]:
+    """Differences between the lab and the oracle once the agents have had the time to
+    program the change (polled, so no timing is asserted); [] when they agree."""
+    want = expected(kubectl, namespaces, port, protocol)
+    deadline = time.monotonic() + timeout
+    while True:
+        diff = differences(want, observed(namespaces, port, protocol))
+        if not diff or time.monotonic() > deadline:
+            return diff
+        time.sleep(0.3)
+
+
+def probe_allowed(source: str, target: str, port: str) -> bool:
+    return not probe_once(source, target, port).startswith("timeout")
+
+
+def oracle_allows(kubectl: Kubectl, source: str, target: str, port: int, protocol: str) -> bool:
+    state = live_state(kubectl)
+    return verdict(state, source, target, protocol, port).allowed
+
+
+def apply(kubectl: Kubectl, *objects: dict[str, Any]) -> None:
+    kubectl(
+        "apply",
+        "-f",
+        "-",
+        stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}),
+    )

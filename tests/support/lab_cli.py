@@ -1,0 +1,80 @@
+"""Driving the lab as its users do: the `picket` and `kubectl` commands, the 3x3 model,
+and polling for API state."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).parents[2]
+PICKET = str(Path(sys.executable).parent / "picket")
+MODEL = ROOT / "tests" / "lab" / "manifests" / "model.yaml"
+
+
+def picket(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [PICKET, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"picket {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
+    return proc
+
+
+class Kubectl:
+    def __init__(self, kubeconfig: str) -> None:
+        self.env = {**os.environ, "KUBECONFIG": kubeconfig}
+
+    def __call__(
+        self, *args: str, check: bool = True, stdin: str | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            ["kubectl", *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            input=stdin,
+            timeout=timeout,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed:\n{proc.stdout}{proc.stderr}")
+        return proc
+
+    def json(self, *args: str) -> dict:
+        return json.loads(self(*args, "-o", "json").stdout)
+
+
+@contextmanager
+def model_lab(backend: str) -> Iterator[Kubectl]:
+    """A fresh 2-node lab with `backend`'s agents and the 3x3 model ready; down after."""
+    picket("lab", "down")
+    up = picket("lab", "up", "--nodes", "2", "--backend", backend)
+    kubectl = Kubectl(up.stdout.strip().splitlines()[-1])
+    try:
+        kubectl("apply", "-f", str(MODEL))
+        kubectl("wait", "--for=condition=Ready", "pod", "--all", "-A", "--timeout=60s")
+        yield kubectl
+    finally:
+        picket("lab", "down")
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
+    """Poll `condition` until it holds or `timeout` passes (for API state, not speed)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+def matrix(*args: str) -> dict:
+    return json.loads(picket("lab", "matrix", "--json", *args).stdout)
