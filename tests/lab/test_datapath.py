@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
-from agent.lab.config import LabNode, pod_netns
-from tests.lab.conftest import Kubectl, model_lab, wait_until
-from tests.lab.enforcement import apply, probe_once
+from lab.config import LabNode, pod_netns
+from tests.support.enforcement import apply, probe_once
+from tests.support.lab_cli import Kubectl, model_lab, wait_until
+from tests.support.policies import BACKENDS
 
-BACKENDS = ["iptables", "ebpf"]
 PORT = 5201  # iperf3's
 ROUNDS = 4  # transfers per configuration; the best of them is compared
 SECONDS = 1

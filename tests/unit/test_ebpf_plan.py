@@ -292,7 +292,7 @@ def test_an_incremental_plan_works_from_the_diff_alone():
     """What the diff does not name is not replanned: the planner keeps no second copy
     of the IR to diff against (the backend contract, docs/agent.md)."""
     from agent.compiler.diff import IRDiff
-    from tests.unit.builders import model_cluster, policy
+    from tests.support.builders import model_cluster, policy
 
     deny = policy("y", "deny", {"podSelector": {}})
     live = LiveState.from_state(ClusterState.from_objects(parse_object(o) for o in model_cluster()))
@@ -312,7 +312,7 @@ def test_a_reused_endpoint_number_keeps_its_entries():
     """A pod deleted and another created in one sync: the new endpoint takes the freed
     number, and an entry both of them have (here "any peer") is neither deleted nor
     added; a delta holding it in both would have the kernel lose it."""
-    from tests.unit.builders import model_cluster, policy
+    from tests.support.builders import model_cluster, policy
 
     objs = [*model_cluster(), policy("y", "open", {"podSelector": {}, "ingress": [{}]})]
     live = LiveState.from_state(ClusterState.from_objects(parse_object(o) for o in objs))

@@ -17,8 +17,8 @@ from agent.model.parse import parse_object
 from agent.model.selectors import LabelSelector
 from agent.model.state import ClusterState
 from agent.model.view import ClusterView, is_endpoint, is_local_endpoint, local_endpoints
-from tests.unit.builders import model_cluster, pod, state_of
-from tests.unit.strategies import NAMESPACES, clusters
+from tests.support.builders import model_cluster, pod, state_of
+from tests.support.strategies import NAMESPACES, clusters
 
 # What random clusters lack and the predicate must tell apart.
 ODD_PODS = [
