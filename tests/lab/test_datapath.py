@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from lab.config import LabNode, pod_netns
+from lab.config import LabNode, pod_netns, state_dir
 from tests.support.enforcement import apply, probe_once
 from tests.support.lab_cli import Kubectl, model_lab, wait_until
 from tests.support.policies import BACKENDS
@@ -115,17 +115,26 @@ def _policies(cast: Cast) -> list[dict[str, Any]]:
     return [client, *inbound]
 
 
+def _metrics(node: LabNode) -> str:
+    """The node agent's /metrics; its log's tail when it does not answer."""
+    try:
+        with urllib.request.urlopen(node.metrics_url, timeout=5) as resp:
+            return resp.read().decode()
+    except OSError as exc:
+        log = state_dir() / "logs" / f"agent-{node.name}.log"
+        tail = log.read_text()[-3000:] if log.exists() else "(no log)"
+        raise AssertionError(f"{node.name}'s agent did not answer ({exc}):\n{tail}") from exc
+
+
 def _dropped(reasons: tuple[str, ...] = ("no_syn", "policy")) -> float:
     """Packets both agents dropped for these reasons, by their own counters."""
-    total = 0.0
-    for node in (LabNode(1), LabNode(2)):
-        with urllib.request.urlopen(node.metrics_url, timeout=5) as resp:
-            for line in resp.read().decode().splitlines():
-                if line.startswith("picket_dropped_packets_total{") and any(
-                    f'reason="{r}"' in line for r in reasons
-                ):
-                    total += float(line.rsplit(" ", 1)[1])
-    return total
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for node in (LabNode(1), LabNode(2))
+        for line in _metrics(node).splitlines()
+        if line.startswith("picket_dropped_packets_total{")
+        and any(f'reason="{r}"' in line for r in reasons)
+    )
 
 
 def _iperf3(pod: Pod) -> list[str]:
