@@ -1,7 +1,7 @@
 """The three PATCH content types of the Kubernetes API, as pure functions on JSON objects.
 
-- ``application/merge-patch+json``: RFC 7386, :func:`merge_patch`.
-- ``application/json-patch+json``: RFC 6902, :func:`json_patch` (via the ``jsonpatch`` library).
+- ``application/merge-patch+json``: RFC 7386, :func:`merge_patch`, and
+  ``application/json-patch+json``: RFC 6902, :func:`json_patch` (both in json_patches.py).
 - ``application/strategic-merge-patch+json``: :func:`strategic_merge_patch`, what ``kubectl
   apply``, ``label``, ``annotate`` and ``patch`` send by default.
 
@@ -39,9 +39,13 @@ import copy
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
-import jsonpatch
-import jsonpointer
-
+from lab.apiserver.json_patches import (
+    PatchError,
+    json_patch,
+    json_type,
+    merge_patch,
+    require_object,
+)
 from lab.apiserver.patch_strategies import MERGE, PATCH_STRATEGIES, FieldPath, strategies_for
 
 __all__ = [
@@ -60,70 +64,6 @@ _SET_ORDER = "$setElementOrder/"
 _DELETE_VALUES = "$deleteFromPrimitiveList/"
 
 
-class PatchError(ValueError):
-    """A patch that cannot be applied; the message is meant for the API client."""
-
-
-# --- RFC 7386 and RFC 6902 ------------------------------------------------------------------
-
-
-def _require_object(value: object, what: str) -> None:
-    if not isinstance(value, dict):
-        raise PatchError(f"{what} must be a JSON object, not {_json_type(value)}")
-
-
-def _json_type(value: object) -> str:
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
-    if value is None:
-        return "null"
-    return names.get(type(value), "a number" if isinstance(value, int | float) else "unknown")
-
-
-def merge_patch(target: dict, patch: dict) -> dict:
-    """Apply an RFC 7386 JSON merge patch: objects merge recursively, null deletes a key,
-    anything else (lists included) replaces. Returns a new object."""
-    _require_object(target, "the object to patch")
-    _require_object(patch, "a merge patch")
-    result = copy.deepcopy(target)
-    _merge_into(result, patch)
-    return result
-
-
-def _merge_into(target: dict, patch: dict) -> None:
-    for key, value in patch.items():
-        if value is None:
-            target.pop(key, None)
-        elif isinstance(value, dict):
-            current = target.get(key)
-            child = current if isinstance(current, dict) else {}
-            _merge_into(child, value)
-            target[key] = child
-        else:
-            target[key] = copy.deepcopy(value)
-
-
-def json_patch(target: dict, operations: list) -> dict:
-    """Apply an RFC 6902 JSON patch (a list of operations). Returns a new object."""
-    _require_object(target, "the object to patch")
-    if not isinstance(operations, list):
-        kind = _json_type(operations)
-        raise PatchError(f"a JSON patch must be an array of operations, not {kind}")
-    for index, operation in enumerate(operations):
-        if not isinstance(operation, dict):
-            raise PatchError(f"JSON patch operation {index} must be an object")
-    # Copies on both sides: jsonpatch inserts operation values into the result by reference.
-    try:
-        patch = jsonpatch.JsonPatch(copy.deepcopy(operations))
-        result = patch.apply(copy.deepcopy(target), in_place=True)
-    except jsonpatch.JsonPatchTestFailed as exc:
-        raise PatchError(f"JSON patch test operation failed: {exc}") from exc
-    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
-        raise PatchError(f"invalid JSON patch: {exc}") from exc
-    if not isinstance(result, dict):
-        raise PatchError(f"the JSON patch turned the object into {_json_type(result)}")
-    return result
-
-
 # --- strategic merge patch ------------------------------------------------------------------
 
 
@@ -132,8 +72,8 @@ def strategic_merge_patch(original: dict, patch: dict, kind: str) -> dict:
 
     Returns a new object that contains no ``$`` directive. Raises :class:`PatchError` for a
     malformed patch."""
-    _require_object(original, "the object to patch")
-    _require_object(patch, "a strategic merge patch")
+    require_object(original, "the object to patch")
+    require_object(patch, "a strategic merge patch")
     merger = _Merger(strategies_for(kind))
     # The merge edits in place, as upstream does, so it gets private copies of both inputs.
     result = merger.merge_map(copy.deepcopy(original), copy.deepcopy(patch), ())
@@ -154,7 +94,7 @@ def _where(path: FieldPath) -> str:
 def _scalar_key(value: object, path: FieldPath) -> Hashable:
     """A hashable identity for a JSON scalar with Go's equality: true is not 1, 1 is 1.0."""
     if isinstance(value, dict | list):
-        raise PatchError(f"{_where(path)}: expected a value, not {_json_type(value)}")
+        raise PatchError(f"{_where(path)}: expected a value, not {json_type(value)}")
     if isinstance(value, bool):
         return ("bool", value)
     if isinstance(value, int | float):
@@ -174,7 +114,7 @@ def _merge_key(item: object, key: str, path: FieldPath) -> Hashable:
     if not isinstance(item, dict):
         raise PatchError(
             f"{_where(path)}: items are merged by {key!r} and must be objects, "
-            f"not {_json_type(item)}"
+            f"not {json_type(item)}"
         )
     if key not in item:
         raise PatchError(f"{_where(path)}: list item {item!r} has no merge key {key!r}")
@@ -305,7 +245,7 @@ class _Merger:
         current = current if isinstance(current, list) else None
         if incoming is not None:
             if not isinstance(incoming, list):
-                raise PatchError(f"{_where(path)}: expected an array, not {_json_type(incoming)}")
+                raise PatchError(f"{_where(path)}: expected an array, not {json_type(incoming)}")
             _check_order(incoming, order, strict, path)
             merged = self.merge_list(current or [], incoming, path)
         elif current is None:

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.support.builders import policy
+
 BACKENDS = ["iptables", "ebpf"]
 
 
-def netpol(ns: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": spec,
-    }
+# The lab suites' name for the one NetworkPolicy builder.
+netpol = policy
 
 
 def sel(**labels: str) -> dict[str, Any]:
