@@ -7,6 +7,8 @@ virtual   198.19.k.0/24     the pod CIDR of virtual node k (k = 1..199): pods th
                             are API objects with addresses, and no namespace
 outside   198.19.200.0/24   "the internet": every address answers, from one
                             namespace (for ipBlock rules and external clients)
+services  198.19.240.0/20   ClusterIPs (the lab's --service-cluster-ip-range); the
+                            kube-dns Service holds .10, as 10.96.0.10 on kubeadm
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ EXTERNAL_LINK = "pu-external"
 EXTERNAL_ADDRESS = IPv4Address("198.18.0.253")
 OUTSIDE = IPv4Network("198.19.200.0/24")
 CNI_BIN_DIR = Path("/usr/lib/cni")
+SERVICE_CIDR = IPv4Network("198.19.240.0/20")
+DNS_SERVICE_IP = IPv4Address("198.19.240.10")
+NODEPORT_RANGE = range(30000, 32768)  # kube-apiserver's --service-node-port-range default
+CLUSTER_DOMAIN = "cluster.local"
 AGENT_METRICS_PORT = 9402  # `picket agent --metrics-addr` default, in each node's namespace
 
 

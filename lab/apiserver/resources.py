@@ -73,6 +73,7 @@ RESOURCES: tuple[Resource, ...] = (
         "networking.k8s.io/v1", "networkpolicies", "NetworkPolicy", True, ("netpol",), modelled=True
     ),
     _r("apps/v1", "deployments", "Deployment", True, ("deploy",), ("status", "scale")),
+    _r("discovery.k8s.io/v1", "endpointslices", "EndpointSlice", True),
     # Stored, no effect.
     _r("v1", "services", "Service", True, ("svc",), ("status",)),
     _r("v1", "configmaps", "ConfigMap", True, ("cm",)),
