@@ -27,25 +27,21 @@
 #define REASON_ALLOWED_CT 1
 #define REASON_ALLOWED_NOT_ISOLATED 2
 #define REASON_ALLOWED_HOST 3
-#define REASON_ALLOWED_OTHER 4      /* not IPv4, ICMP errors: not policed */
+#define REASON_ALLOWED_OTHER 4      /* not IPv4: not policed */
 #define REASON_DROP_POLICY 5
 #define REASON_DROP_NO_SYN 6        /* TCP without SYN and without a connection */
 #define REASON_EVENT_SUPPRESSED 7   /* drop events the rate limit kept out of the ring */
 #define REASON_AUDIT_POLICY 8       /* audit mode: policy would drop, passed */
-#define REASON_COUNT 9
+#define REASON_DROP_INVALID 9       /* no conntrack entry (conntrack INVALID, untracked) */
+#define REASON_COUNT 10
 #define REASON_SLOTS 16     /* per direction in the pinned map: room for new reasons */
 #define DIRECTIONS 2
-/* Drop reasons counted per endpoint (policy, no SYN, audit) times directions. */
-#define DROP_COUNTS_PER_ENDPOINT 6
+/* Drop reasons counted per endpoint (policy, no SYN, audit, invalid) times directions. */
+#define DROP_COUNTS_PER_ENDPOINT 8
 
-/* CT flags */
-#define CT_FIN 1
-
-/* Config slots (an array map the agent writes). */
-#define CONFIG_TCP_TIMEOUT_S 0
-#define CONFIG_UDP_TIMEOUT_S 1
-#define CONFIG_OTHER_TIMEOUT_S 2
-#define CONFIG_FIN_TIMEOUT_S 3
+/* Config slots (an array map the agent writes). Slots 0-3 held the connection
+ * timeouts of the TC datapath's own connection table; they stay free so that a config
+ * map pinned by it keeps its shape. */
 #define CONFIG_EVENTS_PER_SECOND 4
 #define CONFIG_EVENTS_BURST 5
 #define CONFIG_COUNT 6
@@ -90,24 +86,6 @@ struct named_key {
     __u8 pad;
 };
 
-/* A connection as one endpoint's check saw it first (its original direction). */
-struct ct_key {
-    __u32 saddr;      /* network byte order */
-    __u32 daddr;
-    __u16 sport;      /* host byte order */
-    __u16 dport;
-    __u8 protocol;
-    __u8 direction;
-    __u16 pad;
-    __u32 endpoint;
-};
-
-struct ct_value {
-    __u64 last_seen_ns;
-    __u32 flags;
-    __u32 pad;
-};
-
 /* Packets dropped (or, in audit mode, that would be) per endpoint, direction and
  * reason: the metrics name the namespace from the endpoint. The agent removes an
  * endpoint's entries when it removes the endpoint. */
@@ -118,12 +96,19 @@ struct drop_count_key {
     __u8 pad[2];
 };
 
+/* A dropped connection attempt as policy judged it: the client's own address (before
+ * any masquerade) and the backend's (after kube-proxy's DNAT); `service_addr` and
+ * `service_port` are the address it was sent to when that differs (a ClusterIP or a
+ * NodePort), else 0. */
 struct drop_event {
     __u64 timestamp_ns;
     __u32 saddr;      /* network byte order */
     __u32 daddr;
     __u16 sport;      /* host byte order */
     __u16 dport;
+    __u32 service_addr;  /* network byte order */
+    __u16 service_port;  /* host byte order */
+    __u16 pad2;
     __u8 protocol;
     __u8 direction;
     __u8 reason;

@@ -29,7 +29,7 @@ BACKENDS = ("iptables", "ebpf")
 def _ebpf_flags(p: argparse.ArgumentParser) -> None:
     from agent.dataplane.ebpf.settings import EbpfSettings
 
-    group = p.add_argument_group("eBPF backend (map sizes, timeouts in seconds, drop events)")
+    group = p.add_argument_group("eBPF backend (map sizes, drop events)")
     for f in fields(EbpfSettings):
         group.add_argument(
             f"--bpf-{f.name.replace('_', '-')}",

@@ -36,6 +36,10 @@ class Backend(Protocol):
         """Entries per kernel map (eBPF); empty for backends without maps."""
         ...
 
+    def conntrack_entries(self) -> int | None:
+        """Connections in the kernel's table for this namespace (both backends use it)."""
+        ...
+
     def cleanup(self) -> list[str]:
         """Remove everything the backend programmed; say what went."""
         ...

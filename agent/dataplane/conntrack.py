@@ -1,14 +1,20 @@
 """Established connections that a change forbids: remove their conntrack entries, so
 they stop within the programming latency instead of living on as ESTABLISHED.
 
-Each entry's original direction is the connection's initiator; it is judged as a new
-connection against the node's current IR. Only entries now denied are removed, so a
-connection that stays allowed is never disturbed."""
+Both backends use the kernel's connection tracking, and each entry is judged as a new
+connection between its real ends: the client is the original direction's source (from
+before any masquerade), the server is the reply direction's source (after kube-proxy's
+DNAT), the port is the server's. A connection through a ClusterIP or NodePort is so
+judged as the same connection to the backend pod, as the datapath judged it when it
+began. Only entries now denied are removed: a connection that stays allowed is never
+disturbed."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from ipaddress import ip_address
+from pathlib import Path
 
 from pyroute2 import Conntrack
 from pyroute2.conntrack import NFCTAttrTuple
@@ -19,6 +25,36 @@ from agent.model.objects import IPAddress
 
 log = logging.getLogger("picket.conntrack")
 PROTOCOLS = {6: "TCP", 17: "UDP", 132: "SCTP"}
+COUNT = Path("/proc/sys/net/netfilter/nf_conntrack_count")  # of the reader's namespace
+
+
+def entry_count() -> int | None:
+    """Entries in this namespace's conntrack table; None without conntrack."""
+    try:
+        return int(COUNT.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class RealEnds:
+    """A conntrack entry's connection as policy sees it."""
+
+    client: IPAddress
+    server: IPAddress
+    protocol: str
+    port: int | None
+
+
+def real_ends(orig: NFCTAttrTuple, reply: NFCTAttrTuple) -> RealEnds | None:
+    """The client (original source) and the server (reply source) of an entry."""
+    try:
+        client, server = ip_address(orig.saddr), ip_address(reply.saddr)
+    except (TypeError, ValueError):
+        return None
+    protocol = PROTOCOLS.get(orig.proto, str(orig.proto))
+    port = reply.sport if orig.proto in PROTOCOLS else None
+    return RealEnds(client, server, protocol, port)
 
 
 def remove_denied(ir: NodeIR, node_addresses: frozenset[IPAddress]) -> int:
@@ -27,17 +63,14 @@ def remove_denied(ir: NodeIR, node_addresses: frozenset[IPAddress]) -> int:
     removed = 0
     with Conntrack() as ct:
         for entry in list(ct.dump_entries()):
-            orig = entry.tuple_orig
-            try:
-                src, dst = ip_address(orig.saddr), ip_address(orig.daddr)
-            except (TypeError, ValueError):
-                continue
-            if src not in local and dst not in local:
+            ends = real_ends(entry.tuple_orig, entry.tuple_reply)
+            if ends is None or (ends.client not in local and ends.server not in local):
                 continue  # not a connection of this node's pods
-            protocol = PROTOCOLS.get(orig.proto, str(orig.proto))
-            port = orig.dport if orig.proto in PROTOCOLS else None
-            if node_admits(ir, src, dst, protocol, port, node_addresses, local):
+            if node_admits(
+                ir, ends.client, ends.server, ends.protocol, ends.port, node_addresses, local
+            ):
                 continue
+            orig = entry.tuple_orig
             try:
                 ct.entry(
                     "del",

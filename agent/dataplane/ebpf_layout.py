@@ -30,11 +30,17 @@ REASON_DROP_POLICY = 5
 REASON_DROP_NO_SYN = 6
 REASON_EVENT_SUPPRESSED = 7
 REASON_AUDIT_POLICY = 8
-REASON_COUNT = 9
+REASON_DROP_INVALID = 9
+REASON_COUNT = 10
 REASON_SLOTS = 16  # per direction in the pinned verdicts map: room for new reasons
 DIRECTIONS = 2
-DROP_COUNTS_PER_ENDPOINT = 6  # (policy, no SYN, audit) x directions
-DROP_COUNT_REASONS = (REASON_DROP_POLICY, REASON_DROP_NO_SYN, REASON_AUDIT_POLICY)
+DROP_COUNTS_PER_ENDPOINT = 8  # (policy, no SYN, audit, invalid) x directions
+DROP_COUNT_REASONS = (
+    REASON_DROP_POLICY,
+    REASON_DROP_NO_SYN,
+    REASON_AUDIT_POLICY,
+    REASON_DROP_INVALID,
+)
 REASON_NAMES = {
     REASON_ALLOWED_POLICY: "allowed_policy",
     REASON_ALLOWED_CT: "allowed_conntrack",
@@ -45,14 +51,10 @@ REASON_NAMES = {
     REASON_DROP_NO_SYN: "dropped_no_syn",
     REASON_EVENT_SUPPRESSED: "event_suppressed",
     REASON_AUDIT_POLICY: "would_drop_policy",
+    REASON_DROP_INVALID: "dropped_invalid",
 }
 
-CT_FIN = 1
-
-CONFIG_TCP_TIMEOUT_S = 0
-CONFIG_UDP_TIMEOUT_S = 1
-CONFIG_OTHER_TIMEOUT_S = 2
-CONFIG_FIN_TIMEOUT_S = 3
+# Slots 0-3 held the TC datapath's connection timeouts (kept free: see picket.h).
 CONFIG_EVENTS_PER_SECOND = 4
 CONFIG_EVENTS_BURST = 5
 CONFIG_COUNT = 6
@@ -99,27 +101,6 @@ class NamedKey(ctypes.Structure):
     ]
 
 
-class CtKey(ctypes.Structure):
-    _fields_ = [
-        ("saddr", ctypes.c_uint32),
-        ("daddr", ctypes.c_uint32),
-        ("sport", ctypes.c_uint16),
-        ("dport", ctypes.c_uint16),
-        ("protocol", ctypes.c_uint8),
-        ("direction", ctypes.c_uint8),
-        ("pad", ctypes.c_uint16),
-        ("endpoint", ctypes.c_uint32),
-    ]
-
-
-class CtValue(ctypes.Structure):
-    _fields_ = [
-        ("last_seen_ns", ctypes.c_uint64),
-        ("flags", ctypes.c_uint32),
-        ("pad", ctypes.c_uint32),
-    ]
-
-
 class DropEvent(ctypes.Structure):
     _fields_ = [
         ("timestamp_ns", ctypes.c_uint64),
@@ -127,6 +108,9 @@ class DropEvent(ctypes.Structure):
         ("daddr", ctypes.c_uint32),
         ("sport", ctypes.c_uint16),
         ("dport", ctypes.c_uint16),
+        ("service_addr", ctypes.c_uint32),
+        ("service_port", ctypes.c_uint16),
+        ("pad2", ctypes.c_uint16),
         ("protocol", ctypes.c_uint8),
         ("direction", ctypes.c_uint8),
         ("reason", ctypes.c_uint8),
@@ -155,8 +139,6 @@ STRUCTS = {
     "endpoint_value": EndpointValue,
     "policy_key": PolicyKey,
     "named_key": NamedKey,
-    "ct_key": CtKey,
-    "ct_value": CtValue,
     "drop_event": DropEvent,
     "drop_count_key": DropCountKey,
     "rate_state": RateState,

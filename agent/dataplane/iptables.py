@@ -155,6 +155,9 @@ class IptablesBackend:
     def map_entries(self) -> dict[str, int]:
         return {}
 
+    def conntrack_entries(self) -> int | None:
+        return conntrack.entry_count()
+
     def remove_denied(self, ir: NodeIR) -> int:
         """Conntrack entries of connections the IR no longer admits (netfilter's)."""
         return conntrack.remove_denied(ir, node_addresses())

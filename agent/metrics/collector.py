@@ -187,6 +187,13 @@ class _StateCollector:
 
     @staticmethod
     def _maps(m: AgentMetrics) -> Iterator[Metric]:
+        connections = m.backend.conntrack_entries()
+        if connections is not None:
+            yield _gauge(
+                "picket_conntrack_entries",
+                "Connections in the kernel's conntrack table of the node's namespace.",
+                connections,
+            )
         if m.backend.name == "iptables":
             yield _gauge(
                 "picket_iptables_rules", "Rules in Picket's chains.", m.backend.rule_count()
@@ -199,12 +206,6 @@ class _StateCollector:
         for name, value in sorted(sizes.items()):
             entries.add_metric([name], value)
         yield entries
-        if "ct" in sizes:
-            yield _gauge(
-                "picket_conntrack_entries",
-                "Connections in the eBPF connection table.",
-                sizes["ct"],
-            )
 
     @staticmethod
     def _droplog(m: AgentMetrics) -> Iterator[Metric]:

@@ -3,6 +3,19 @@
 #ifndef PICKET_EVENTS_H
 #define PICKET_EVENTS_H
 
+static __always_inline __u64 config_get(__u32 slot, __u64 fallback)
+{
+    __u64 *value = picket_config.lookup(&slot);
+    return value && *value ? *value : fallback;
+}
+
+/* `now - then`, or 0 when `then` is later: another CPU may have stored a time later
+ * than this CPU's reading of the clock, and the unsigned difference must not wrap. */
+static __always_inline __u64 ns_since(__u64 now, __u64 then)
+{
+    return now > then ? now - then : 0;
+}
+
 static __always_inline void count_packet(__u8 direction, __u32 reason)
 {
     __u32 slot = direction * REASON_SLOTS + reason;
@@ -49,8 +62,8 @@ static __always_inline int take_token(void)
     return 1;
 }
 
-static __always_inline void report_drop(struct __sk_buff *skb, struct packet *pkt,
-                                        __u32 endpoint, __u8 direction, __u8 reason)
+static __always_inline void report_drop(struct flow *pkt, __u32 endpoint, __u8 direction,
+                                        __u8 reason, __u32 ifindex)
 {
     count_drop(endpoint, direction, reason);
     if (!take_token()) {
@@ -67,12 +80,15 @@ static __always_inline void report_drop(struct __sk_buff *skb, struct packet *pk
     event->daddr = pkt->daddr;
     event->sport = pkt->sport;
     event->dport = pkt->dport;
+    event->service_addr = pkt->service_addr;
+    event->service_port = pkt->service_port;
+    event->pad2 = 0;
     event->protocol = pkt->protocol;
     event->direction = direction;
     event->reason = reason;
     event->pad = 0;
     event->endpoint = endpoint;
-    event->ifindex = skb->ifindex;
+    event->ifindex = ifindex;
     picket_drops.ringbuf_submit(event, 0);
 }
 

@@ -15,7 +15,7 @@ static __always_inline struct addr_value peer_identity(__u32 addr)
 }
 
 static __always_inline int policy_lookup(__u32 endpoint, __u8 direction, __u32 identity,
-                                         struct packet *pkt)
+                                         struct flow *pkt)
 {
     struct policy_key key = {.prefixlen = 120};
     __u32 endpoint_be = bpf_htonl(endpoint);
@@ -30,7 +30,7 @@ static __always_inline int policy_lookup(__u32 endpoint, __u8 direction, __u32 i
 }
 
 static __always_inline int policy_allows(struct endpoint_value *ep, __u8 direction,
-                                         struct addr_value *peer, struct packet *pkt)
+                                         struct addr_value *peer, struct flow *pkt)
 {
     if (policy_lookup(ep->id, direction, peer->pod_identity, pkt))
         return 1;

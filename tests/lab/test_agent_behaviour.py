@@ -183,18 +183,9 @@ def _break_iptables(node: str) -> None:
 
 
 def _break_ebpf(node: str) -> None:
-    """Our programs detached from every interface of the node."""
-    netns = ["ip", "netns", "exec", f"picket-{node}"]
-    links = subprocess.run(
-        [*netns, "ip", "-o", "link"], capture_output=True, text=True, check=True
-    ).stdout
-    for name in [line.split(":")[1].strip().split("@")[0] for line in links.splitlines()]:
-        for hook in ("ingress", "egress"):
-            subprocess.run(
-                [*netns, "tc", "filter", "del", "dev", name, hook, "pref", "4949"],
-                capture_output=True,
-                check=False,
-            )
+    """Our FORWARD program unhooked: its pinned link removed (the conntrack hold too)."""
+    for link in Path(f"/sys/fs/bpf/picket/{node}").glob("forward_link-*"):
+        link.unlink()
 
 
 def test_drift_is_repaired_by_the_periodic_resync(kubectl, lab_with):

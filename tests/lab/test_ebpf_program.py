@@ -1,25 +1,41 @@
-"""The TC programs on this machine: BCC compiles them against the distribution's
-headers tree that `make setup` links for the running kernel, the verifier accepts them,
-their maps are pinned, the C structs match their Python mirror, and cleanup unpins."""
+"""The FORWARD program on this machine: BCC compiles it against the distribution's
+headers tree that `make setup` links for the running kernel, with the running kernel's
+struct offsets from its BTF; the verifier accepts it; its maps are pinned; the C structs
+match their Python mirror; the first apply hooks it into FORWARD through a pinned link
+(and turns conntrack on), in a namespace of the test's own; cleanup undoes all of it."""
 
 from __future__ import annotations
 
 import ctypes
+import json
 import platform
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
 
+from agent.compiler.ir import NodeIR
 from agent.dataplane import ebpf_layout
+from agent.dataplane.ebpf import btf, loader
 from agent.dataplane.ebpf.backend import EbpfBackend
 from agent.dataplane.ebpf.codec import policy_key
 from agent.dataplane.ebpf.entries import PolicyEntry
+from lab.netns import entered
 
 
 def test_kernel_headers_tree_is_linked():
     build = Path(f"/lib/modules/{platform.release()}/build")
     assert (build / "include").is_dir(), f"{build} (make setup links it)"
+
+
+def test_the_running_kernels_layouts_are_read():
+    offsets = loader.kernel_offsets()
+    assert set(offsets) == {d for d, _, _ in btf.OFFSETS} | {d for d, _ in btf.SIZES}
+    # struct nf_conntrack_tuple: src (address, port, family), then dst.
+    assert offsets["PICKET_OFF_TUPLE_SRC_ADDR"] == 0
+    assert offsets["PICKET_OFF_TUPLE_SRC_PORT"] == 16
+    assert offsets["PICKET_OFF_TUPLE_DST_ADDR"] < offsets["PICKET_OFF_TUPLE_PROTONUM"]
 
 
 @pytest.fixture
@@ -33,26 +49,50 @@ def bpffs(tmp_path: Path):
         subprocess.run(["umount", str(root)], check=True)
 
 
-def test_programs_load_pin_and_clean_up(bpffs, tmp_path):
+@pytest.fixture
+def scratch_netns():
+    name = f"picket-test-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        with entered(name):
+            yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=True)
+
+
+def _raw_rules(netns: str) -> str:
+    # Every table the namespace has (a fresh one has none, and `-t raw` would fail).
+    out = ""
+    for save in ("iptables-nft-save", "iptables-legacy-save"):
+        argv = ["ip", "netns", "exec", netns, save]
+        out += subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    return out
+
+
+def _netfilter_links() -> set[int]:
+    """Ids of the kernel's BPF netfilter links (bpftool 7.1 knows the type only by its
+    number, BPF_LINK_TYPE_NETFILTER = 10)."""
+    out = subprocess.run(["bpftool", "-j", "link", "show"], capture_output=True, check=True)
+    return {link["id"] for link in json.loads(out.stdout) if link["type"] in (10, "netfilter")}
+
+
+def test_programs_load_pin_and_clean_up(bpffs, tmp_path, scratch_netns):
     backend = EbpfBackend("node-test", bpffs / "picket", tmp_path / "state.json")
     pins = bpffs / "picket" / "node-test"
-    assert sorted(p.name for p in pins.iterdir()) == [
-        "addr",
-        "config",
-        "ct",
-        "drop_counts",
-        "endpoints",
-        "named",
-        "policy",
-        "verdicts",
-    ]
-    assert backend.from_pod.fd > 0 and backend.to_pod.fd > 0
+    maps = ["addr", "config", "drop_counts", "endpoints", "named", "policy", "verdicts"]
+    assert sorted(p.name for p in pins.iterdir()) == maps
+    assert backend.program.fd > 0
+    assert "PICKET-CONNTRACK" not in _raw_rules(scratch_netns)
+    links_before = _netfilter_links()
+    backend.apply(NodeIR("node-test", ()), None, full=True)
+    links = [p.name for p in pins.iterdir() if p.name.startswith("forward_link-")]
+    assert len(links) == 1 and len(_netfilter_links() - links_before) == 1
+    assert "PICKET-CONNTRACK" in _raw_rules(scratch_netns)
     mirrors = {
         "picket_addr": (ebpf_layout.AddrKey, ebpf_layout.AddrValue),
         "picket_endpoints": (ctypes.c_uint32, ebpf_layout.EndpointValue),
         "picket_policy": (ebpf_layout.PolicyKey, ctypes.c_uint8),
         "picket_named": (ebpf_layout.NamedKey, ctypes.c_uint8),
-        "picket_ct": (ebpf_layout.CtKey, ebpf_layout.CtValue),
         "picket_drop_counts": (ebpf_layout.DropCountKey, ctypes.c_uint64),
     }
     for name, (key, value) in mirrors.items():
@@ -68,3 +108,6 @@ def test_programs_load_pin_and_clean_up(bpffs, tmp_path):
     removed = again.cleanup()
     assert f"pinned maps {pins}" in removed
     assert not pins.exists()
+    assert "PICKET-CONNTRACK" not in _raw_rules(scratch_netns)
+    del backend, again  # the program fds: the links went with their pins
+    assert _netfilter_links() <= links_before

@@ -72,8 +72,7 @@ def test_program_source_inlines_local_headers():
     source = program_source()
     assert '#include "' not in source  # BCC rewrites map calls only in the main text
     for needed in (
-        "int picket_from_pod(",
-        "int picket_to_pod(",
+        "int picket_forward(",
         "struct policy_key {",
         "static __always_inline int picket_verdict(",
     ):

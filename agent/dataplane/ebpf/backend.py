@@ -1,6 +1,8 @@
-"""The eBPF backend: loads the TC programs (`loader`), attaches them to every local
-pod's host-side interface, and writes what the planner says into the pinned maps
-(`maps`, in the order `writes` gives).
+"""The eBPF backend: loads the FORWARD program (`loader`), hooks it into the node
+namespace's netfilter FORWARD hook, and writes what the planner says into the pinned
+maps (`maps`, in the order `writes` gives). Endpoints are keyed by the ifindex of the
+pod's host-side interface: the program finds the pod a packet leaves by the hook's
+input device and the pod it enters by the output device.
 
 It takes what every backend takes (`Backend.apply`): the target IR and the diff from the
 IR it programmed last. An incremental sync plans from the diff alone, reads interfaces
@@ -8,10 +10,11 @@ only when endpoints appeared or changed (or one is not wired yet) and node addre
 only when the node's changed; a full sync plans from scratch and repairs the maps
 against what the kernel holds.
 
-A restarted agent finds its maps pinned and its identity numbering in a state file
-(written when the numbering changes), computes the same contents, and only swaps the
-programs on the interfaces: enforcement never stops. `cleanup` detaches the programs
-and unpins the maps.
+A restarted agent finds its maps and its link pinned and its identity numbering in a
+state file (written when the numbering changes), computes the same contents, and hooks
+its program in before the old link goes: enforcement never stops. Connections are the
+kernel's (conntrack): a narrowing change removes the entries it forbids, as the
+iptables backend does. `cleanup` unhooks the program and unpins the maps.
 
 Counters: the programs count every verdict by direction and reason (a per-CPU array)
 and every drop by endpoint, direction and reason (a hash the metrics read to name the
@@ -26,17 +29,14 @@ import logging
 import shutil
 import socket
 import threading
-from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from pyroute2 import IPRoute
-
 from agent.compiler.diff import IRDiff
-from agent.compiler.evaluate import direction_admits
 from agent.compiler.ir import NodeIR
+from agent.dataplane import conntrack
 from agent.dataplane.counters import AUDIT_REASON, DatapathCounters, MonotonicTotals, split_audit
-from agent.dataplane.ebpf import codec, loader
+from agent.dataplane.ebpf import codec, conntrack_hold, loader, tc_retired
 from agent.dataplane.ebpf.entries import MapDelta, MapState
 from agent.dataplane.ebpf.maps import Maps
 from agent.dataplane.ebpf.planner import EbpfPlanner
@@ -45,10 +45,6 @@ from agent.dataplane.ebpf.writes import EndpointWrites, ordered_writes
 from agent.dataplane.ebpf_layout import (
     CONFIG_EVENTS_BURST,
     CONFIG_EVENTS_PER_SECOND,
-    CONFIG_FIN_TIMEOUT_S,
-    CONFIG_OTHER_TIMEOUT_S,
-    CONFIG_TCP_TIMEOUT_S,
-    CONFIG_UDP_TIMEOUT_S,
     DIR_EGRESS,
     DIR_INGRESS,
     REASON_ALLOWED_CT,
@@ -57,20 +53,21 @@ from agent.dataplane.ebpf_layout import (
     REASON_ALLOWED_OTHER,
     REASON_ALLOWED_POLICY,
     REASON_AUDIT_POLICY,
+    REASON_DROP_INVALID,
     REASON_DROP_NO_SYN,
     REASON_DROP_POLICY,
     REASON_NAMES,
     REASON_SLOTS,
 )
 from agent.dataplane.pod_interfaces import host_interfaces, node_addresses
-from agent.model.objects import IP_PROTOCOL_NAMES, IPAddress
+from agent.model.objects import IPAddress
 
 log = logging.getLogger("picket.ebpf")
 
 
 class EbpfBackend:
     name = "ebpf"
-    mode = "tc"
+    mode = "netfilter"
 
     def __init__(
         self,
@@ -89,7 +86,7 @@ class EbpfBackend:
         self._indexes: dict[str, int] = {}  # endpoint -> that interface's index
         self._ifindex: dict[str, int] = {}  # endpoint -> the ifindex programmed
         self._programmed: MapState | None = None
-        self._attached: dict[str, str] = {}  # endpoint -> interface carrying our programs
+        self._hooked = False
         self._drops = MonotonicTotals()
         self._lock = threading.Lock()  # metrics scrapes read counters and plan state
         self.bpf: Any = None
@@ -99,14 +96,10 @@ class EbpfBackend:
     # --- loading ------------------------------------------------------------------------
 
     def _load(self) -> None:
-        self.bpf, self.from_pod, self.to_pod = loader.load(self.pin_dir, self.settings)
+        self.bpf, self.program = loader.load(self.pin_dir, self.settings)
         self.maps = Maps(self.bpf)
         s = self.settings
         config = {
-            CONFIG_TCP_TIMEOUT_S: s.tcp_timeout,
-            CONFIG_UDP_TIMEOUT_S: s.udp_timeout,
-            CONFIG_OTHER_TIMEOUT_S: s.other_timeout,
-            CONFIG_FIN_TIMEOUT_S: s.fin_timeout,
             CONFIG_EVENTS_PER_SECOND: s.events_per_second,
             CONFIG_EVENTS_BURST: s.events_burst,
         }
@@ -151,9 +144,20 @@ class EbpfBackend:
             self._write(delta, stale, every_endpoint=rewire)
             self._retire_drop_counts(released, every_stale=repair)
             self._programmed = self.planner.state
-        if rewire:
-            self._attach(replace=full)
+        if not self._hooked or (repair and not loader.is_hooked(self.pin_dir)):
+            self._hook()
         return bool(delta.policy_add or delta.policy_del or delta.endpoint_set)
+
+    def _hook(self) -> None:
+        """After the first write (a restarted agent's program starts on the maps it just
+        repaired, a new one on complete maps), and again on a full sync that finds the
+        link gone."""
+        if self._hooked:
+            log.warning("the FORWARD program was unhooked; hooking it again")
+        conntrack_hold.hold()
+        loader.hook(self.program, self.pin_dir)
+        tc_retired.detach_everywhere()
+        self._hooked = True
 
     def _needs_interfaces(self, ir: NodeIR, change: IRDiff | None) -> bool:
         """New or changed endpoints, or one whose interface was not there yet."""
@@ -222,45 +226,11 @@ class EbpfBackend:
             else:
                 self.maps.put(name, key, value)
 
-    def _attach(self, replace: bool) -> None:
-        """Both programs on every local pod's interface (new ones, or all when a new
-        agent brought new programs)."""
-        with IPRoute() as ipr:
-            for ref, ifname in self._interfaces.items():
-                if ref not in self.planner.state.endpoints:
-                    continue
-                if not replace and self._attached.get(ref) == ifname:
-                    continue
-                found = ipr.link_lookup(ifname=ifname)
-                if not found:
-                    continue
-                loader.attach(ipr, found[0], self.from_pod.fd, self.to_pod.fd)
-                self._attached[ref] = ifname
-
     # --- connections, counters, cleanup ---------------------------------------------------
 
     def remove_denied(self, ir: NodeIR) -> int:
-        """Delete the CT entries of connections the IR no longer admits."""
-        refs = {v: k for k, v in self.planner.endpoint_ids.by_thing.items()}
-        table, removed = self.maps.tables["picket_ct"], 0
-        for key in list(table.keys()):
-            ref = refs.get(key.endpoint)
-            endpoint = ir.endpoints.get(ref) if ref else None
-            if endpoint is None or endpoint.audit:
-                continue  # audit mode keeps what it let through
-            rules = endpoint.egress if key.direction == DIR_EGRESS else endpoint.ingress
-            saddr = IPv4Address(socket.ntohl(key.saddr))
-            daddr = IPv4Address(socket.ntohl(key.daddr))
-            peer = daddr if key.direction == DIR_EGRESS else saddr
-            protocol = IP_PROTOCOL_NAMES.get(key.protocol, str(key.protocol))
-            port = key.dport if key.protocol in (6, 17, 132) else None
-            if not direction_admits(ir, rules, peer, protocol, port):
-                try:
-                    del table[key]
-                    removed += 1
-                except KeyError:
-                    pass
-        return removed
+        """Delete the conntrack entries of connections the IR no longer admits."""
+        return conntrack.remove_denied(ir, frozenset(self._host_addresses(ir)))
 
     def counters(self) -> dict[str, int]:
         """Packets by verdict reason, both directions."""
@@ -314,8 +284,8 @@ class EbpfBackend:
         return split_audit(totals, allowed)
 
     def map_entries(self) -> dict[str, int]:
-        """Entries per map: the agent's own from its plan, the kernel's (CT, drop
-        counts) by walking them."""
+        """Entries per map: the agent's own from its plan, the drop counts by walking
+        them."""
         with self._lock:
             state = self._programmed or self.planner.state
             sizes = {
@@ -324,17 +294,20 @@ class EbpfBackend:
                 "policy": len(state.policy),
                 "named": len(state.named),
             }
-        for name in ("ct", "drop_counts"):
-            sizes[name] = sum(1 for _ in self.maps.tables[f"picket_{name}"])
+        sizes["drop_counts"] = sum(1 for _ in self.maps.tables["picket_drop_counts"])
         return sizes
+
+    def conntrack_entries(self) -> int | None:
+        return conntrack.entry_count()
 
     def rule_count(self) -> int:
         state = self._programmed or self.planner.state
         return len(state.policy) + len(state.named)
 
     def cleanup(self) -> list[str]:
-        """Detach our programs from every interface and unpin our maps."""
-        removed = loader.detach_everywhere()
+        """Unhook our program, drop the conntrack hold and unpin our maps."""
+        removed = loader.unhook(self.pin_dir) + tc_retired.detach_everywhere()
+        removed += conntrack_hold.release()
         if self.pin_dir.exists():
             shutil.rmtree(self.pin_dir)
             removed.append(f"pinned maps {self.pin_dir}")
@@ -347,6 +320,7 @@ class EbpfBackend:
 DROP_REASON_LABELS = {
     REASON_DROP_POLICY: "policy",
     REASON_DROP_NO_SYN: "no_syn",
+    REASON_DROP_INVALID: "invalid",
     REASON_AUDIT_POLICY: AUDIT_REASON,
 }
 ALLOWED_REASONS = (

@@ -1,24 +1,30 @@
-"""Compiling, loading and attaching the TC programs: bpf/picket_tc.c compiled with BCC
-at start (its local headers inlined), maps pinned under the BPF filesystem, both
-programs on a pod's host-side interface (clsact, direct action, replaced in place)."""
+"""Compiling, loading and hooking the datapath: bpf/picket_forward.c compiled with BCC
+at start (its local headers inlined, the running kernel's struct offsets from its BTF
+passed as defines), maps pinned under the BPF filesystem, the program hooked into the
+namespace's FORWARD hook through a pinned BPF netfilter link (`nf_link`).
+
+The program reads the kernel's connection tracking (docs/ebpf.md), which runs in a
+namespace only while some netfilter user needs it: kube-proxy's rules do, and where
+none exist (a node without kube-proxy, a test namespace) the loader holds it on with one
+unreferenced rule in the raw table (`conntrack_hold`)."""
 
 from __future__ import annotations
 
-import errno
 import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
+from agent.dataplane.ebpf import btf, nf_link
 from agent.dataplane.ebpf.settings import EbpfSettings
 from agent.dataplane.errors import DataplaneError
 
 BPF_DIR = Path(__file__).resolve().parents[3] / "bpf"
-FILTER_PRIO = 4949  # our TC filters' priority: fixed, so a new program replaces the old
-INGRESS_HOOK, EGRESS_HOOK = "ffff:fff2", "ffff:fff3"  # from the pod, to the pod
+ENTRY = "picket_forward.c"
+KERNEL_BTF = Path("/sys/kernel/btf/vmlinux")
+LINK_PIN = "forward_link"  # in the pin directory, beside the maps
+# Pins of maps the TC datapath had and this one does not: removed at load.
+RETIRED_PINS = ("ct",)
 
 
 def program_source() -> str:
@@ -32,7 +38,7 @@ def program_source() -> str:
             out.append(inline(BPF_DIR / found.group(1)) if found else line)
         return "\n".join(out)
 
-    return inline(BPF_DIR / "picket_tc.c")
+    return inline(BPF_DIR / ENTRY)
 
 
 def is_bpffs(path: Path) -> bool:
@@ -62,67 +68,60 @@ def cflags(pin_dir: Path, s: EbpfSettings) -> list[str]:
         f"-DPICKET_ENDPOINT_ENTRIES={s.endpoint_entries}",
         f"-DPICKET_POLICY_ENTRIES={s.policy_entries}",
         f"-DPICKET_NAMED_ENTRIES={s.named_entries}",
-        f"-DPICKET_CT_ENTRIES={s.ct_entries}",
         f"-DPICKET_RING_PAGES={s.ring_pages}",
     ]
 
 
-def load(pin_dir: Path, settings: EbpfSettings) -> tuple[Any, Any, Any]:
-    """The BPF object and its two programs (from the pod, to the pod), maps pinned."""
+def kernel_offsets(path: Path = KERNEL_BTF) -> dict[str, int]:
+    try:
+        return btf.program_offsets(btf.Btf(path.read_bytes()))
+    except (OSError, btf.BtfError) as exc:
+        raise DataplaneError(
+            f"cannot read the kernel's struct layouts from {path} ({exc}); the eBPF "
+            "backend needs a kernel with BTF (CONFIG_DEBUG_INFO_BTF)"
+        ) from exc
+
+
+def load(pin_dir: Path, settings: EbpfSettings) -> tuple[Any, Any]:
+    """The BPF object and its FORWARD program, maps pinned."""
     from bcc import BPF
 
     ensure_bpffs(pin_dir.parent)
     pin_dir.mkdir(parents=True, exist_ok=True)
+    for name in RETIRED_PINS:
+        (pin_dir / name).unlink(missing_ok=True)
+    offsets = [f"-D{name}={value}" for name, value in kernel_offsets().items()]
     try:
-        bpf = BPF(text=program_source(), cflags=cflags(pin_dir, settings))
-        return (
-            bpf,
-            bpf.load_func("picket_from_pod", BPF.SCHED_CLS),
-            bpf.load_func("picket_to_pod", BPF.SCHED_CLS),
+        bpf = BPF(text=program_source(), cflags=cflags(pin_dir, settings) + offsets)
+        program = bpf.load_func(
+            "picket_forward", nf_link.BPF_PROG_TYPE_NETFILTER, attach_type=nf_link.BPF_NETFILTER
         )
     except Exception as exc:
         raise DataplaneError(
-            f"cannot compile or load the TC programs ({exc}); BCC needs a kernel headers "
-            "tree at /lib/modules/$(uname -r)/build (make setup links the distribution's)"
+            f"cannot compile or load the FORWARD program ({exc}); it needs a kernel >= "
+            "6.4 (BPF netfilter programs) and BCC a kernel headers tree at "
+            "/lib/modules/$(uname -r)/build (make setup links the distribution's)"
         ) from exc
+    return bpf, program
 
 
-def attach(ipr: IPRoute, index: int, from_pod_fd: int, to_pod_fd: int) -> None:
-    """Both programs on interface `index`, replacing ours if there."""
+def hook(program: Any, pin_dir: Path) -> None:
+    """Hook `program` into FORWARD, replacing the link an earlier agent pinned."""
     try:
-        ipr.tc("add", "clsact", index)
-    except NetlinkError as exc:
-        if exc.code != errno.EEXIST:
-            raise
-    for hook, fd, name in (
-        (INGRESS_HOOK, from_pod_fd, "picket_from_pod"),
-        (EGRESS_HOOK, to_pod_fd, "picket_to_pod"),
-    ):
-        ipr.tc(
-            "replace-filter",
-            "bpf",
-            index,
-            ":1",
-            fd=fd,
-            name=name,
-            parent=hook,
-            classid=1,
-            direct_action=True,
-            prio=FILTER_PRIO,
-        )
+        nf_link.hook_in_place_of_pinned(program.fd, pin_dir, LINK_PIN)
+    except OSError as exc:
+        raise DataplaneError(f"cannot hook the program into FORWARD: {exc}") from exc
 
 
-def detach_everywhere() -> list[str]:
-    """Remove our programs from every interface; say which went."""
+def is_hooked(pin_dir: Path) -> bool:
+    """Whether a pinned link holds a FORWARD program of ours (someone may have removed
+    it: a full sync hooks the program in again)."""
+    return any(pin_dir.glob(f"{LINK_PIN}-*"))
+
+
+def unhook(pin_dir: Path) -> list[str]:
     removed = []
-    with IPRoute() as ipr:
-        for link in ipr.get_links():
-            index, name = link["index"], link.get_attr("IFLA_IFNAME")
-            for hook in (INGRESS_HOOK, EGRESS_HOOK):
-                try:
-                    ipr.tc("del-filter", "bpf", index, ":1", parent=hook, prio=FILTER_PRIO)
-                    side = "from" if hook == INGRESS_HOOK else "to"
-                    removed.append(f"program on {name} ({side} pod)")
-                except NetlinkError:
-                    pass
+    for link in sorted(pin_dir.glob(f"{LINK_PIN}-*")):
+        link.unlink()
+        removed.append(f"FORWARD program (link {link})")
     return removed

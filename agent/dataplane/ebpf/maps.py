@@ -15,7 +15,6 @@ MAP_NAMES = (
     "picket_endpoints",
     "picket_policy",
     "picket_named",
-    "picket_ct",
     "picket_verdicts",
     "picket_drop_counts",
     "picket_config",

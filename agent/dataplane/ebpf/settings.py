@@ -1,4 +1,4 @@
-"""The eBPF backend's map sizes and timeouts (pure: `picket agent` builds its flags from
+"""The eBPF backend's map sizes and drop-event rate (pure: `picket agent` builds its flags from
 these fields without loading anything)."""
 
 from __future__ import annotations
@@ -8,17 +8,13 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class EbpfSettings:
-    """Map sizes and timeouts (flags of `picket agent`; defaults documented there)."""
+    """Map sizes and the drop-event rate (flags of `picket agent`; defaults documented
+    there). Connection timeouts are the kernel's conntrack ones (net.netfilter.*)."""
 
     addr_entries: int = 65536
     endpoint_entries: int = 4096
     policy_entries: int = 524288
     named_entries: int = 65536
-    ct_entries: int = 262144
     ring_pages: int = 64
-    tcp_timeout: int = 3600
-    udp_timeout: int = 60
-    other_timeout: int = 60
-    fin_timeout: int = 10
     events_per_second: int = 1000
     events_burst: int = 1000

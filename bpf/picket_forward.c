@@ -1,14 +1,12 @@
-/* Picket's TC programs, attached (clsact, direct action) to each local pod's host-side
- * interface: what the pod sends is checked against its egress policy, what it receives
- * against its ingress policy. The maps are pinned under PICKET_PIN_DIR so that a
- * restarted agent keeps them; logic lives in lib/. */
+/* Picket's eBPF datapath: one BPF netfilter program at the FORWARD hook of the node's
+ * namespace, after kube-proxy's DNAT and before its masquerade, so that it judges every
+ * connection between its real ends (docs/ebpf.md, "Where the check runs"). What a pod
+ * sends is checked against its egress policy, what it receives against its ingress
+ * policy; the kernel's connection tracking says which packets begin a connection. The
+ * maps are pinned under PICKET_PIN_DIR so that a restarted agent keeps them; logic
+ * lives in lib/. */
 #include <uapi/linux/bpf.h>
-#include <uapi/linux/pkt_cls.h>
-#include <uapi/linux/if_ether.h>
-#include <uapi/linux/ip.h>
 #include <uapi/linux/in.h>
-#include <uapi/linux/tcp.h>
-#include <uapi/linux/icmp.h>
 #include "picket.h"
 
 BPF_TABLE_PINNED7("lpm_trie", struct addr_key, struct addr_value, picket_addr,
@@ -19,8 +17,6 @@ BPF_TABLE_PINNED7("lpm_trie", struct policy_key, __u8, picket_policy,
                   PICKET_POLICY_ENTRIES, PICKET_PIN_DIR "/policy", BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("hash", struct named_key, __u8, picket_named,
                  PICKET_NAMED_ENTRIES, PICKET_PIN_DIR "/named");
-BPF_TABLE_PINNED("lru_hash", struct ct_key, struct ct_value, picket_ct,
-                 PICKET_CT_ENTRIES, PICKET_PIN_DIR "/ct");
 BPF_TABLE_PINNED("percpu_array", __u32, __u64, picket_verdicts, DIRECTIONS * REASON_SLOTS,
                  PICKET_PIN_DIR "/verdicts");
 BPF_TABLE_PINNED7("hash", struct drop_count_key, __u64, picket_drop_counts,
@@ -31,18 +27,12 @@ BPF_TABLE_PINNED("array", __u32, __u64, picket_config, CONFIG_COUNT,
 BPF_TABLE("percpu_array", __u32, struct rate_state, picket_rate, 1);
 BPF_RINGBUF_OUTPUT(picket_drops, PICKET_RING_PAGES);
 
-#include "lib/packet.h"
-#include "lib/ct.h"
+#include "lib/kernel.h"
 #include "lib/policy.h"
 #include "lib/events.h"
 #include "lib/verdict.h"
 
-int picket_from_pod(struct __sk_buff *skb)
+int picket_forward(struct bpf_nf_ctx *ctx)
 {
-    return picket_verdict(skb, DIR_EGRESS);
-}
-
-int picket_to_pod(struct __sk_buff *skb)
-{
-    return picket_verdict(skb, DIR_INGRESS);
+    return picket_verdict(ctx);
 }

@@ -1,0 +1,114 @@
+/* What netfilter hands a BPF program at the FORWARD hook, read with the running
+ * kernel's struct layouts. BCC compiles against the distribution's 6.1 headers, which
+ * predate BPF netfilter programs (6.4) and need not match this kernel's layouts: the
+ * loader reads every member offset used here from the kernel's BTF
+ * (agent/dataplane/ebpf/btf.py) and passes it as PICKET_OFF_*; the verifier checks each
+ * load against the same BTF. */
+#ifndef PICKET_KERNEL_H
+#define PICKET_KERNEL_H
+
+struct bpf_nf_ctx {
+    void *state;  /* struct nf_hook_state */
+    void *skb;    /* struct sk_buff */
+};
+
+#define NF_DROP 0
+#define NF_ACCEPT 1
+
+/* enum ip_conntrack_info: the low bits of skb->_nfct. */
+#define CTINFO_NEW 2
+#define CTINFO_MASK 7UL
+/* enum tcp_conntrack: a connection's first packet was a SYN. */
+#define TCP_CONNTRACK_SYN_SENT 1
+
+/* A connection attempt as the kernel's connection tracking saw it: the client's own
+ * address (the original source: masquerade happens after FORWARD) and the backend's
+ * (the reply's source: kube-proxy's DNAT happened before). */
+struct flow {
+    __u32 saddr;          /* network byte order */
+    __u32 daddr;
+    __u16 sport;          /* host byte order */
+    __u16 dport;
+    __u32 service_addr;   /* where the client sent it, when DNAT changed that; else 0 */
+    __u16 service_port;
+    __u8 protocol;
+    __u8 tracked;         /* 0: no conntrack entry (INVALID or untracked) */
+    __u8 new;             /* the connection's first packet(s): judged by policy */
+    __u8 syn;             /* TCP: the connection began with a SYN */
+};
+
+static __always_inline __u32 hook_ifindex(void *state, __u32 offset)
+{
+    void *dev = 0;
+    __u32 ifindex = 0;
+    bpf_probe_read_kernel(&dev, sizeof(dev), state + offset);
+    if (dev)
+        bpf_probe_read_kernel(&ifindex, sizeof(ifindex), dev + PICKET_OFF_DEV_IFINDEX);
+    return ifindex;
+}
+
+static __always_inline unsigned long skb_nfct(void *skb)
+{
+    unsigned long nfct = 0;
+    bpf_probe_read_kernel(&nfct, sizeof(nfct), skb + PICKET_OFF_SKB_NFCT);
+    return nfct;
+}
+
+/* One side (src or dst) of a conntrack tuple: address and port/ICMP id, big-endian. */
+static __always_inline void tuple_side(void *tuple, __u32 addr_off, __u32 port_off,
+                                       __u32 *addr, __u16 *port)
+{
+    __u16 raw = 0;
+    bpf_probe_read_kernel(addr, sizeof(*addr), tuple + addr_off);
+    bpf_probe_read_kernel(&raw, sizeof(raw), tuple + port_off);
+    *port = bpf_ntohs(raw);
+}
+
+/* The packet's own protocol, for packets conntrack has no entry for. */
+static __always_inline __u8 skb_ip_protocol(void *skb)
+{
+    unsigned char *head = 0;
+    __u16 network = 0;
+    __u8 protocol = 0;
+    bpf_probe_read_kernel(&head, sizeof(head), skb + PICKET_OFF_SKB_HEAD);
+    bpf_probe_read_kernel(&network, sizeof(network), skb + PICKET_OFF_SKB_NETWORK_HEADER);
+    bpf_probe_read_kernel(&protocol, 1, head + network + 9);
+    return protocol;
+}
+
+/* Fills `f` from the connection `nfct` points at (only read for a NEW packet). */
+static __always_inline void read_flow(void *skb, unsigned long nfct, struct flow *f)
+{
+    void *ct = (void *)(nfct & ~CTINFO_MASK);
+    if (!ct) {
+        f->protocol = skb_ip_protocol(skb);
+        return;
+    }
+    f->tracked = 1;
+    f->new = (nfct & CTINFO_MASK) == CTINFO_NEW;
+    if (!f->new)
+        return;
+    void *orig = ct + PICKET_OFF_CT_TUPLEHASH + PICKET_OFF_TH_TUPLE;
+    void *reply = orig + PICKET_SIZE_TUPLEHASH;
+    __u32 to_addr = 0;
+    __u16 to_port = 0;
+    tuple_side(orig, PICKET_OFF_TUPLE_SRC_ADDR, PICKET_OFF_TUPLE_SRC_PORT, &f->saddr, &f->sport);
+    tuple_side(orig, PICKET_OFF_TUPLE_DST_ADDR, PICKET_OFF_TUPLE_DST_PORT, &to_addr, &to_port);
+    tuple_side(reply, PICKET_OFF_TUPLE_SRC_ADDR, PICKET_OFF_TUPLE_SRC_PORT, &f->daddr, &f->dport);
+    bpf_probe_read_kernel(&f->protocol, 1, orig + PICKET_OFF_TUPLE_PROTONUM);
+    if (to_addr != f->daddr || to_port != f->dport) {
+        f->service_addr = to_addr;
+        f->service_port = to_port;
+    }
+    if (f->protocol == IPPROTO_TCP) {
+        __u8 state = 0;
+        bpf_probe_read_kernel(&state, 1, ct + PICKET_OFF_CT_TCP_STATE);
+        f->syn = state == TCP_CONNTRACK_SYN_SENT;
+    }
+    if (f->protocol != IPPROTO_TCP && f->protocol != IPPROTO_UDP && f->protocol != 132) {
+        f->sport = 0; /* ICMP: the tuple holds an id and a type, not ports */
+        f->dport = 0;
+    }
+}
+
+#endif
