@@ -2,7 +2,9 @@
 atomically; every text it hands the kernel comes from them.
 
 - Chains go in one `iptables-restore --noflush` transaction (declaring a chain replaces
-  it whole); one jump from FORWARD, kept first; nothing else is touched.
+  it whole); one jump from the mangle table's FORWARD (iptables_render says why
+  mangle); nothing else is touched. Chains an older agent left in the filter table
+  are removed once ours are in place.
 - Sets are created and filled before rules use them, changed by membership (`ipset
   restore` batches of add/del, so a relabel costs set updates, not a chain rewrite),
   rebuilt through a temporary set and `swap` on a full sync, destroyed after the rules
@@ -38,6 +40,7 @@ from agent.dataplane.iptables_render import (
     DEFAULT_NFLOG_GROUP,
     FORWARD_CHAIN,
     JUMP_RULE,
+    TABLE,
     Ruleset,
     cleanup_text,
     counted_rules,
@@ -48,6 +51,7 @@ from agent.dataplane.pod_interfaces import host_interfaces, node_addresses
 
 log = logging.getLogger("picket.iptables")
 JUMP = list(JUMP_RULE)
+RETIRED_TABLE = "filter"  # where agents before the move to mangle put their chains
 
 
 def _chains_in(save: str) -> set[str]:
@@ -95,6 +99,7 @@ class IptablesBackend:
         self._set_names: set[str] = set()
         self._counters = MonotonicTotals()
         self._counters_lock = threading.Lock()  # scrapes read them from another thread
+        self._retired = False  # an older agent's filter-table chains are gone
 
     def _tool(self, name: str) -> str:
         return f"{name}-{self.mode}" if name == "iptables" else f"iptables-{self.mode}-{name}"
@@ -135,11 +140,16 @@ class IptablesBackend:
                 self._counters.forget()
             self._chains = chains
             self._ensure_jump()
+            if not self._retired:
+                # Ours are in place first: enforcement never pauses across the upgrade.
+                for what in self._remove_chains(RETIRED_TABLE):
+                    log.info("removed %s, left by an older agent", what)
+                self._retired = True
         return changed
 
     def _read_counters(self) -> str:
         """Feeds the totals; returns the `iptables-save -c` text it read."""
-        save = _run([self._tool("save"), "-c", "-t", "filter"])
+        save = _run([self._tool("save"), "-c", "-t", TABLE])
         for source, labels, packets in counted_rules(save):
             self._counters.observe(source, labels, packets)
         return save
@@ -165,15 +175,28 @@ class IptablesBackend:
     def rule_count(self) -> int:
         return sum(len(rules) for rules in (self._chains or {}).values())
 
-    def _existing_chains(self) -> set[str]:
-        return _chains_in(_run([self._tool("save"), "-t", "filter"]))
+    def _existing_chains(self, table: str = TABLE) -> set[str]:
+        return _chains_in(_run([self._tool("save"), "-t", table]))
 
     def _ensure_jump(self) -> None:
-        iptables = self._tool("iptables")
-        check = subprocess.run([iptables, "-w", "-C", *JUMP], capture_output=True, check=False)
+        iptables = [self._tool("iptables"), "-w", "-t", TABLE]
+        check = subprocess.run([*iptables, "-C", *JUMP], capture_output=True, check=False)
         if check.returncode != 0:
             log.info("inserting the jump from FORWARD to %s", FORWARD_CHAIN)
-            _run([iptables, "-w", "-I", JUMP[0], "1", *JUMP[1:]])
+            _run([*iptables, "-I", JUMP[0], "1", *JUMP[1:]])
+
+    def _remove_chains(self, table: str) -> list[str]:
+        """Our jump and chains in `table`: what cleanup removes, and what an agent from
+        before the move to mangle left in filter."""
+        removed = []
+        iptables = [self._tool("iptables"), "-w", "-t", table]
+        while subprocess.run([*iptables, "-D", *JUMP], capture_output=True).returncode == 0:
+            removed.append(f"jump from FORWARD ({table})")
+        chains = sorted(self._existing_chains(table))
+        if chains:
+            _run([self._tool("restore"), "--noflush", "-w"], cleanup_text(chains, table))
+            removed += [f"chain {c} ({table})" for c in chains]
+        return removed
 
     def _destroy_stale_sets(self, wanted: set[str], full: bool) -> None:
         present = set(self._existing_sets()) if full else self._set_names
@@ -198,19 +221,7 @@ class IptablesBackend:
 
     def cleanup(self) -> list[str]:
         """Remove everything Picket added: the jump, the chains, the sets."""
-        removed = []
-        iptables = self._tool("iptables")
-        while (
-            subprocess.run(
-                [iptables, "-w", "-D", *JUMP], capture_output=True, check=False
-            ).returncode
-            == 0
-        ):
-            removed.append("jump from FORWARD")
-        chains = sorted(self._existing_chains())
-        if chains:
-            _run([self._tool("restore"), "--noflush", "-w"], cleanup_text(chains))
-            removed += [f"chain {c}" for c in chains]
+        removed = self._remove_chains(TABLE) + self._remove_chains(RETIRED_TABLE)
         sets = self._existing_sets()
         self._ipset(destroy_script(sets))
         removed += [f"set {name}" for name in sets]

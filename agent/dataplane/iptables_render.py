@@ -1,13 +1,20 @@
 """NodeIR -> iptables chains and ipsets, as text (pure; the I/O is in iptables.py).
 
-Layout, in the filter table (one jump from FORWARD; nothing else is touched):
+Layout, in the mangle table (one jump from FORWARD; nothing else is touched):
 
-    PICKET-FORWARD   ESTABLISHED,RELATED -> ACCEPT (replies are not new connections)
+    PICKET-FORWARD   ESTABLISHED,RELATED -> RETURN (replies are not new connections)
                      INVALID -> DROP; NEW TCP without SYN -> DROP (no mid-stream pickup)
                      -i <pod veth> -> PICKET-EG-<h>   (traffic leaving a pod: its egress)
                      -o <pod veth> -> PICKET-IN-<h>   (traffic entering a pod: its ingress)
     PICKET-EG-<h>    one rule per (peer set, protocol) of each clause -> RETURN (admitted)
     PICKET-IN-<h>    ... ; then NFLOG (the drop log) and DROP (in audit mode: NFLOG only)
+
+Why mangle, not filter: FORWARD's mangle chain runs after kube-proxy's DNAT and before
+its masquerade, as filter's does, but before any filter rule, so no one else's ACCEPT
+can skip ours: kube-proxy's KUBE-FORWARD accepts NodePort traffic by its masquerade mark
+(0x4000), and whichever of two jumps was inserted last comes first in filter. An
+ACCEPT would end the mangle chain for rules after ours (MSS clamping, say), so our
+chains only RETURN or DROP.
 
 A direction chain is named by a hash of its rules, so pods selected by the same
 policies share one. Peers are ipsets (ipset_render.py). The rule count depends on local
@@ -33,6 +40,7 @@ from agent.compiler.ir import (
 from agent.dataplane.counters import AUDIT_REASON
 from agent.dataplane.ipset_render import IpSet, render_sets, set_name
 
+TABLE = "mangle"
 FORWARD_CHAIN = "PICKET-FORWARD"
 CHAIN_PREFIX = "PICKET-"
 DEFAULT_NFLOG_GROUP = 100
@@ -144,7 +152,7 @@ def render_chains(
     endpoints without one (not wired yet) get no rules until they have one."""
     chains: dict[str, list[str]] = {}
     forward = [
-        "-m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+        "-m conntrack --ctstate ESTABLISHED,RELATED -j RETURN",
         "-m conntrack --ctstate INVALID -j DROP",
         # A TCP packet that opens nothing yet has no conntrack entry belongs to a
         # connection whose entry we removed because policy now forbids it: conntrack's
@@ -177,11 +185,11 @@ def render(
     return Ruleset(render_chains(ir, interfaces, nflog_group), render_sets(ir))
 
 
-def restore_text(ruleset: Ruleset, stale_chains: Iterable[str] = ()) -> str:
+def restore_text(ruleset: Ruleset, stale_chains: Iterable[str] = (), table: str = TABLE) -> str:
     """Input for `iptables-restore --noflush`: declaring a chain flushes it, so our chains
     are replaced whole in one transaction; stale ones are flushed, then deleted."""
     stale = sorted(set(stale_chains) - set(ruleset.chains))
-    lines = ["*filter"]
+    lines = [f"*{table}"]
     lines += [f":{name} - [0:0]" for name in [*ruleset.chains, *stale]]
     for name, rules in ruleset.chains.items():
         lines += [f"-A {name} {rule}" for rule in rules]
@@ -190,10 +198,10 @@ def restore_text(ruleset: Ruleset, stale_chains: Iterable[str] = ()) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cleanup_text(chains: Iterable[str]) -> str:
+def cleanup_text(chains: Iterable[str], table: str = TABLE) -> str:
     """Input for `iptables-restore --noflush` that flushes and deletes `chains` (ours,
     once the jump to them is gone)."""
-    return restore_text(Ruleset({}, {}), chains)
+    return restore_text(Ruleset({}, {}), chains, table)
 
 
 # (chain, what the rule counts) -> ((direction, reason, namespace), packets)

@@ -164,7 +164,7 @@ def _node_rules(node: str) -> str:
 
 def _break_iptables(node: str) -> None:
     """A foreign `iptables -F` of our chain and a removed jump."""
-    iptables = ["ip", "netns", "exec", f"picket-{node}", "iptables", "-w"]
+    iptables = ["ip", "netns", "exec", f"picket-{node}", "iptables", "-w", "-t", "mangle"]
     subprocess.run(
         [
             *iptables,
