@@ -204,8 +204,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"(/healthz, /readyz), log {state / 'logs' / (name + '.log')}"
         )
     print(
-        "note: kinds other than Namespace, Pod, Node, NetworkPolicy and Deployment "
-        "(Services included, for now) are stored but have no effect in the lab"
+        "note: kinds other than Namespace, Pod, Node, NetworkPolicy, Deployment, Service "
+        "and EndpointSlice are stored but have no effect in the lab"
     )
     return EXIT_OK
 

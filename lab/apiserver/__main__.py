@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import signal
 import ssl
@@ -12,8 +13,11 @@ from pathlib import Path
 from aiohttp import web
 
 from lab.apiserver.deployments import DeploymentController
+from lab.apiserver.endpointslice_controller import EndpointSliceController
 from lab.apiserver.server import ApiServer
+from lab.apiserver.service_registry import ServiceRegistry
 from lab.apiserver.store import Store
+from lab.config import NODEPORT_RANGE, SERVICE_CIDR
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
@@ -40,12 +44,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "well-formed object (names and labels still checked)",
     )
     p.add_argument(
+        "--service-cluster-ip-range",
+        type=ipaddress.IPv4Network,
+        default=SERVICE_CIDR,
+        help="where ClusterIPs come from (default: %(default)s)",
+    )
+    p.add_argument(
+        "--service-node-port-range",
+        type=_port_range,
+        default=NODEPORT_RANGE,
+        help="where NodePorts come from, FIRST-LAST (default: 30000-32767)",
+    )
+    p.add_argument(
         "--event-window",
         type=int,
         default=10000,
         help="change events retained for watches; older resumes get 410 Gone",
     )
     return p.parse_args(argv)
+
+
+def _port_range(text: str) -> range:
+    first, _, last = text.partition("-")
+    if not (first.isdigit() and last.isdigit()) or not 0 < int(first) <= int(last) <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port range FIRST-LAST: {text!r}")
+    return range(int(first), int(last) + 1)
 
 
 def seed(server: ApiServer) -> None:
@@ -67,12 +90,18 @@ async def serve(args: argparse.Namespace) -> None:
     token = args.token_file.read_text().strip()
     address = f"{args.advertise_address or args.bind_address}:{args.port}"
     store = Store(window=args.event_window)
+    services = ServiceRegistry(store, args.service_cluster_ip_range, args.service_node_port_range)
     server = ApiServer(
-        store, token, address, args.bookmark_interval, strict=args.validation == "strict"
+        store,
+        token,
+        address,
+        args.bookmark_interval,
+        strict=args.validation == "strict",
+        services=services,
     )
     seed(server)
-    controller = DeploymentController(server.api)
-    controller.start()
+    DeploymentController(server.api).start()
+    EndpointSliceController(server.api).start()
     context = None
     if args.tls_cert:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -1,6 +1,9 @@
 """What the real API server does to an object before storing it: defaulting,
-validation (422 with field errors, through agent.model for the kinds the model knows),
-status reset on create, and the update rules clients can observe.
+validation (422 with field errors, through agent.model for the kinds the model knows,
+lab.apiserver.service_validation for Services), status reset on create, and the update
+rules clients can observe. What needs the store (a Service's ClusterIP and NodePorts)
+comes in as an `allocate` step, run after defaulting and before validation, as the
+real registry allocates before it validates.
 
 Validation is strict (the default) or off. Off skips the model's parser (for modelled
 kinds and a Deployment's pod template) and keeps only the checks every object gets
@@ -10,6 +13,7 @@ would although the model refuses it."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 from agent.model.defaulting import apply_defaults
@@ -18,12 +22,19 @@ from agent.model.names import check_labels, dns1123_subdomain_problems
 from agent.model.parse import parse_object
 from lab.apiserver import status as st
 from lab.apiserver.resources import Resource
+from lab.apiserver.service_defaults import default_service, prepare_create, prepare_update
+from lab.apiserver.service_validation import dns1035_label_problems, validate_service
+
+# Fills in what an object is allocated from shared ranges: (object, old object or None).
+Allocate = Callable[[dict[str, Any], dict[str, Any] | None], None]
 
 # Pod spec fields a pod update may change (the rest is immutable once created).
 _MUTABLE_POD_SPEC = ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds")
 
 
-def _validate(resource: Resource, obj: dict[str, Any], strict: bool) -> None:
+def _validate(
+    resource: Resource, obj: dict[str, Any], strict: bool, old: dict[str, Any] | None = None
+) -> None:
     name = obj.get("metadata", {}).get("name", "")
     if resource.modelled and strict:
         try:
@@ -36,13 +47,19 @@ def _validate(resource: Resource, obj: dict[str, Any], strict: bool) -> None:
     if not isinstance(meta.get("name"), str) or not meta["name"]:
         errs.required("metadata.name", "name or generateName is required")
     else:
-        for msg in dns1123_subdomain_problems(meta["name"]):
+        # A Service's name is a DNS label (it names DNS records); others are subdomains.
+        name_rule = (
+            dns1035_label_problems if resource.kind == "Service" else dns1123_subdomain_problems
+        )
+        for msg in name_rule(meta["name"]):
             errs.invalid("metadata.name", meta["name"], msg)
     labels = meta.get("labels") or {}
     if isinstance(labels, dict):
         check_labels({str(k): str(v) for k, v in labels.items()}, "metadata.labels", errs)
     if resource.kind == "Deployment":
         _validate_deployment(obj, errs, strict)
+    if resource.kind == "Service" and strict:
+        errs.extend(validate_service(obj, old))
     if errs:
         raise st.invalid(resource, name, errs)
 
@@ -101,10 +118,17 @@ def _default(resource: Resource, obj: dict[str, Any]) -> dict[str, Any]:
     if resource.kind == "Pod" and isinstance(obj.get("spec"), dict):
         obj["spec"].setdefault("restartPolicy", "Always")
         obj["spec"].setdefault("schedulerName", "default-scheduler")
+    if resource.kind == "Service":
+        default_service(obj)
     return obj
 
 
-def admit_create(resource: Resource, obj: dict[str, Any], strict: bool = True) -> dict[str, Any]:
+def admit_create(
+    resource: Resource,
+    obj: dict[str, Any],
+    strict: bool = True,
+    allocate: Allocate | None = None,
+) -> dict[str, Any]:
     obj = _default(resource, obj)
     if resource.kind == "Pod":
         # A new pod's status is the server's, not the client's.
@@ -112,6 +136,10 @@ def admit_create(resource: Resource, obj: dict[str, Any], strict: bool = True) -
     elif resource.kind == "Namespace":
         obj["status"] = {"phase": "Active"}
         obj.setdefault("spec", {"finalizers": ["kubernetes"]})
+    elif resource.kind == "Service":
+        prepare_create(obj)
+    if allocate is not None:
+        allocate(obj, None)
     _validate(resource, obj, strict)
     return obj
 
@@ -122,6 +150,7 @@ def admit_update(
     new: dict[str, Any],
     subresource: str | None,
     strict: bool = True,
+    allocate: Allocate | None = None,
 ) -> dict[str, Any]:
     """The object to store for an update of the main resource or its status."""
     new = _default(resource, new)
@@ -137,9 +166,13 @@ def admit_update(
         merged["metadata"] = _kept_metadata(old["metadata"], new.get("metadata", {}))
         if resource.kind == "Pod":
             _check_pod_spec_update(resource, old, merged)
+        if resource.kind == "Service":
+            prepare_update(merged, old)
+        if allocate is not None:
+            allocate(merged, old)
         if merged.get("spec") != old.get("spec"):
             merged["metadata"]["generation"] = old["metadata"].get("generation", 1) + 1
-    _validate(resource, merged, strict)
+    _validate(resource, merged, strict, None if subresource == "status" else old)
     return merged
 
 

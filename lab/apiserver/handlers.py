@@ -13,15 +13,17 @@ from typing import Any
 
 from agent.model.errors import INVALID, FieldError
 from lab.apiserver import status as st
-from lab.apiserver.admission import admit_create, admit_update
+from lab.apiserver.admission import Allocate, admit_create, admit_update
 from lab.apiserver.fieldselect import check_fields, parse_field_selector
 from lab.apiserver.fieldselect import matches as field_matches
 from lab.apiserver.patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 from lab.apiserver.resources import BY_PATH, RESOURCES, Resource
 from lab.apiserver.routing import Target
 from lab.apiserver.selector_syntax import parse_label_selector
+from lab.apiserver.service_registry import SERVICES, ServiceRegistry
 from lab.apiserver.store import Store, now_rfc3339
 from lab.apiserver.watch import Matcher
+from lab.config import NODEPORT_RANGE, SERVICE_CIDR
 
 NAMESPACES = BY_PATH[("", "v1", "namespaces")]
 PODS = BY_PATH[("", "v1", "pods")]
@@ -59,13 +61,20 @@ class Api:
         store: Store,
         defer: Callable[[Callable[[], None]], None] | None = None,
         strict: bool = True,
+        services: ServiceRegistry | None = None,
     ) -> None:
         self.store = store
+        # ClusterIPs and NodePorts, from the ranges a real server takes as
+        # --service-cluster-ip-range and --service-node-port-range.
+        self.services = services or ServiceRegistry(store, SERVICE_CIDR, NODEPORT_RANGE)
         # strict: kinds the model knows are validated by it; off: only names and labels.
         self.strict = strict
         # How work that the real server does in the background (finalizing a terminating
         # namespace) is scheduled; by default it happens at once.
         self.defer = defer or (lambda work: work())
+
+    def _allocator(self, resource: Resource) -> Allocate | None:
+        return self.services.allocate if resource is SERVICES else None
 
     def list(self, target: Target, params: Mapping[str, str]) -> tuple[list[dict], int]:
         matches = matcher(target, params)
@@ -84,7 +93,7 @@ class Api:
         meta = obj["metadata"]
         if not meta.get("name") and isinstance(meta.get("generateName"), str):
             meta["name"] = meta["generateName"] + _random_suffix()
-        obj = admit_create(resource, obj, self.strict)
+        obj = admit_create(resource, obj, self.strict, self._allocator(resource))
         namespace = meta.get("namespace", "") if resource.namespaced else ""
         if resource.namespaced:
             owner = self.store.get(NAMESPACES.key, "", namespace)
@@ -138,7 +147,8 @@ class Api:
     def _store_update(
         self, target: Target, old: dict[str, Any], new: dict[str, Any], dry_run: bool
     ) -> dict[str, Any]:
-        stored = admit_update(target.resource, old, new, target.subresource, self.strict)
+        allocate = None if target.subresource else self._allocator(target.resource)
+        stored = admit_update(target.resource, old, new, target.subresource, self.strict, allocate)
         if dry_run:
             return stored
         if stored == old:

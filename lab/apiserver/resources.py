@@ -1,8 +1,9 @@
 """The resources the lab API server serves, and its discovery documents.
 
 Namespaces, Pods, Nodes and NetworkPolicies are validated with agent.model; Deployments
-drive the lab's deployment controller; every other kind listed here is accepted and
-stored with no effect, so the manifests users already have apply cleanly."""
+drive the lab's deployment controller; Services are validated, get ClusterIPs and
+NodePorts, and drive the EndpointSlice controller; every other kind listed here is
+accepted and stored with no effect, so the manifests users already have apply cleanly."""
 
 from __future__ import annotations
 
@@ -74,8 +75,8 @@ RESOURCES: tuple[Resource, ...] = (
     ),
     _r("apps/v1", "deployments", "Deployment", True, ("deploy",), ("status", "scale")),
     _r("discovery.k8s.io/v1", "endpointslices", "EndpointSlice", True),
-    # Stored, no effect.
     _r("v1", "services", "Service", True, ("svc",), ("status",)),
+    # Stored, no effect.
     _r("v1", "configmaps", "ConfigMap", True, ("cm",)),
     _r("v1", "secrets", "Secret", True),
     _r("v1", "serviceaccounts", "ServiceAccount", True, ("sa",)),

@@ -23,6 +23,7 @@ from lab.apiserver.openapi import (
     openapi_v3_index,
 )
 from lab.apiserver.routing import Discovery, Target, parse_path
+from lab.apiserver.service_registry import ServiceRegistry
 from lab.apiserver.store import Event, Store
 from lab.apiserver.tables import to_table
 from lab.apiserver.watch import bookmark, translate, watch_event
@@ -79,9 +80,10 @@ class ApiServer:
         server_address: str,
         bookmark_interval: float = 2.0,
         strict: bool = True,
+        services: ServiceRegistry | None = None,
     ) -> None:
         self.store = store
-        self.api = Api(store, defer=_after_grace, strict=strict)
+        self.api = Api(store, defer=_after_grace, strict=strict, services=services)
         self.token = token
         self.server_address = server_address
         self.bookmark_interval = bookmark_interval

@@ -15,34 +15,35 @@ from typing import Any
 
 from agent.model.errors import FieldErrors
 from agent.model.selectors import parse_selector
+from lab.apiserver.printing import AGE, NAME, Column, age, human_duration, name, since, sub
 from lab.apiserver.selector_syntax import format_label_selector
+from lab.apiserver.service_printing import SERVICE_CELLS, SERVICE_COLUMNS
+
+__all__ = ["COLUMNS", "human_duration", "since", "to_table"]
 
 TABLE_API_VERSION = "meta.k8s.io/v1"
 INCLUDE_OBJECT = ("None", "Metadata", "Object")
 
-_Column = tuple[str, str, int, str]
 _COLUMN_KEYS = ("name", "type", "priority", "description")
-_NAME: _Column = ("Name", "string", 0, "Name must be unique within a namespace.")
-_AGE: _Column = ("Age", "string", 0, "The time since the object was created.")
 
-COLUMNS: dict[str, list[_Column]] = {
+COLUMNS: dict[str, list[Column]] = {
     "pods": [
-        _NAME,
+        NAME,
         ("Ready", "string", 0, "The aggregate readiness state of this pod for accepting traffic."),
         ("Status", "string", 0, "The aggregate status of the containers in this pod."),
         ("Restarts", "string", 0, "The number of times the containers have been restarted."),
-        _AGE,
+        AGE,
         ("IP", "string", 1, "The IP address allocated to the pod."),
         ("Node", "string", 1, "The node the pod is bound to."),
         ("Nominated Node", "string", 1, "The node the pod may be scheduled onto."),
         ("Readiness Gates", "string", 1, "The readiness gates that are true."),
     ],
-    "namespaces": [_NAME, ("Status", "string", 0, "The status of the namespace"), _AGE],
+    "namespaces": [NAME, ("Status", "string", 0, "The status of the namespace"), AGE],
     "nodes": [
-        _NAME,
+        NAME,
         ("Status", "string", 0, "The status of the node"),
         ("Roles", "string", 0, "The roles of the node"),
-        _AGE,
+        AGE,
         ("Version", "string", 0, "Kubelet Version reported by the node."),
         ("Internal-IP", "string", 1, "The node's internal address."),
         ("External-IP", "string", 1, "The node's external address."),
@@ -51,22 +52,23 @@ COLUMNS: dict[str, list[_Column]] = {
         ("Container-Runtime", "string", 1, "ContainerRuntime Version reported by the node."),
     ],
     "networkpolicies": [
-        _NAME,
+        NAME,
         ("Pod-Selector", "string", 0, "The pods to which this policy applies."),
-        _AGE,
+        AGE,
     ],
     "deployments": [
-        _NAME,
+        NAME,
         ("Ready", "string", 0, "Number of the pod with ready state"),
         ("Up-to-date", "string", 0, "Total number of pods with the desired template."),
         ("Available", "string", 0, "Total number of available pods."),
-        _AGE,
+        AGE,
         ("Containers", "string", 1, "Names of each container in the template."),
         ("Images", "string", 1, "Images referenced by each container in the template."),
         ("Selector", "string", 1, "Label selector for pods."),
     ],
+    **SERVICE_COLUMNS,
 }
-DEFAULT_COLUMNS = [_NAME, _AGE]
+DEFAULT_COLUMNS = [NAME, AGE]
 
 
 def to_table(
@@ -101,7 +103,7 @@ def to_table(
 
 def _row(resource: str, obj: dict, cells: list[Any], include_object: str) -> dict:
     row: dict[str, Any] = {"cells": cells}
-    phase = _sub(obj, "status").get("phase")
+    phase = sub(obj, "status").get("phase")
     if resource == "pods" and phase in ("Succeeded", "Failed"):
         # Upstream marks finished pods, so that clients can tell them apart.
         message = "The pod has completed successfully."
@@ -112,78 +114,23 @@ def _row(resource: str, obj: dict, cells: list[Any], include_object: str) -> dic
         row["object"] = {
             "kind": "PartialObjectMetadata",
             "apiVersion": TABLE_API_VERSION,
-            "metadata": copy.deepcopy(_sub(obj, "metadata")),
+            "metadata": copy.deepcopy(sub(obj, "metadata")),
         }
     elif include_object == "Object":
         row["object"] = copy.deepcopy(obj)
     return row
 
 
-def human_duration(seconds: float) -> str:
-    """kubectl's `duration.HumanDuration`: two significant units at most."""
-    s = int(seconds)  # truncates toward zero, as Go's int(d.Seconds())
-    if s < -1:
-        return "<invalid>"  # upstream tolerates a second of clock skew, no more
-    if s < 0:
-        return "0s"
-    if s < 120:
-        return f"{s}s"
-    minutes, hours, days = s // 60, s // 3600, s // 86400
-    if minutes < 10:
-        return f"{minutes}m{s % 60}s" if s % 60 else f"{minutes}m"
-    if minutes < 180:
-        return f"{minutes}m"
-    if hours < 8:
-        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
-    if hours < 48:
-        return f"{hours}h"
-    if hours < 24 * 8:
-        return f"{days}d{hours % 24}h" if hours % 24 else f"{days}d"
-    if hours < 24 * 365 * 2:
-        return f"{days}d"
-    if hours < 24 * 365 * 8:
-        return f"{days // 365}y{days % 365}d" if days % 365 else f"{days // 365}y"
-    return f"{days // 365}y"
-
-
-def since(timestamp: Any, now: datetime) -> str:
-    """The age of an RFC 3339 timestamp, or "<unknown>" when missing or unreadable."""
-    if not isinstance(timestamp, str) or not timestamp:
-        return "<unknown>"
-    try:
-        then = datetime.fromisoformat(timestamp)
-    except ValueError:
-        return "<unknown>"
-    # Timestamps without an offset are UTC, as the API writes them.
-    then, now = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (then, now))
-    return human_duration((now - then).total_seconds())
-
-
-def _sub(obj: Any, *keys: str) -> dict:
-    """The nested object at `keys`, or {} where one is missing or null."""
-    for key in keys:
-        obj = obj.get(key) if isinstance(obj, dict) else None
-    return obj if isinstance(obj, dict) else {}
-
-
-def _age(obj: dict, now: datetime) -> str:
-    return since(_sub(obj, "metadata").get("creationTimestamp"), now)
-
-
-def _name(obj: dict) -> str:
-    return _sub(obj, "metadata").get("name", "")
-
-
 def _default_cells(obj: dict, now: datetime) -> list[Any]:
-    return [_name(obj), _age(obj, now)]
+    return [name(obj), age(obj, now)]
 
 
 def _namespace_cells(obj: dict, now: datetime) -> list[Any]:
-    return [_name(obj), _sub(obj, "status").get("phase", ""), _age(obj, now)]
+    return [name(obj), sub(obj, "status").get("phase", ""), age(obj, now)]
 
 
 def _pod_cells(pod: dict, now: datetime) -> list[Any]:
-    spec, status = _sub(pod, "spec"), _sub(pod, "status")
+    spec, status = sub(pod, "spec"), sub(pod, "status")
     reason, ready, restarts, last_restart = _pod_state(pod)
     restarts_text = str(restarts)
     if restarts and last_restart:
@@ -193,11 +140,11 @@ def _pod_cells(pod: dict, now: datetime) -> list[Any]:
     conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
     true_gates = sum(conditions.get(g.get("conditionType")) == "True" for g in gates)
     return [
-        _name(pod),
+        name(pod),
         f"{ready}/{len(spec.get('containers') or [])}",
         reason,
         restarts_text,
-        _age(pod, now),
+        age(pod, now),
         ips[0].get("ip") or status.get("podIP") or "<none>",
         spec.get("nodeName") or "<none>",
         status.get("nominatedNodeName") or "<none>",
@@ -208,7 +155,7 @@ def _pod_cells(pod: dict, now: datetime) -> list[Any]:
 def _pod_state(pod: dict) -> tuple[str, int, int, str]:
     """Status text, ready containers, restarts and the latest restart time, worked
     out from the container statuses like upstream's printPod (init containers aside)."""
-    status = _sub(pod, "status")
+    status = sub(pod, "status")
     conditions = status.get("conditions") or []
     reason = status.get("reason") or status.get("phase") or ""
     gated = [c for c in conditions if c.get("type") == "PodScheduled"]
@@ -219,9 +166,9 @@ def _pod_state(pod: dict) -> tuple[str, int, int, str]:
     # Upstream walks them backwards, so the first container's reason wins.
     for cs in reversed(status.get("containerStatuses") or []):
         restarts += cs.get("restartCount", 0)
-        finished = _sub(cs, "lastState", "terminated").get("finishedAt") or ""
+        finished = sub(cs, "lastState", "terminated").get("finishedAt") or ""
         last_restart = max(last_restart, finished)  # RFC 3339 UTC times sort as strings
-        state = _sub(cs, "state")
+        state = sub(cs, "state")
         waiting, terminated = state.get("waiting") or {}, state.get("terminated")
         if waiting.get("reason"):
             reason = waiting["reason"]
@@ -232,7 +179,7 @@ def _pod_state(pod: dict) -> tuple[str, int, int, str]:
     if reason == "Completed" and running:
         pod_ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
         reason = "Running" if pod_ready else "NotReady"
-    if _sub(pod, "metadata").get("deletionTimestamp"):
+    if sub(pod, "metadata").get("deletionTimestamp"):
         if status.get("reason") == "NodeLost":
             reason = "Unknown"
         elif status.get("phase") not in ("Succeeded", "Failed"):
@@ -247,8 +194,8 @@ def _exit_text(terminated: dict) -> str:
 
 
 def _node_cells(node: dict, now: datetime) -> list[Any]:
-    meta, spec, status = _sub(node, "metadata"), _sub(node, "spec"), _sub(node, "status")
-    info = _sub(status, "nodeInfo")
+    meta, spec, status = sub(node, "metadata"), sub(node, "spec"), sub(node, "status")
+    info = sub(status, "nodeInfo")
     ready = [c for c in status.get("conditions") or [] if c.get("type") == "Ready"]
     states = ["Ready" if ready[-1].get("status") == "True" else "NotReady"] if ready else []
     states = states or ["Unknown"]
@@ -263,10 +210,10 @@ def _node_cells(node: dict, now: datetime) -> list[Any]:
         return next((a.get("address") for a in addresses if a.get("type") == kind), "<none>")
 
     return [
-        _name(node),
+        name(node),
         ",".join(states),
         ",".join(sorted(roles)) or "<none>",
-        _age(node, now),
+        age(node, now),
         info.get("kubeletVersion", ""),
         address("InternalIP"),
         address("ExternalIP"),
@@ -283,21 +230,21 @@ def _selector_text(raw: Any) -> str:
 
 
 def _policy_cells(policy: dict, now: datetime) -> list[Any]:
-    pod_selector = _selector_text(_sub(policy, "spec").get("podSelector"))
-    return [_name(policy), pod_selector or "<none>", _age(policy, now)]
+    pod_selector = _selector_text(sub(policy, "spec").get("podSelector"))
+    return [name(policy), pod_selector or "<none>", age(policy, now)]
 
 
 def _deployment_cells(deploy: dict, now: datetime) -> list[Any]:
-    spec, status = _sub(deploy, "spec"), _sub(deploy, "status")
+    spec, status = sub(deploy, "spec"), sub(deploy, "status")
     # The API server defaults spec.replicas to 1; the printer sees the defaulted value.
     desired = spec.get("replicas", 1)
-    containers = _sub(spec, "template", "spec").get("containers") or []
+    containers = sub(spec, "template", "spec").get("containers") or []
     return [
-        _name(deploy),
+        name(deploy),
         f"{status.get('readyReplicas', 0)}/{desired}",
         status.get("updatedReplicas", 0),
         status.get("availableReplicas", 0),
-        _age(deploy, now),
+        age(deploy, now),
         ",".join(c.get("name", "") for c in containers),
         ",".join(c.get("image", "") for c in containers),
         _selector_text(spec.get("selector")),
@@ -310,4 +257,5 @@ _CELLS: dict[str, Callable[[dict, datetime], list[Any]]] = {
     "nodes": _node_cells,
     "networkpolicies": _policy_cells,
     "deployments": _deployment_cells,
+    **SERVICE_CELLS,
 }

@@ -271,6 +271,105 @@ def test_deployments() -> None:
     assert table["rows"][0]["cells"] == ["web", "2/3", 3, 2, "3m2s", "a,b", "ia,ib", "app=web"]
 
 
+def service(**spec: object) -> dict:
+    return {"metadata": meta("web", namespace="x"), "spec": spec}
+
+
+def test_service_columns() -> None:
+    table = to_table("services", [service(type="ClusterIP", clusterIPs=["198.19.241.1"])])
+    assert names(table) == [
+        "Name",
+        "Type",
+        "Cluster-IP",
+        "External-IP",
+        "Port(s)",
+        "Age",
+        "Selector",
+    ]
+    assert wide(table) == ["Selector"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "status", "want"),
+    [
+        (
+            {
+                "type": "ClusterIP",
+                "clusterIPs": ["198.19.241.1"],
+                "selector": {"b": "2", "a": "1"},
+                "ports": [{"port": 80, "protocol": "TCP"}, {"port": 53, "protocol": "UDP"}],
+            },
+            {},
+            ["web", "ClusterIP", "198.19.241.1", "<none>", "80/TCP,53/UDP", "3m2s", "a=1,b=2"],
+        ),
+        (
+            {
+                "type": "NodePort",
+                "clusterIPs": ["198.19.241.2"],
+                "externalIPs": ["198.19.200.9"],
+                "ports": [{"port": 80, "nodePort": 30080, "protocol": "TCP"}],
+            },
+            {},
+            ["web", "NodePort", "198.19.241.2", "198.19.200.9", "80:30080/TCP", "3m2s", "<none>"],
+        ),
+        (
+            {"type": "ClusterIP", "clusterIP": "None", "clusterIPs": ["None"]},
+            {},
+            ["web", "ClusterIP", "None", "<none>", "<none>", "3m2s", "<none>"],
+        ),
+        (
+            {"type": "ExternalName", "externalName": "db.example.com"},
+            {},
+            ["web", "ExternalName", "<none>", "db.example.com", "<none>", "3m2s", "<none>"],
+        ),
+        (
+            {"type": "LoadBalancer", "clusterIPs": ["198.19.241.3"]},
+            {},
+            ["web", "LoadBalancer", "198.19.241.3", "<pending>", "<none>", "3m2s", "<none>"],
+        ),
+        (
+            {"type": "LoadBalancer", "clusterIPs": ["198.19.241.3"]},
+            {"loadBalancer": {"ingress": [{"ip": "198.19.200.1"}, {"hostname": "lb.example"}]}},
+            [
+                "web",
+                "LoadBalancer",
+                "198.19.241.3",
+                "198.19.200.1,lb.example",
+                "<none>",
+                "3m2s",
+                "<none>",
+            ],
+        ),
+    ],
+)
+def test_service_cells(spec: dict, status: dict, want: list) -> None:
+    assert cells("services", {**service(**spec), "status": status}) == want
+
+
+def endpointslice(ports: list | None, endpoints: list | None) -> dict:
+    return {
+        "metadata": meta("web-abcde", namespace="x"),
+        "addressType": "IPv4",
+        "ports": ports,
+        "endpoints": endpoints,
+    }
+
+
+def test_endpointslice_columns() -> None:
+    table = to_table("endpointslices", [endpointslice(None, None)], now=NOW)
+    assert names(table) == ["Name", "AddressType", "Ports", "Endpoints", "Age"]
+    assert table["rows"][0]["cells"] == ["web-abcde", "IPv4", "<unset>", "<unset>", "3m2s"]
+
+
+def test_endpointslice_cells_show_three_then_how_many_more() -> None:
+    ports = [{"port": 80}, {"name": "dns"}, {}, {"port": 9}]
+    endpoints = [{"addresses": [f"198.18.1.{i}"]} for i in range(1, 6)]
+    assert cells("endpointslices", endpointslice(ports, endpoints))[2:4] == [
+        "80,dns,* + 1 more...",
+        "198.18.1.1,198.18.1.2,198.18.1.3 + 2 more...",
+    ]
+
+
 def test_new_deployment_defaults() -> None:
     deploy = {"metadata": meta("web"), "spec": {"selector": {"matchLabels": {"app": "web"}}}}
     assert cells("deployments", deploy)[:4] == ["web", "0/1", 0, 0]
@@ -377,7 +476,8 @@ def test_age_uses_the_clock_by_default() -> None:
 
 
 @pytest.mark.parametrize(
-    "resource", ["pods", "nodes", "namespaces", "networkpolicies", "deployments"]
+    "resource",
+    ["pods", "nodes", "namespaces", "networkpolicies", "deployments", "services", "endpointslices"],
 )
 def test_null_or_missing_parts_do_not_crash(resource: str) -> None:
     for obj in ({}, {"metadata": None, "spec": None, "status": None}):
