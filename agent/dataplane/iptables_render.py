@@ -4,6 +4,7 @@ Layout, in the mangle table (one jump from FORWARD; nothing else is touched):
 
     PICKET-FORWARD   ESTABLISHED,RELATED -> RETURN (replies are not new connections)
                      INVALID -> DROP; NEW TCP without SYN -> DROP (no mid-stream pickup)
+                     -i <pod veth> -o <same> -> RETURN (a pod to itself via a Service)
                      -i <pod veth> -> PICKET-EG-<h>   (traffic leaving a pod: its egress)
                      -o <pod veth> -> PICKET-IN-<h>   (traffic entering a pod: its ingress)
     PICKET-EG-<h>    one rule per (peer set, protocol) of each clause -> RETURN (admitted)
@@ -166,6 +167,12 @@ def render_chains(
         ifname = interfaces.get(ref)
         if ifname is None:
             continue
+        if endpoint.egress is not None or endpoint.ingress is not None:
+            # In and out of the same pod's interface: the pod reaching itself through a
+            # Service that chose it (hairpin), which is always allowed.
+            forward.append(
+                f'-i {ifname} -o {ifname} -m comment --comment "{ref}: itself" -j RETURN'
+            )
         for direction, rules, flag, target in (
             ("Egress", endpoint.egress, "-i", forward),
             ("Ingress", endpoint.ingress, "-o", dispatch_in),

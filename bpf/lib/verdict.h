@@ -56,6 +56,12 @@ static __always_inline int picket_verdict(struct bpf_nf_ctx *ctx)
     asm volatile("" : "+r"(from_pod));
     if (!from_pod && !to_pod)
         return NF_ACCEPT; /* between no local pods (or not yet programmed ones) */
+    /* In and out of the same pod's interface: the pod reaching itself through a
+     * Service that chose it (hairpin), which is always allowed. */
+    if (from_if == to_if) {
+        count_packet(DIR_EGRESS, REASON_ALLOWED_HOST);
+        return NF_ACCEPT;
+    }
     unsigned long nfct = skb_nfct(ctx->skb);
     struct flow f = {};
     read_flow(ctx->skb, nfct, &f);
