@@ -29,6 +29,7 @@ from lab.config import (
     lab_nodes,
     state_dir,
 )
+from lab.kubeproxy.status import programmed, status_path
 from lab.matrix import probe_matrix
 from lab.probe import probe
 
@@ -202,6 +203,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(
             f"agent {node.name}: backend {conf['backend']}, metrics {node.metrics_url} "
             f"(/healthz, /readyz), log {state / 'logs' / (name + '.log')}"
+        )
+    for node in lab_nodes(conf["nodes"]):
+        services = programmed(state, node.name)
+        ports = sum(len(s["ports"]) for s in (services or {}).values())
+        print(
+            f"kube-proxy {node.name}: "
+            + ("no rules applied yet" if services is None else f"{ports} service ports programmed")
+            + f" ({status_path(state, node.name)}), "
+            f"log {state / 'logs' / (lab.kube_proxy_name(node) + '.log')}"
         )
     print(
         "note: kinds other than Namespace, Pod, Node, NetworkPolicy, Deployment, Service "

@@ -24,6 +24,7 @@ from lab.config import (
     virtual_nodes,
 )
 from lab.journald import ensure_journald, stop_journald
+from lab.kubeproxy.status import wait_programmed
 from lab.tls import write_credentials
 
 APISERVER, KUBELET = "apiserver", "kubelet"
@@ -128,6 +129,27 @@ def agent_name(node: LabNode) -> str:
     return f"agent-{node.name}"
 
 
+def kube_proxy_name(node: LabNode) -> str:
+    return f"kube-proxy-{node.name}"
+
+
+def _reconcile_kube_proxies(state: Path, nodes: list[LabNode]) -> None:
+    """One kube-proxy per node inside the node's namespace, whatever the backend (a
+    node has Services without a policy enforcer too); a backend change leaves them be.
+    Waits for each one's first apply, so `lab up` returns with Services programmed.
+    (The order of agents and kube-proxies does not matter for policy: the agents judge
+    in mangle FORWARD or a BPF hook, which kube-proxy's filter ACCEPTs cannot skip.)"""
+    for node in nodes:
+        if processes.running(state, kube_proxy_name(node)) is None:
+            argv = ["-m", "lab.kubeproxy", "--node", node.name]
+            argv += ["--kubeconfig", str(kubeconfig_path(state)), "--state-dir", str(state)]
+            processes.start(state, kube_proxy_name(node), argv, netns=node.netns)
+    try:
+        wait_programmed(state, [n.name for n in nodes], lambda services: True)
+    except TimeoutError as exc:
+        raise LabError(f"{exc}; see {state}/logs/kube-proxy-*.log") from exc
+
+
 def _reconcile_agents(state: Path, nodes: list[LabNode], backend: str, previous: str) -> None:
     """One agent per node inside the node's namespace. A backend change stops the old
     agents and removes what they programmed, first."""
@@ -189,6 +211,7 @@ def up(
         mounted = True
     # The agents' drop logs write to journald; where none runs the lab starts one.
     ensure_journald(state / "journald")
+    _reconcile_kube_proxies(state, nodes)
     _reconcile_agents(state, nodes, backend, previous.get("backend", ""))
     conf = {"nodes": node_count, "virtual_nodes": virtual_count, "backend": backend}
     conf |= {"mounted_bpffs": mounted, "api_validation": validation}

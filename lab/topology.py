@@ -26,6 +26,7 @@ from lab.config import (
     HOST_LINK,
     NETNS_PREFIX,
     OUTSIDE,
+    SERVICE_CIDR,
     UNDERLAY,
     UNDERLAY_BRIDGE,
     UNDERLAY_NS,
@@ -146,6 +147,12 @@ def ensure_node(node: LabNode, all_nodes: list[LabNode]) -> None:
         _up(ipr, "eth0")
         routes = {peer.pod_cidr: peer.address for peer in all_nodes if peer != node}
         routes[OUTSIDE] = EXTERNAL_ADDRESS
+        # A real node's default route also carries the Service range: traffic to a
+        # cluster IP that no DNAT rewrote (a Service without endpoints) is routed into
+        # FORWARD, where kube-proxy rejects it, and the node itself can connect to
+        # cluster IPs (its OUTPUT DNAT re-routes). The lab's nodes have no default
+        # route, so the range goes where the outside does.
+        routes[SERVICE_CIDR] = EXTERNAL_ADDRESS
         _ensure_routes(ipr, routes)
     sysctl(node.netns, "net.ipv4.ip_forward", "1")
     for scope in ("all", "default"):

@@ -61,12 +61,12 @@ def test_up_down_cycles_leave_nothing():
     before = host_snapshot()
     before["iptables"] = _strip_counters(before["iptables"])
     assert before["netns"] == [] and before["lab_processes"] == []
-    for backend, processes in (("none", 2), ("iptables", 4), ("ebpf", 4)):
+    for backend, processes in (("none", 4), ("iptables", 6), ("ebpf", 6)):
         picket("lab", "up", "--nodes", "2", "--backend", backend)
         during = host_snapshot()
         assert set(during["links"]) - set(before["links"]) == {"picket-lab0"}
         assert _strip_counters(during["iptables"]) == before["iptables"]
-        # API server and kubelet, and an agent per node with a backend.
+        # API server, kubelet, a kube-proxy per node, and an agent per node with a backend.
         assert len(during["lab_processes"]) == processes
         removed = picket("lab", "down").stderr
         assert "removed link picket-lab0" in removed

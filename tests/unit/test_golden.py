@@ -116,4 +116,5 @@ def test_golden(folder: Path, node: str, kind: str) -> None:
 
 def test_every_golden_file_is_tested() -> None:
     wanted = {f"{f.name}.{n}.{k}" for f in EXAMPLES for n in NODES for k in RENDERINGS}
-    assert {p.name for p in GOLDEN.iterdir()} == wanted
+    # Subfolders hold other renderers' golden files, checked by their own tests.
+    assert {p.name for p in GOLDEN.iterdir() if p.is_file()} == wanted

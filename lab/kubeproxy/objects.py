@@ -1,0 +1,189 @@
+"""Services and EndpointSlices, as API dicts, into what kube-proxy programs (pure).
+
+What kube-proxy skips, we skip: a Service with no cluster IP yet (not allocated), a
+headless one (clusterIP None: DNS only, no rules), an ExternalName one; addresses of
+another family (this proxier is IPv4 only); slices without the
+`kubernetes.io/service-name` label; slice ports without a name (the upstream
+EndpointSlice controller always writes one, "" for an unnamed port) or a number.
+Malformed fields are reported as problems naming the object and the field, and only
+that port is left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from ipaddress import IPv4Address, ip_address
+from typing import Any
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    """One port of one Service: what kube-proxy calls a ServicePortName and its info."""
+
+    namespace: str
+    service: str
+    port_name: str  # "" for an unnamed port
+    protocol: str  # TCP, UDP or SCTP
+    cluster_ip: str
+    port: int
+    node_port: int | None
+    external_local: bool  # externalTrafficPolicy: Local
+    internal_local: bool  # internalTrafficPolicy: Local
+
+    @property
+    def service_ref(self) -> str:
+        return f"{self.namespace}/{self.service}"
+
+    @property
+    def name_string(self) -> str:
+        """`ns/name:port-name`, or `ns/name` for an unnamed port (kube-proxy's String())."""
+        return self.service_ref + (f":{self.port_name}" if self.port_name else "")
+
+    @property
+    def key(self) -> PortKey:
+        return (self.namespace, self.service, self.port_name, self.protocol)
+
+    # A Service is reachable from outside through its node port (we have no
+    # LoadBalancer or external IPs); the traffic policies mean what the API says:
+    # "Local" sends traffic only to endpoints on the node that received it.
+    @property
+    def externally_accessible(self) -> bool:
+        return self.node_port is not None
+
+    @property
+    def external_policy_local(self) -> bool:
+        return self.externally_accessible and self.external_local
+
+    @property
+    def uses_cluster_endpoints(self) -> bool:
+        # Local external policy still short-circuits pod and node traffic to all endpoints.
+        return not self.internal_local or self.external_policy_local
+
+    @property
+    def uses_local_endpoints(self) -> bool:
+        return self.internal_local or self.external_policy_local
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    ip: str
+    port: int
+    node: str | None
+    ready: bool
+    serving: bool
+    terminating: bool
+
+    @property
+    def address(self) -> str:
+        return f"{self.ip}:{self.port}"
+
+
+PortKey = tuple[str, str, str, str]  # namespace, service, port name, protocol
+
+
+def _ipv4(text: object) -> str | None:
+    try:
+        address = ip_address(str(text))
+    except ValueError:
+        return None
+    return str(address) if isinstance(address, IPv4Address) else None
+
+
+def _ref(obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{obj.get('kind', 'object')} {meta.get('namespace', '')}/{meta.get('name', '')}"
+
+
+def _port_number(value: object) -> int | None:
+    return value if isinstance(value, int) and 0 < value < 65536 else None
+
+
+def service_ports(services: Iterable[dict[str, Any]]) -> tuple[list[ServicePort], list[str]]:
+    """The service ports to program, and the problems found (one line each)."""
+    ports: list[ServicePort] = []
+    problems: list[str] = []
+    for svc in services:
+        spec = svc.get("spec") or {}
+        cluster_ip = _ipv4(spec.get("clusterIP"))
+        if cluster_ip is None or spec.get("type") == "ExternalName":
+            continue  # not allocated yet, headless, ExternalName, or not IPv4
+        for i, port in enumerate(spec.get("ports") or []):
+            parsed = _service_port(svc, spec, cluster_ip, port)
+            if isinstance(parsed, str):
+                problems.append(f"{_ref(svc)}: spec.ports[{i}].{parsed}")
+            else:
+                ports.append(parsed)
+    return sorted(ports, key=lambda p: (p.name_string, p.protocol)), problems
+
+
+def _service_port(
+    svc: dict[str, Any], spec: dict[str, Any], cluster_ip: str, port: dict[str, Any]
+) -> ServicePort | str:
+    """A ServicePort, or the field that is wrong and why."""
+    protocol = port.get("protocol") or "TCP"
+    if protocol not in PROTOCOLS:
+        return f"protocol: Unsupported value: {protocol!r}"
+    number = _port_number(port.get("port"))
+    if number is None:
+        return f"port: Invalid value: {port.get('port')!r}"
+    node_port = port.get("nodePort")
+    if node_port not in (None, 0) and _port_number(node_port) is None:
+        return f"nodePort: Invalid value: {node_port!r}"
+    meta = svc.get("metadata") or {}
+    return ServicePort(
+        namespace=meta.get("namespace", ""),
+        service=meta.get("name", ""),
+        port_name=port.get("name") or "",
+        protocol=protocol,
+        cluster_ip=cluster_ip,
+        port=number,
+        node_port=node_port or None,
+        external_local=spec.get("externalTrafficPolicy") == "Local",
+        internal_local=spec.get("internalTrafficPolicy") == "Local",
+    )
+
+
+def slice_endpoints(
+    slices: Iterable[dict[str, Any]], node: str
+) -> dict[PortKey, tuple[Endpoint, ...]]:
+    """Endpoints per service port from every slice of every Service, deduplicated by
+    ip:port (a copy on `node` wins) and sorted by ip:port as text, as kube-proxy sorts."""
+    found: dict[PortKey, dict[str, Endpoint]] = {}
+    ordered = sorted(slices, key=lambda s: (s.get("metadata") or {}).get("name", ""))
+    for es in ordered:
+        meta = es.get("metadata") or {}
+        service = (meta.get("labels") or {}).get(SERVICE_NAME_LABEL)
+        if not service or es.get("addressType") != "IPv4":
+            continue
+        for port in es.get("ports") or []:
+            number, name = _port_number(port.get("port")), port.get("name")
+            if number is None or name is None:
+                continue
+            key = (meta.get("namespace", ""), service, name, port.get("protocol") or "TCP")
+            chosen = found.setdefault(key, {})
+            for endpoint in _endpoints(es.get("endpoints") or [], number):
+                if endpoint.address not in chosen or endpoint.node == node:
+                    chosen[endpoint.address] = endpoint
+    return {k: tuple(v[a] for a in sorted(v)) for k, v in found.items()}
+
+
+def _endpoints(entries: list[dict[str, Any]], port: int) -> Iterable[Endpoint]:
+    for entry in entries:
+        ip = _ipv4((entry.get("addresses") or [None])[0])
+        if ip is None:
+            continue  # kube-proxy uses an endpoint's first address only
+        conditions = entry.get("conditions") or {}
+        # Unset conditions: ready and serving unless said otherwise, not terminating.
+        ready = conditions.get("ready") is not False
+        yield Endpoint(
+            ip=ip,
+            port=port,
+            node=entry.get("nodeName"),
+            ready=ready,
+            serving=conditions.get("serving") is not False,
+            terminating=conditions.get("terminating") is True,
+        )

@@ -1,0 +1,68 @@
+"""Services and EndpointSlices as a user or an operator writes them: explicit cluster
+IPs (in the lab's Service range) and node ports, slices labelled with their Service.
+Until the lab allocates and runs an EndpointSlice controller, tests write both."""
+
+from __future__ import annotations
+
+from typing import Any
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+def service_port(
+    name: str, port: int, protocol: str = "TCP", target: int = 80, node_port: int | None = None
+) -> dict[str, Any]:
+    found = {"name": name, "port": port, "protocol": protocol, "targetPort": target}
+    return found | ({"nodePort": node_port} if node_port is not None else {})
+
+
+def service(
+    ns: str,
+    name: str,
+    cluster_ip: str | None,
+    ports: list[dict[str, Any]],
+    external_policy: str | None = None,
+) -> dict[str, Any]:
+    """A ClusterIP Service, or NodePort if a port has a node port; `cluster_ip` None
+    leaves it unallocated, "None" makes it headless."""
+    spec: dict[str, Any] = {"ports": ports}
+    spec["type"] = "NodePort" if any("nodePort" in p for p in ports) else "ClusterIP"
+    if cluster_ip is not None:
+        spec["clusterIP"] = cluster_ip
+    if external_policy is not None:
+        spec["externalTrafficPolicy"] = external_policy
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"namespace": ns, "name": name},
+        "spec": spec,
+    }
+
+
+def endpoint(ip: str, node: str, ready: bool = True) -> dict[str, Any]:
+    return {"addresses": [ip], "nodeName": node, "conditions": {"ready": ready}}
+
+
+def endpoint_slice(
+    ns: str,
+    service_name: str,
+    ports: list[dict[str, Any]],
+    endpoints: list[dict[str, Any]],
+    name: str | None = None,
+) -> dict[str, Any]:
+    """`ports` as the Service's (name, protocol); the slice gives the target port."""
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "namespace": ns,
+            "name": name or f"{service_name}-1",
+            "labels": {SERVICE_NAME_LABEL: service_name},
+        },
+        "addressType": "IPv4",
+        "ports": [
+            {"name": p["name"], "port": p.get("targetPort", p["port"]), "protocol": p["protocol"]}
+            for p in ports
+        ],
+        "endpoints": endpoints,
+    }
