@@ -1,0 +1,284 @@
+"""Policy through Services, on both backends: a connection to a ClusterIP or a NodePort
+gets the verdict of the same connection to the backend pod kube-proxy chose, judged on
+the client's own address (docs/semantics.md, "Services").
+
+The lab's kube-proxy programs the Services (selector Services: the lab's EndpointSlice
+controller fills their slices), the agents enforce; probes go from pods' namespaces to
+ClusterIPs and from the outside host to node ports. One lab per backend."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from lab.config import EXTERNAL_ADDRESS, EXTERNAL_NS, LabNode, pod_netns, state_dir
+from lab.kubeproxy.status import wait_programmed
+from lab.netns import entered
+from lab.probe import probe
+from tests.support.enforcement import apply
+from tests.support.lab_cli import Kubectl, model_lab, wait_until
+from tests.support.policies import BACKENDS, netpol, ns_peer, pods_peer, sel
+
+NODES = ["node-1", "node-2"]
+
+
+@dataclass(frozen=True)
+class Pod:
+    ref: str
+    ip: str
+    node: str
+    netns: str
+
+
+def _pods(kubectl: Kubectl) -> dict[str, Pod]:
+    items = kubectl.json("get", "pods", "-A")["items"]
+    return {
+        f"{p['metadata']['namespace']}/{p['metadata']['name']}": Pod(
+            f"{p['metadata']['namespace']}/{p['metadata']['name']}",
+            p["status"]["podIP"],
+            p["spec"]["nodeName"],
+            pod_netns(p["metadata"]["uid"]),
+        )
+        for p in items
+    }
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def cluster(request: pytest.FixtureRequest) -> Iterator[tuple[Kubectl, dict[str, Pod]]]:
+    with model_lab(request.param) as kubectl:
+        yield kubectl, _pods(kubectl)
+
+
+def _service(
+    name: str, pod: str, port: int = 8080, target: Any = 80, ns: str = "y", **spec: Any
+) -> dict:
+    """A Service in `ns` selecting one pod of the model (labels `pod: <name>`)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"namespace": ns, "name": name},
+        "spec": {
+            "selector": {"pod": pod},
+            "ports": [{"name": "web", "port": port, "targetPort": target, "protocol": "TCP"}],
+            **spec,
+        },
+    }
+
+
+def _published(kubectl: Kubectl, service: dict, backend: Pod) -> dict[str, Any]:
+    """Apply `service` and wait until every node's kube-proxy DNATs it to `backend`;
+    returns the Service as the API server allocated it."""
+    apply(kubectl, service)
+    ns = service["metadata"]["namespace"]
+    name = f"{ns}/{service['metadata']['name']}"
+    port = f"{service['spec']['ports'][0]['port']}/TCP"
+
+    def ready(services: dict[str, Any]) -> bool:
+        entry = (services.get(name) or {}).get("ports", {}).get(port) or {}
+        return any(e.startswith(f"{backend.ip}:") for e in entry.get("endpoints", []))
+
+    wait_programmed(state_dir(), NODES, ready)
+    return kubectl.json("get", "service", "-n", ns, service["metadata"]["name"])
+
+
+def _probe(netns: str, ip: str, port: int, source: str | None = None) -> str:
+    result = asyncio.run(probe(netns, ip, port, "TCP", 1.0, source))
+    return str(result)
+
+
+def _agent_logs() -> str:
+    logs = [state_dir() / "logs" / f"agent-{node}.log" for node in NODES]
+    return "\n".join(line for log in logs for line in log.read_text().splitlines()[-8:])
+
+
+def _node_address(node: str) -> str:
+    return str(LabNode(int(node.rpartition("-")[2])).address)
+
+
+def test_egress_isolated_client_reaches_an_allowed_backend_through_its_cluster_ip(cluster):
+    kubectl, pods = cluster
+    apply(
+        kubectl,
+        netpol(
+            "x",
+            "a-to-b",
+            {
+                "podSelector": sel(pod="a"),
+                "policyTypes": ["Egress"],
+                "egress": [
+                    {"to": [{**ns_peer(ns="y"), **pods_peer(pod="b")}], "ports": [{"port": 80}]}
+                ],
+            },
+        ),
+    )
+    to_b = _published(kubectl, _service("to-b", "b"), pods["y/b"])
+    to_c = _published(kubectl, _service("to-c", "c"), pods["y/c"])
+    client = pods["x/a"].netns
+    assert wait_until(lambda: _probe(client, to_c["spec"]["clusterIP"], 8080) == "timeout")
+    assert _probe(client, to_b["spec"]["clusterIP"], 8080) == "connected y/b"
+    assert _probe(client, pods["y/b"].ip, 80) == "connected y/b"
+
+
+def test_ingress_isolation_holds_through_a_cluster_ip_and_a_named_target_port(cluster):
+    kubectl, pods = cluster
+    apply(
+        kubectl,
+        netpol(
+            "y",
+            "a-only",
+            {
+                "podSelector": sel(pod="a"),
+                "ingress": [
+                    {"from": [{**ns_peer(ns="z"), **pods_peer(pod="a")}], "ports": [{"port": 80}]}
+                ],
+            },
+        ),
+    )
+    named = _published(kubectl, _service("to-a", "a", target="serve-80-tcp"), pods["y/a"])
+    ip = named["spec"]["clusterIP"]
+    assert wait_until(lambda: _probe(pods["x/b"].netns, ip, 8080) == "timeout")
+    assert _probe(pods["z/a"].netns, ip, 8080) == "connected y/a"
+    assert _probe(pods["z/b"].netns, ip, 8080) == "timeout"
+
+
+def test_a_pod_reaches_itself_through_its_own_service(cluster):
+    kubectl, pods = cluster
+    apply(
+        kubectl,
+        netpol(
+            "y",
+            "deny-c",
+            {
+                "podSelector": sel(pod="c"),
+                "ingress": [],
+                "egress": [],
+                "policyTypes": ["Ingress", "Egress"],
+            },
+        ),
+    )
+    own = _published(kubectl, _service("to-c-self", "c", port=8081), pods["y/c"])
+    assert wait_until(lambda: _probe(pods["x/a"].netns, pods["y/c"].ip, 80) == "timeout")
+    assert _probe(pods["y/c"].netns, own["spec"]["clusterIP"], 8081) == "connected y/c"
+
+
+class _Line:
+    """A long-lived TCP connection from a pod through a ClusterIP; the responder echoes."""
+
+    def __init__(self, netns: str, ip: str, port: int) -> None:
+        with entered(netns):
+            self.sock = socket.create_connection((ip, port), timeout=2)
+        self.sock.settimeout(2)
+        self.sock.recv(4096)  # the identity line
+
+    def alive(self) -> bool:
+        try:
+            self.sock.sendall(b"ping\n")
+            return b"ping" in self.sock.recv(4096)
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_an_allowed_connection_through_a_cluster_ip_survives_unrelated_narrowing(cluster):
+    kubectl, pods = cluster
+    apply(
+        kubectl,
+        netpol(
+            "y",
+            "b-from-x",
+            {"podSelector": sel(pod="b"), "ingress": [{"from": [ns_peer(ns="x")]}]},
+        ),
+    )
+    svc = _published(kubectl, _service("keep-b", "b", port=8082), pods["y/b"])
+    assert wait_until(lambda: _probe(pods["z/a"].netns, pods["y/b"].ip, 80) == "timeout")
+    line = _Line(pods["x/a"].netns, svc["spec"]["clusterIP"], 8082)
+    try:
+        for i in range(100):
+            # Each change narrows z/b's ingress (one port fewer than before), so every
+            # agent removes the conntrack entries it now forbids, judging all of them.
+            port = 80 if i % 2 else 81
+            apply(
+                kubectl,
+                netpol(
+                    "z",
+                    "narrowing",
+                    {"podSelector": sel(pod="b"), "ingress": [{"ports": [{"port": port}]}]},
+                ),
+            )
+            if i % 10 == 9:
+                assert line.alive(), f"cut after {i + 1} unrelated narrowing changes"
+        assert wait_until(lambda: _probe(pods["x/c"].netns, pods["z/b"].ip, 81) == "timeout")
+        assert line.alive()
+    finally:
+        line.close()
+
+
+def test_a_connection_through_a_cluster_ip_stops_when_policy_forbids_it(cluster):
+    kubectl, pods = cluster
+    svc = _published(kubectl, _service("cut-c", "c", port=8083, target=81, ns="z"), pods["z/c"])
+    line = _Line(pods["x/c"].netns, svc["spec"]["clusterIP"], 8083)
+    try:
+        assert line.alive()
+        apply(
+            kubectl,
+            netpol(
+                "z",
+                "c-from-a",
+                {"podSelector": sel(pod="c"), "ingress": [{"from": [pods_peer(pod="a")]}]},
+            ),
+        )
+        assert wait_until(lambda: not line.alive(), 10), (
+            f"the forbidden connection lives on; agents: {_agent_logs()}"
+        )
+    finally:
+        line.close()
+
+
+@pytest.mark.parametrize("traffic_policy", ["Cluster", "Local"])
+@pytest.mark.parametrize("admitting", [True, False])
+def test_node_port_is_judged_on_the_outside_clients_own_address(cluster, traffic_policy, admitting):
+    """Backend on the receiving node. The ipBlock admits only the outside host, or every
+    lab address but the outside host: kube-proxy's masquerade (Cluster) rewrites the
+    client to the node's address, which must not decide."""
+    kubectl, pods = cluster
+    backend = pods["y/a"]
+    name = f"np-{traffic_policy.lower()}-{'in' if admitting else 'out'}"
+    block = (
+        {"cidr": f"{EXTERNAL_ADDRESS}/32"}
+        if admitting
+        else {"cidr": "198.18.0.0/15", "except": [f"{EXTERNAL_ADDRESS}/32"]}
+    )
+    apply(
+        kubectl,
+        netpol(
+            "y",
+            "from-outside",
+            {"podSelector": sel(pod="a"), "ingress": [{"from": [{"ipBlock": block}]}]},
+        ),
+    )
+    svc = _published(
+        kubectl,
+        _service(name, "a", port=8090, type="NodePort", externalTrafficPolicy=traffic_policy),
+        backend,
+    )
+    node_port = svc["spec"]["ports"][0]["nodePort"]
+    address = _node_address(backend.node)
+    want = "connected y/a" if admitting else "timeout"
+    seen: list[str] = []
+
+    def outcome() -> bool:
+        seen.append(_probe(EXTERNAL_NS, address, node_port, str(EXTERNAL_ADDRESS)))
+        return seen[-1] == want
+
+    # Until the agents have the policy (y/a's other policies deny the outside host).
+    assert wait_until(outcome, 10), (traffic_policy, seen[-3:])
+    if not admitting:  # and it stays so
+        again = [_probe(EXTERNAL_NS, address, node_port, str(EXTERNAL_ADDRESS)) for _ in range(3)]
+        assert again == ["timeout"] * 3, again
