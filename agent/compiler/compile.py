@@ -3,16 +3,17 @@ addresses and ports; tests hold the two to each other on random clusters."""
 
 from __future__ import annotations
 
-from agent.compiler.ir import CIDRSet, IdentityKey, NodeIR, identity_key
+from agent.compiler.ir import CIDRSet, IdentityKey, NodeIR, TransitEndpoint, identity_key
 from agent.compiler.members import set_members
-from agent.compiler.rules import PeerSets, endpoint_rules
-from agent.model.objects import IPAddress
+from agent.compiler.rules import PeerSets, endpoint_rules, transit_rules
+from agent.model.objects import IPAddress, Pod
 from agent.model.view import ClusterView, local_endpoints
 
 
 def compile_node(state: ClusterView, node: str) -> NodeIR:
     sets = PeerSets()
     endpoints = {pod.ref: endpoint_rules(state, pod, sets) for pod in local_endpoints(state, node)}
+    transit = transit_endpoints(state, node, sets)
     members = {
         sid: set_members(state, s) for sid, s in sets.sets.items() if not isinstance(s, CIDRSet)
     }
@@ -23,7 +24,31 @@ def compile_node(state: ClusterView, node: str) -> NodeIR:
         dict(sorted(sets.sets.items())),
         members,
         pod_addresses(state),
+        transit,
     )
+
+
+def transit_candidates(state: ClusterView, node: str) -> list[Pod]:
+    """Pods of other nodes that `node` may DNAT outside traffic to, with an address."""
+    return [p for p in state.transit_backends if p.node_name != node and p.ips]
+
+
+def transit_endpoints(state: ClusterView, node: str, sets: PeerSets) -> dict[str, TransitEndpoint]:
+    """The transit endpoints of `node`: the candidates isolated for ingress."""
+    node_ips: dict[str | None, tuple[IPAddress, ...]] = {}
+    found = {}
+    for pod in transit_candidates(state, node):
+        if pod.node_name not in node_ips:
+            node_ips[pod.node_name] = own_node_addresses(state, pod)
+        endpoint = transit_rules(state, pod, sets, node_ips[pod.node_name])
+        if endpoint is not None:
+            found[pod.ref] = endpoint
+    return found
+
+
+def own_node_addresses(state: ClusterView, pod: Pod) -> tuple[IPAddress, ...]:
+    """The addresses of a pod's node (none for a pod not bound to one)."""
+    return node_addresses(state, pod.node_name) if pod.node_name else ()
 
 
 def node_addresses(state: ClusterView, node: str) -> tuple[IPAddress, ...]:

@@ -43,6 +43,24 @@ def _member_text(ir: NodeIR, sid: str) -> str:
     )
 
 
+def _transit_text(ir: NodeIR) -> list[str]:
+    """Shown only when there are some, so that a cluster without Services reads as
+    before."""
+    if not ir.transit:
+        return []
+    lines = [
+        "transit endpoints (pods of other nodes behind NodePort/LoadBalancer Services with"
+        " externalTrafficPolicy Cluster: their ingress is judged here, on the client's"
+        " address, for connections this node DNATs to them)"
+    ]
+    for ref, endpoint in ir.transit.items():
+        mode = " (audit mode: nothing dropped, denials logged)" if endpoint.audit else ""
+        own = ", ".join(map(str, endpoint.node_ips)) or "unknown"
+        lines.append(f"transit {ref} {' '.join(map(str, endpoint.ips))} (its node: {own}){mode}")
+        lines += _direction_text("ingress", endpoint.ingress)
+    return lines
+
+
 def describe_ir_text(ir: NodeIR) -> str:
     addresses = ", ".join(map(str, ir.node_ips)) or "unknown"
     lines = [f"node {ir.node} (addresses: {addresses}; always allowed to and from its pods)"]
@@ -53,6 +71,7 @@ def describe_ir_text(ir: NodeIR) -> str:
         lines += _direction_text("egress", endpoint.egress)
     if not ir.endpoints:
         lines.append("(no local endpoints)")
+    lines += _transit_text(ir)
     lines.append("peer sets")
     for sid, peer_set in ir.sets.items():
         lines.append(f"  {sid} {peer_set}: {_member_text(ir, sid)}")
@@ -110,6 +129,15 @@ def describe_ir_json(ir: NodeIR) -> dict[str, Any]:
                 "egress": _direction_json(e.egress),
             }
             for ref, e in ir.endpoints.items()
+        },
+        "transit": {
+            ref: {
+                "ips": [str(ip) for ip in e.ips],
+                "nodeIPs": [str(ip) for ip in e.node_ips],
+                "audit": e.audit,
+                "ingress": _direction_json(e.ingress),
+            }
+            for ref, e in ir.transit.items()
         },
         "peerSets": {sid: {**_set_json(s), "members": members(sid)} for sid, s in ir.sets.items()},
     }

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from agent.compiler.ir import IdentityKey, LocalEndpoint, NodeIR, PeerSet
+from agent.compiler.ir import IdentityKey, LocalEndpoint, NodeIR, PeerSet, TransitEndpoint
 from agent.model.objects import IPAddress
 
 
@@ -26,6 +27,10 @@ class IRDiff:
     node_ips: tuple[IPAddress, ...] | None = None  # set when they changed
     # Pod addresses whose identity key changed (None: the address is gone).
     addresses: dict[IPAddress, IdentityKey | None] = field(default_factory=dict)
+    # Transit endpoints (NodeIR.transit), as endpoints_* are for local ones.
+    transit_added: dict[str, TransitEndpoint] = field(default_factory=dict)
+    transit_changed: dict[str, TransitEndpoint] = field(default_factory=dict)
+    transit_removed: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -38,6 +43,9 @@ class IRDiff:
             or self.endpoints_removed
             or self.node_ips is not None
             or self.addresses
+            or self.transit_added
+            or self.transit_changed
+            or self.transit_removed
         )
 
 
@@ -49,18 +57,33 @@ def diff_ir(old: NodeIR | None, new: NodeIR) -> IRDiff:
         before, after = old.members.get(sid, frozenset()), new.members[sid]
         if before != after:
             members[sid] = MemberChange(after - before, before - after)
+    added, changed, removed = _keyed_changes(old.endpoints, new.endpoints)
+    transit_added, transit_changed, transit_removed = _keyed_changes(old.transit, new.transit)
     return IRDiff(
         sets_added={s: d for s, d in new.sets.items() if s not in old.sets},
         sets_removed=tuple(s for s in old.sets if s not in new.sets),
         members=members,
-        endpoints_added={r: e for r, e in new.endpoints.items() if r not in old.endpoints},
-        endpoints_changed={
-            r: e for r, e in new.endpoints.items() if r in old.endpoints and old.endpoints[r] != e
-        },
-        endpoints_removed=tuple(r for r in old.endpoints if r not in new.endpoints),
+        endpoints_added=added,
+        endpoints_changed=changed,
+        endpoints_removed=removed,
         node_ips=new.node_ips if new.node_ips != old.node_ips else None,
         addresses=_address_changes(old.addresses, new.addresses),
+        transit_added=transit_added,
+        transit_changed=transit_changed,
+        transit_removed=transit_removed,
     )
+
+
+E = TypeVar("E", bound=LocalEndpoint)
+
+
+def _keyed_changes(
+    old: Mapping[str, E], new: Mapping[str, E]
+) -> tuple[dict[str, E], dict[str, E], tuple[str, ...]]:
+    """(added, changed, removed) between two maps of endpoints by ref."""
+    added = {r: e for r, e in new.items() if r not in old}
+    changed = {r: e for r, e in new.items() if r in old and old[r] != e}
+    return added, changed, tuple(r for r in old if r not in new)
 
 
 def _address_changes(

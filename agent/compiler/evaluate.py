@@ -12,6 +12,7 @@ from agent.compiler.ir import (
     LocalEndpoint,
     NamedPortClause,
     NodeIR,
+    TransitEndpoint,
 )
 from agent.model.objects import IPAddress
 
@@ -93,6 +94,22 @@ def endpoints_by_ip(ir: NodeIR) -> dict[IPAddress, str]:
     return {ip: ref for ref, endpoint in ir.endpoints.items() for ip in endpoint.ips}
 
 
+def transit_by_ip(ir: NodeIR) -> dict[IPAddress, str]:
+    """The transit endpoints' addresses, as endpoints_by_ip gives the local ones'."""
+    return {ip: ref for ref, endpoint in ir.transit.items() for ip in endpoint.ips}
+
+
+def transit_passes(
+    ir: NodeIR, endpoint: TransitEndpoint, client: IPAddress, protocol: str, port: int | None
+) -> bool:
+    """A connection this node DNATed to a pod of another node: judged as that pod's own
+    node would judge it if it saw the client's address (a pod and its own node always
+    pass)."""
+    if client in endpoint.node_ips:
+        return True
+    return endpoint_passes(ir, endpoint, "Ingress", client, protocol, port)
+
+
 def node_admits(
     ir: NodeIR,
     src: IPAddress,
@@ -101,10 +118,15 @@ def node_admits(
     port: int | None,
     node_addresses: frozenset[IPAddress] = frozenset(),
     local: Mapping[IPAddress, str] | None = None,
+    dnat: bool = False,
+    transit: Mapping[IPAddress, str] | None = None,
 ) -> bool:
     """What one node's dataplane does with a new connection: the egress of a local
-    source and the ingress of a local destination. `node_addresses` are every address
-    the node itself holds (traffic to and from them is the node's, always allowed)."""
+    source and the ingress of a local destination; and, when this node DNATed it (`dnat`:
+    it was sent to another address than `dst`'s, a Service's), the ingress of a transit
+    destination. `node_addresses` are every address the node itself holds (traffic to
+    and from them is the node's, always allowed); `local` and `transit` are
+    endpoints_by_ip and transit_by_ip, for callers that judge many connections."""
     if src == dst or src in node_addresses or dst in node_addresses:
         return True
     if src in ir.node_ips or dst in ir.node_ips:
@@ -115,6 +137,10 @@ def node_admits(
         ir, ir.endpoints[src_ref], "Egress", dst, protocol, port
     ):
         return False
-    return dst_ref is None or endpoint_passes(
-        ir, ir.endpoints[dst_ref], "Ingress", src, protocol, port
-    )
+    if dst_ref is not None:
+        return endpoint_passes(ir, ir.endpoints[dst_ref], "Ingress", src, protocol, port)
+    if not dnat:
+        return True  # routed through: the destination's own node judges it
+    transit = transit_by_ip(ir) if transit is None else transit
+    transit_ref = transit.get(dst)
+    return transit_ref is None or transit_passes(ir, ir.transit[transit_ref], src, protocol, port)

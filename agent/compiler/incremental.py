@@ -6,6 +6,10 @@ Changes and recomputes only: the local endpoints in namespaces whose policies ch
 and the local pods that changed; the members of new peer sets; the members of
 namespace-selector sets when namespace labels changed; and, for every other set, the
 contribution of each changed pod (members.pod_members, as the full compile counts it).
+Transit endpoints: after a change to Services, EndpointSlices, pods, nodes or policies
+the transit candidates are listed again (the backends of Services balanced across
+nodes, not every pod); rules are recomputed for new candidates, changed pods and
+namespaces whose policies changed, and node addresses for nodes whose pods changed.
 Members are reference-counted (a pod address can be
 contributed twice while a pod is replaced). A differential test holds update() to
 compile_node on random sequences of changes.
@@ -15,9 +19,15 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Protocol
 
-from agent.compiler.compile import node_addresses, pod_addresses
+from agent.compiler.compile import (
+    node_addresses,
+    own_node_addresses,
+    pod_addresses,
+    transit_candidates,
+)
 from agent.compiler.ir import (
     CIDRSet,
     IdentityKey,
@@ -28,10 +38,11 @@ from agent.compiler.ir import (
     PeerPortClause,
     PeerSet,
     SelectorSet,
+    TransitEndpoint,
     identity_key,
 )
 from agent.compiler.members import pod_members, set_members
-from agent.compiler.rules import PeerSets, endpoint_rules
+from agent.compiler.rules import PeerSets, endpoint_rules, transit_rules
 from agent.model.live import Changes
 from agent.model.objects import IPAddress, Pod
 from agent.model.view import ClusterView, local_endpoints
@@ -64,13 +75,18 @@ class IncrementalCompiler:
         self._frozen: dict[str, frozenset] = {}
         self._node_ips: tuple = ()
         self._addresses: dict[IPAddress, IdentityKey] = {}
+        # Transit candidates by ref: their endpoint, or None while nothing isolates them.
+        self._candidates: dict[str, TransitEndpoint | None] = {}
+        self._transit_node_ips: dict[str | None, tuple[IPAddress, ...]] = {}
 
     def rebuild(self, state: ChangingView) -> NodeIR:
         self._endpoints = {}
         self._sets, self._counts, self._frozen = {}, {}, {}
+        self._candidates, self._transit_node_ips = {}, {}
         state.take_changes()
         self._recompute_endpoints(state, [p.ref for p in local_endpoints(state, self.node)])
-        self._sync_sets(state, full=set(_referenced(self._endpoints.values())))
+        self._update_transit(state, Changes(services=True))
+        self._sync_sets(state, full=set(self._referenced()))
         self._node_ips = node_addresses(state, self.node)
         self._addresses = pod_addresses(state)
         return self.ir()
@@ -92,6 +108,7 @@ class IncrementalCompiler:
             if p is not None and p.node_name == self.node
         }
         self._recompute_endpoints(state, sorted(refs))
+        self._update_transit(state, changes)
         full = (
             {sid for sid, s in self._sets.items() if _namespace_dependent(s)}
             if (changes.namespaces)
@@ -130,10 +147,48 @@ class IncrementalCompiler:
         for sid, peer_set in registry.sets.items():
             self._sets.setdefault(sid, peer_set)
 
+    def _update_transit(self, state: ClusterView, changes: Changes) -> None:
+        """The transit candidates listed again, each endpoint kept unless what it is
+        built from changed (see the module docstring)."""
+        if not (changes.services or changes.nodes or changes.pods or changes.policy_namespaces):
+            return
+        changed = [p for pair in changes.pods for p in pair if p is not None]
+        if changes.nodes:
+            self._transit_node_ips = {}
+        for pod in changed:  # its host IP is one of its node's addresses
+            self._transit_node_ips.pop(pod.node_name, None)
+        changed_refs = {p.ref for p in changed}
+        registry = PeerSets()
+        candidates: dict[str, TransitEndpoint | None] = {}
+        for pod in transit_candidates(state, self.node):
+            if pod.node_name not in self._transit_node_ips:
+                self._transit_node_ips[pod.node_name] = own_node_addresses(state, pod)
+            node_ips = self._transit_node_ips[pod.node_name]
+            old = self._candidates.get(pod.ref)
+            if (
+                pod.ref not in self._candidates
+                or pod.ref in changed_refs
+                or pod.namespace in changes.policy_namespaces
+            ):
+                candidates[pod.ref] = transit_rules(state, pod, registry, node_ips)
+            elif old is not None and old.node_ips != node_ips:
+                candidates[pod.ref] = replace(old, node_ips=node_ips)
+            else:
+                candidates[pod.ref] = old
+        self._candidates = candidates
+        for sid, peer_set in registry.sets.items():
+            self._sets.setdefault(sid, peer_set)
+
+    def _transit(self) -> dict[str, TransitEndpoint]:
+        return {r: e for r, e in sorted(self._candidates.items()) if e is not None}
+
+    def _referenced(self) -> set[str]:
+        return _referenced([*self._endpoints.values(), *self._transit().values()])
+
     def _sync_sets(
         self, state: ClusterView, full: set[str], changes: Changes | None = None
     ) -> None:
-        wanted = _referenced(self._endpoints.values())
+        wanted = self._referenced()
         for sid in list(self._sets):
             if sid not in wanted:
                 for index in (self._sets, self._counts, self._frozen):
@@ -178,6 +233,7 @@ class IncrementalCompiler:
             dict(sorted(self._sets.items())),
             members,
             self._addresses,
+            self._transit(),
         )
 
 

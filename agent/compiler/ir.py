@@ -207,6 +207,16 @@ class LocalEndpoint:
 
 
 @dataclass(frozen=True)
+class TransitEndpoint(LocalEndpoint):
+    """A pod on another node that this node may DNAT outside traffic to (a backend of a
+    Service balanced across nodes: agent/model/services.py). Only its ingress is
+    judged here (egress None), on the client's own address, and only for connections
+    this node DNATed; traffic from `node_ips`, the pod's own node, is always allowed."""
+
+    node_ips: tuple[IPAddress, ...] = ()
+
+
+@dataclass(frozen=True)
 class NodeIR:
     node: str
     node_ips: tuple[IPAddress, ...]
@@ -219,3 +229,7 @@ class NodeIR:
     # on: the pod's (namespace labels, pod labels). Pods with equal keys share an
     # identity; the iptables backend does not need this.
     addresses: Mapping[IPAddress, IdentityKey] = field(default_factory=dict)
+    # Pods of other nodes whose ingress this node judges for the connections it DNATs
+    # to them (outside clients of NodePort/LoadBalancer Services, externalTrafficPolicy
+    # Cluster), by namespace/name; their clauses' sets are in `sets` and `members`.
+    transit: Mapping[str, TransitEndpoint] = field(default_factory=dict)

@@ -17,12 +17,14 @@ from agent.compiler.ir import (
     PeerSet,
     PortRange,
     SelectorSet,
+    TransitEndpoint,
     set_id,
 )
 from agent.model.annotations import audited
 from agent.model.objects import (
     EGRESS,
     INGRESS,
+    IPAddress,
     IPBlockPeer,
     NetworkPolicy,
     Peer,
@@ -53,6 +55,18 @@ def endpoint_rules(state: ClusterView, pod: Pod, sets: PeerSets) -> LocalEndpoin
         direction_rules(state, pod, EGRESS, sets),
         audited(state.namespaces.get(pod.namespace)),
     )
+
+
+def transit_rules(
+    state: ClusterView, pod: Pod, sets: PeerSets, node_ips: tuple[IPAddress, ...]
+) -> TransitEndpoint | None:
+    """A transit endpoint's IR (its ingress only: its egress is its own node's to
+    judge), or None when nothing isolates its ingress and no node need judge it."""
+    ingress = direction_rules(state, pod, INGRESS, sets)
+    if ingress is None:
+        return None
+    audit = audited(state.namespaces.get(pod.namespace))
+    return TransitEndpoint(pod.ref, pod.ips, ingress, None, audit, node_ips)
 
 
 def direction_rules(

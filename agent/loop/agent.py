@@ -70,10 +70,15 @@ class AgentView:
 
 def narrows(change: IRDiff) -> bool:
     """Whether a change can forbid a connection that was allowed (then conntrack entries
-    are judged again); adding members or pods only widens."""
+    are judged again); adding members or pods only widens. A new transit endpoint
+    narrows: connections this node DNATs to it are now judged here, on the client's
+    address, which its own node (seeing this node's address) could not judge; one
+    removed is judged here no more, which only widens."""
     return bool(
         change.endpoints_changed
         or change.endpoints_removed
+        or change.transit_added
+        or change.transit_changed
         or change.sets_removed
         or change.node_ips is not None
         or any(m.removed for m in change.members.values())

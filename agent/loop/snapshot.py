@@ -7,20 +7,35 @@ corner cases, but an agent must never crash or open traffic on one) fail closed:
   (both if unreadable), and admits nothing, until it is fixed;
 - a Pod that does not parse keeps its identity, node, addresses and labels (when those
   are readable), so policies still select it; it loses only what failed (ports);
-- a Namespace that does not parse keeps only its name label.
+- a Namespace that does not parse keeps only its name label;
+- a Service that does not parse is read as one that kube-proxy balances across nodes
+  (NodePort, externalTrafficPolicy Cluster), and an EndpointSlice keeps every address
+  and pod reference it can read, each as ready: their pods become transit endpoints,
+  judged on every node (reading too many costs rules; too few would leave an ingress
+  rule unenforced for outside clients).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import ip_address
 from typing import Any
 
 from agent.model.errors import FieldErrors, InvalidObjectError
-from agent.model.objects import NAMESPACE_NAME_LABEL, Namespace, NetworkPolicy, Pod
-from agent.model.parse import ApiObject, parse_object
+from agent.model.objects import (
+    NAMESPACE_NAME_LABEL,
+    NODE_PORT,
+    TRAFFIC_CLUSTER,
+    EndpointSlice,
+    Namespace,
+    NetworkPolicy,
+    Pod,
+    Service,
+)
+from agent.model.parse import KINDS, ApiObject, parse_object
+from agent.model.parse_service import parse_endpoint_slice
 from agent.model.selectors import MATCH_ALL, parse_selector
 from agent.model.state import ClusterState
 
@@ -75,7 +90,20 @@ def fail_closed(raw: dict[str, Any]) -> ApiObject | None:
         )
     if kind == "Namespace":
         return Namespace(name, {NAMESPACE_NAME_LABEL: name})
+    if kind in ("Service", "EndpointSlice"):
+        return _service_fail_closed(kind, raw, namespace, name)
     return None
+
+
+def _service_fail_closed(
+    kind: str, raw: dict[str, Any], namespace: str, name: str
+) -> Service | EndpointSlice:
+    """Read so that its pods become transit endpoints rather than be left out."""
+    if kind == "Service":
+        return Service(namespace, name, NODE_PORT, external_traffic_policy=TRAFFIC_CLUSTER)
+    salvaged = parse_endpoint_slice(raw, FieldErrors(), namespace or "default")
+    ready = tuple(replace(e, ready=True) for e in salvaged.endpoints)
+    return replace(salvaged, endpoints=ready)
 
 
 @dataclass(frozen=True)
@@ -136,4 +164,5 @@ class Snapshotter:
 
 
 def _api_version(kind: str) -> str:
-    return "networking.k8s.io/v1" if kind == "NetworkPolicy" else "v1"
+    """The version the informers list `kind` at (the first the model accepts)."""
+    return KINDS[kind][0][0] if kind in KINDS else "v1"

@@ -1,5 +1,6 @@
 """Informers: list, then watch from the list's resourceVersion (with bookmarks), for
-Namespaces, Pods, NetworkPolicies and Nodes, with the real `kubernetes` client.
+Namespaces, Nodes, Pods, NetworkPolicies, Services and EndpointSlices, with the real
+`kubernetes` client.
 
 On 410 Gone (or any failure) an informer re-lists and reconciles its store, deletions
 included; errors back off exponentially with jitter. Each change only *requests* a sync
@@ -38,17 +39,21 @@ def api_client(kubeconfig: str | None) -> client.ApiClient:
 
 @dataclass(frozen=True)
 class Kind:
-    name: str  # Namespace, Pod, NetworkPolicy, Node
+    name: str  # the model's kind: Namespace, Pod, NetworkPolicy, Service...
     list_call: Callable[..., Any]
 
 
 def kinds(api: client.ApiClient) -> list[Kind]:
     core, net = client.CoreV1Api(api), client.NetworkingV1Api(api)
+    discovery = client.DiscoveryV1Api(api)
     return [
         Kind("Namespace", core.list_namespace),
         Kind("Node", core.list_node),
         Kind("Pod", core.list_pod_for_all_namespaces),
         Kind("NetworkPolicy", net.list_network_policy_for_all_namespaces),
+        # Which pods outside clients reach through any node (transit endpoints).
+        Kind("Service", core.list_service_for_all_namespaces),
+        Kind("EndpointSlice", discovery.list_endpoint_slice_for_all_namespaces),
     ]
 
 

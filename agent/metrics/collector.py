@@ -35,6 +35,8 @@ RESOURCES = {
     "Pod": "pods",
     "NetworkPolicy": "networkpolicies",
     "Node": "nodes",
+    "Service": "services",
+    "EndpointSlice": "endpointslices",
 }
 # Seconds: a relabel at 10,000 pods programs in tens of milliseconds, a full sync of a
 # large cluster in a second or two; the tail buckets catch a struggling agent.

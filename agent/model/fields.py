@@ -68,6 +68,13 @@ def get_bool(obj: Mapping[str, Any], key: str, path: str, errs: FieldErrors) -> 
     return bool(_typed(obj, key, (bool,), "a boolean", path, errs, False))
 
 
+def get_optional_bool(
+    obj: Mapping[str, Any], key: str, path: str, errs: FieldErrors
+) -> bool | None:
+    """A boolean whose absence means something of its own (a condition not reported)."""
+    return _typed(obj, key, (bool,), "a boolean", path, errs, False)
+
+
 def get_str_map(obj: Mapping[str, Any], key: str, path: str, errs: FieldErrors) -> dict[str, str]:
     """A map of strings to strings, such as labels or annotations."""
     raw = get_map(obj, key, path, errs) or {}

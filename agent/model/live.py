@@ -10,13 +10,16 @@ from dataclasses import dataclass, field
 from agent.model.annotations import audited
 from agent.model.objects import (
     NAMESPACE_NAME_LABEL,
+    EndpointSlice,
     IPAddress,
     Namespace,
     NetworkPolicy,
     Node,
     Pod,
+    Service,
 )
 from agent.model.parse import ApiObject
+from agent.model.services import transit_backends
 from agent.model.state import ClusterState
 from agent.model.view import is_endpoint
 
@@ -29,10 +32,13 @@ class Changes:
     policy_namespaces: set[str] = field(default_factory=set)
     namespaces: set[str] = field(default_factory=set)  # labels changed, or came or went
     nodes: bool = False
+    services: bool = False  # a Service or an EndpointSlice came, went or changed
 
     @property
     def empty(self) -> bool:
-        return not (self.pods or self.policy_namespaces or self.namespaces or self.nodes)
+        return not (
+            self.pods or self.policy_namespaces or self.namespaces or self.nodes or self.services
+        )
 
 
 class LiveState:
@@ -41,6 +47,9 @@ class LiveState:
         self.nodes: dict[str, Node] = {}
         self.pods: dict[str, Pod] = {}
         self.policies: dict[str, NetworkPolicy] = {}
+        self.services: dict[str, Service] = {}
+        self.endpoint_slices: dict[str, EndpointSlice] = {}
+        self._slices_by_service: dict[str, dict[str, EndpointSlice]] = {}
         self._pods_by_ns: dict[str, dict[str, Pod]] = {}
         self._pods_by_node: dict[str | None, dict[str, Pod]] = {}
         self._policies_by_ns: dict[str, dict[str, NetworkPolicy]] = {}
@@ -55,6 +64,8 @@ class LiveState:
             *state.nodes.values(),
             *state.pods.values(),
             *state.policies.values(),
+            *state.services.values(),
+            *state.endpoint_slices.values(),
         ]:
             live.put(obj)
         live.changes = Changes()
@@ -72,6 +83,10 @@ class LiveState:
         elif isinstance(obj, Node):
             self.nodes[obj.name] = obj
             self.changes.nodes = True
+        elif isinstance(obj, Service):
+            self._set_service(obj.ref, obj)
+        elif isinstance(obj, EndpointSlice):
+            self._set_slice(obj.ref, obj)
 
     def remove(self, kind: str, key: str) -> None:
         """`key` is namespace/name for namespaced kinds, the name otherwise."""
@@ -83,6 +98,10 @@ class LiveState:
             self._set_namespace(key, None)
         elif kind == "Node" and self.nodes.pop(key, None) is not None:
             self.changes.nodes = True
+        elif kind == "Service":
+            self._set_service(key, None)
+        elif kind == "EndpointSlice":
+            self._set_slice(key, None)
 
     def _set_pod(self, ref: str, pod: Pod | None) -> None:
         old = self.pods.pop(ref, None)
@@ -108,6 +127,25 @@ class LiveState:
             self._policies_by_ns.setdefault(namespace, {})[ref] = policy
         if old != policy:
             self.changes.policy_namespaces.add(namespace)
+
+    def _set_service(self, ref: str, service: Service | None) -> None:
+        old = self.services.pop(ref, None)
+        if service is not None:
+            self.services[ref] = service
+        if old != service:
+            self.changes.services = True
+
+    def _set_slice(self, ref: str, endpoint_slice: EndpointSlice | None) -> None:
+        old = self.endpoint_slices.pop(ref, None)
+        if old is not None and old.service_ref is not None:
+            self._slices_by_service.get(old.service_ref, {}).pop(ref, None)
+        if endpoint_slice is not None:
+            self.endpoint_slices[ref] = endpoint_slice
+            if endpoint_slice.service_ref is not None:
+                owner = endpoint_slice.service_ref
+                self._slices_by_service.setdefault(owner, {})[ref] = endpoint_slice
+        if old != endpoint_slice:
+            self.changes.services = True
 
     def _set_namespace(self, name: str, namespace: Namespace | None) -> None:
         old = self.namespaces.pop(name, None)
@@ -149,6 +187,19 @@ class LiveState:
         the last by namespace/name, as ClusterState's indices resolve it."""
         refs = sorted(r for r in self._pods_by_ip.get(ip, ()) if is_endpoint(self.pods[r]))
         return self.pods[refs[-1]] if refs else None
+
+    def slices_of(self, service: str) -> tuple[EndpointSlice, ...]:
+        """The EndpointSlices labelled with the Service `service` (namespace/name)."""
+        found = self._slices_by_service.get(service, {})
+        return tuple(found[r] for r in sorted(found))
+
+    @property
+    def transit_backends(self) -> tuple[Pod, ...]:
+        """Computed when asked (the compiler asks only after a change that can move it):
+        the cost is the endpoints of Services balanced across nodes, not every pod."""
+        return transit_backends(
+            self.services.values(), self.slices_of, self.pods, self.endpoint_pod_with_ip
+        )
 
     def pods_on(self, node: str) -> tuple[Pod, ...]:
         found = self._pods_by_node.get(node, {})

@@ -144,3 +144,92 @@ class NetworkPolicy:
 
     def isolates(self, direction: str) -> bool:
         return direction in self.policy_types
+
+
+# --- Services and EndpointSlices: what kube-proxy DNATs to ---------------------------
+
+CLUSTER_IP, NODE_PORT, LOAD_BALANCER, EXTERNAL_NAME = (
+    "ClusterIP",
+    "NodePort",
+    "LoadBalancer",
+    "ExternalName",
+)
+SERVICE_TYPES = (CLUSTER_IP, NODE_PORT, LOAD_BALANCER, EXTERNAL_NAME)
+TRAFFIC_CLUSTER, TRAFFIC_LOCAL = "Cluster", "Local"
+TRAFFIC_POLICIES = (TRAFFIC_CLUSTER, TRAFFIC_LOCAL)
+# The label that ties an EndpointSlice to its Service (discovery.k8s.io/v1).
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+ADDRESS_TYPES = ("IPv4", "IPv6", "FQDN")
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    port: int
+    protocol: str = TCP
+    name: str | None = None
+    target_port: int | str | None = None  # None: the same as `port`
+    node_port: int | None = None
+
+
+@dataclass(frozen=True)
+class Service:
+    namespace: str
+    name: str
+    type: str = CLUSTER_IP
+    cluster_ips: tuple[IPAddress, ...] = ()
+    headless: bool = False  # clusterIP "None": DNS gives pod addresses, no NAT
+    ports: tuple[ServicePort, ...] = ()
+    # Set for externally reachable Services (see `externally_reachable`), else None.
+    external_traffic_policy: str | None = None
+    external_ips: tuple[IPAddress, ...] = ()
+    selector: dict[str, str] | None = field(default=None, hash=False)
+
+    @property
+    def ref(self) -> str:
+        return ref(self.namespace, self.name)
+
+    @property
+    def externally_reachable(self) -> bool:
+        """Reached through a node's own address or one routed to the nodes (NodePort,
+        LoadBalancer, externalIPs): kube-proxy's "ExternallyAccessible"."""
+        if self.type == EXTERNAL_NAME:
+            return False
+        return self.type in (NODE_PORT, LOAD_BALANCER) or bool(self.external_ips)
+
+
+@dataclass(frozen=True)
+class SliceEndpoint:
+    """One endpoint of an EndpointSlice. `ready` None means ready (the API's rule for
+    consumers); `target_pod` is the targetRef's namespace/name when it is a Pod."""
+
+    addresses: tuple[IPAddress, ...] = ()
+    ready: bool | None = None
+    serving: bool | None = None
+    terminating: bool | None = None
+    node_name: str | None = None
+    target_pod: str | None = None
+
+
+@dataclass(frozen=True)
+class EndpointPort:
+    port: int | None = None  # None: every port (the API leaves it to the consumer)
+    protocol: str = TCP
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class EndpointSlice:
+    namespace: str
+    name: str
+    service_name: str | None = None  # its kubernetes.io/service-name label
+    address_type: str = "IPv4"
+    endpoints: tuple[SliceEndpoint, ...] = ()
+    ports: tuple[EndpointPort, ...] = ()
+
+    @property
+    def ref(self) -> str:
+        return ref(self.namespace, self.name)
+
+    @property
+    def service_ref(self) -> str | None:
+        return ref(self.namespace, self.service_name) if self.service_name else None

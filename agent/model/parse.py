@@ -6,11 +6,12 @@ from typing import Any
 
 from agent.model.defaulting import apply_defaults
 from agent.model.errors import INVALID, FieldError, FieldErrors, InvalidObjectError
-from agent.model.objects import Namespace, NetworkPolicy, Node, Pod
+from agent.model.objects import EndpointSlice, Namespace, NetworkPolicy, Node, Pod, Service
 from agent.model.parse_core import parse_namespace, parse_node, parse_pod
 from agent.model.parse_policy import parse_network_policy
+from agent.model.parse_service import parse_endpoint_slice, parse_service
 
-ApiObject = Namespace | Node | Pod | NetworkPolicy
+ApiObject = Namespace | Node | Pod | NetworkPolicy | Service | EndpointSlice
 
 # kind -> (apiVersions the API serves it under, namespaced)
 KINDS: dict[str, tuple[tuple[str, ...], bool]] = {
@@ -18,6 +19,8 @@ KINDS: dict[str, tuple[tuple[str, ...], bool]] = {
     "Node": (("v1",), False),
     "Pod": (("v1",), True),
     "NetworkPolicy": (("networking.k8s.io/v1",), True),
+    "Service": (("v1",), True),
+    "EndpointSlice": (("discovery.k8s.io/v1",), True),
 }
 
 
@@ -67,6 +70,10 @@ def parse_object(obj: Any, default_namespace: str = "default") -> ApiObject:
         result = parse_node(defaulted, errs)
     elif kind == "Pod":
         result = parse_pod(defaulted, errs, default_namespace)
+    elif kind == "Service":
+        result = parse_service(defaulted, errs, default_namespace)
+    elif kind == "EndpointSlice":
+        result = parse_endpoint_slice(defaulted, errs, default_namespace)
     else:
         result = parse_network_policy(defaulted, errs, default_namespace)
     if errs:

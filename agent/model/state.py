@@ -9,13 +9,16 @@ from functools import cached_property
 
 from agent.model.objects import (
     NAMESPACE_NAME_LABEL,
+    EndpointSlice,
     IPAddress,
     Namespace,
     NetworkPolicy,
     Node,
     Pod,
+    Service,
 )
 from agent.model.parse import ApiObject
+from agent.model.services import transit_backends
 from agent.model.view import is_endpoint
 
 
@@ -27,6 +30,8 @@ class ClusterState:
     nodes: dict[str, Node] = field(default_factory=dict)
     pods: dict[str, Pod] = field(default_factory=dict)
     policies: dict[str, NetworkPolicy] = field(default_factory=dict)
+    services: dict[str, Service] = field(default_factory=dict)
+    endpoint_slices: dict[str, EndpointSlice] = field(default_factory=dict)
 
     @classmethod
     def from_objects(cls, objects: Iterable[ApiObject]) -> ClusterState:
@@ -41,6 +46,10 @@ class ClusterState:
                 state.pods[obj.ref] = obj
             elif isinstance(obj, NetworkPolicy):
                 state.policies[obj.ref] = obj
+            elif isinstance(obj, Service):
+                state.services[obj.ref] = obj
+            elif isinstance(obj, EndpointSlice):
+                state.endpoint_slices[obj.ref] = obj
         return state
 
     def namespace_labels(self, name: str) -> dict[str, str]:
@@ -100,6 +109,25 @@ class ClusterState:
     @cached_property
     def _pods_by_ip(self) -> dict[IPAddress, Pod]:
         return {ip: pod for pod in self.endpoint_pods for ip in pod.ips}
+
+    def slices_of(self, service: str) -> tuple[EndpointSlice, ...]:
+        """The EndpointSlices labelled with the Service `service` (namespace/name)."""
+        return self._slices_by_service.get(service, ())
+
+    @cached_property
+    def _slices_by_service(self) -> dict[str, tuple[EndpointSlice, ...]]:
+        index: dict[str, list[EndpointSlice]] = {}
+        for ref in sorted(self.endpoint_slices):
+            owner = self.endpoint_slices[ref].service_ref
+            if owner is not None:
+                index.setdefault(owner, []).append(self.endpoint_slices[ref])
+        return {service: tuple(slices) for service, slices in index.items()}
+
+    @cached_property
+    def transit_backends(self) -> tuple[Pod, ...]:
+        return transit_backends(
+            self.services.values(), self.slices_of, self.pods, self.endpoint_pod_with_ip
+        )
 
     def node_by_ip(self, ip: IPAddress) -> str | None:
         """The node that owns `ip` (a Node address, or the host IP reported by a pod)."""

@@ -10,7 +10,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol, runtime_checkable
 
-from agent.model.objects import IPAddress, Namespace, NetworkPolicy, Node, Pod
+from agent.model.objects import (
+    EndpointSlice,
+    IPAddress,
+    Namespace,
+    NetworkPolicy,
+    Node,
+    Pod,
+    Service,
+)
 
 
 def is_endpoint(pod: Pod) -> bool:
@@ -35,6 +43,18 @@ class ClusterView(Protocol):
 
     @property
     def nodes(self) -> Mapping[str, Node]: ...
+
+    @property
+    def services(self) -> Mapping[str, Service]: ...
+
+    @property
+    def endpoint_slices(self) -> Mapping[str, EndpointSlice]: ...
+
+    @property
+    def transit_backends(self) -> tuple[Pod, ...]:
+        """Endpoint pods behind Services that kube-proxy balances across nodes for
+        outside clients (agent/model/services.py), sorted by namespace/name."""
+        ...
 
     @property
     def namespace_names(self) -> tuple[str, ...]:

@@ -98,3 +98,73 @@ def model_cluster() -> list[dict[str, Any]]:
 
 def state_of(objs: list[dict[str, Any]]) -> ClusterState:
     return ClusterState.from_objects(parse_object(o) for o in objs)
+
+
+def service(
+    ns: str,
+    name: str,
+    service_type: str = "NodePort",
+    traffic_policy: str | None = None,
+    selector: dict[str, str] | None = None,
+    external_ips: list[str] | None = None,
+) -> dict[str, Any]:
+    """A Service serving 80/TCP (named targetPort `web`), with a ClusterIP from the
+    lab's Service range and, for NodePort and LoadBalancer, node port 30080."""
+    port: dict[str, Any] = {"name": "http", "port": 80, "protocol": "TCP", "targetPort": "web"}
+    if service_type in ("NodePort", "LoadBalancer"):
+        port["nodePort"] = 30080
+    spec: dict[str, Any] = {"type": service_type, "ports": [port]}
+    if service_type != "ExternalName":
+        spec["clusterIP"] = "198.19.0.10"
+    else:
+        spec = {"type": service_type, "externalName": "db.example"}
+    if traffic_policy is not None:
+        spec["externalTrafficPolicy"] = traffic_policy
+    if selector is not None:
+        spec["selector"] = selector
+    if external_ips:
+        spec["externalIPs"] = external_ips
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    }
+
+
+def endpoint(
+    address: str | None,
+    pod_ref: str | None = None,
+    ready: bool | None = True,
+    serving: bool | None = None,
+    node_name: str | None = None,
+) -> dict[str, Any]:
+    """One EndpointSlice endpoint: an address, and a targetRef to pod `ns/name`."""
+    found: dict[str, Any] = {"addresses": [address] if address else []}
+    conditions = {k: v for k, v in (("ready", ready), ("serving", serving)) if v is not None}
+    if conditions:
+        found["conditions"] = conditions
+    if pod_ref is not None:
+        ns, name = pod_ref.split("/")
+        found["targetRef"] = {"kind": "Pod", "namespace": ns, "name": name}
+    if node_name is not None:
+        found["nodeName"] = node_name
+    return found
+
+
+def endpoint_slice(
+    ns: str,
+    name: str,
+    service_name: str | None,
+    endpoints: list[dict[str, Any]] | None,
+    ports: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    labels = {"kubernetes.io/service-name": service_name} if service_name else {}
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": name, "namespace": ns, "labels": labels},
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": ports,
+    }

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from tests.support.builders import NODE_IPS, namespace, node, policy
+from tests.support.builders import (
+    NODE_IPS,
+    endpoint,
+    endpoint_slice,
+    namespace,
+    node,
+    policy,
+    service,
+)
 
 NAMESPACES = ("x", "y", "z")
 PODS = ("a", "b", "c")
@@ -117,4 +125,63 @@ def clusters(draw: st.DrawFn) -> list[dict]:
             )
     for i in range(draw(st.integers(0, 4))):
         objs.append(policy(draw(st.sampled_from(NAMESPACES)), f"p{i}", draw(policy_spec)))
+    return objs
+
+
+# --- Services and their EndpointSlices over those pods ---------------------------------
+
+service_args = st.tuples(
+    st.sampled_from(["NodePort", "NodePort", "LoadBalancer", "ClusterIP", "ExternalName"]),
+    st.sampled_from([None, "Cluster", "Local"]),
+    st.sampled_from([None, ["198.19.100.1"]]),  # externalIPs
+)
+# (pod index, how the endpoint names it, ready, serving); an index past the pods is an
+# address no pod holds.
+endpoint_spec = st.tuples(
+    st.integers(0, 12),
+    st.sampled_from(["address", "targetRef", "both"]),
+    st.sampled_from([None, True, False]),
+    st.sampled_from([None, True, False]),
+)
+
+
+def service_dict(ns: str, name: str, args: tuple) -> dict:
+    service_type, policy_value, external_ips = args
+    return service(ns, name, service_type, policy_value, external_ips=external_ips)
+
+
+def slice_dict(ns: str, name: str, service_name: str, pods: list[dict], specs: list) -> dict:
+    """An EndpointSlice of `service_name` whose endpoints name `pods` by `specs`."""
+    endpoints = []
+    for index, how, ready, serving in specs:
+        if index >= len(pods):
+            endpoints.append(endpoint("198.19.100.9", None, ready, serving))
+            continue
+        meta, status = pods[index]["metadata"], pods[index]["status"]
+        address = status["podIP"] if how != "targetRef" else "198.19.100.9"
+        pod_ref = f"{meta['namespace']}/{meta['name']}" if how != "address" else None
+        endpoints.append(endpoint(address, pod_ref, ready, serving))
+    return endpoint_slice(ns, name, service_name, endpoints or None)
+
+
+@st.composite
+def service_clusters(draw: st.DrawFn) -> list[dict]:
+    """A cluster of `clusters()`, with 1-3 Services of random type and traffic policy
+    and their EndpointSlices naming random pods (some not ready, some by targetRef only,
+    some pointing at no pod), an ingress policy in one namespace, and now and then a
+    slice of a Service that is not there."""
+    objs = draw(clusters())
+    pods = [o for o in objs if o["kind"] == "Pod"]
+    for i in range(draw(st.integers(1, 3))):
+        ns = draw(st.sampled_from(NAMESPACES))
+        objs.append(service_dict(ns, f"s{i}", draw(service_args)))
+        for k in range(draw(st.integers(1, 2))):
+            specs = draw(st.lists(endpoint_spec, min_size=1, max_size=4))
+            objs.append(slice_dict(ns, f"s{i}-{k}", f"s{i}", pods, specs))
+    if draw(st.booleans()):
+        specs = draw(st.lists(endpoint_spec, max_size=2))
+        objs.append(slice_dict("x", "orphan", "missing", pods, specs))
+    # Backends are transit endpoints only when isolated for ingress: isolate some.
+    spec = {**draw(policy_spec), "policyTypes": ["Ingress"]}
+    objs.append(policy(draw(st.sampled_from(NAMESPACES)), "isolate", spec))
     return objs

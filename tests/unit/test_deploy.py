@@ -22,10 +22,12 @@ from types import SimpleNamespace
 import kubernetes_validate
 import pytest
 import yaml
+from kubernetes import client
 
 import agent
 from agent.cli import build_parser
 from agent.commands.agent_cmd import BACKENDS
+from agent.loop.watch import kinds
 from lab import lab
 from lab.config import LabNode
 from lab.kubelet.kubelet import Kubelet
@@ -88,7 +90,7 @@ def test_the_schema_check_refuses_a_misspelled_field():
         kubernetes_validate.validate(broken, K8S_VERSIONS[0], strict=True)
 
 
-def test_rbac_is_exactly_get_list_watch_on_the_four_resources():
+def test_rbac_is_exactly_get_list_watch_on_what_the_agent_watches():
     roles = [doc for _, doc in manifests() if doc["kind"] in ("Role", "ClusterRole")]
     assert [r["metadata"]["name"] for r in roles] == ["picket-agent"]
     granted = {
@@ -98,11 +100,14 @@ def test_rbac_is_exactly_get_list_watch_on_the_four_resources():
         for resource in rule["resources"]
     }
     read = frozenset({"get", "list", "watch"})
+    assert granted == {(group, resource, read) for group, resource in watched_resources()}
     assert granted == {
         ("", "pods", read),
         ("", "namespaces", read),
         ("", "nodes", read),
+        ("", "services", read),
         ("networking.k8s.io", "networkpolicies", read),
+        ("discovery.k8s.io", "endpointslices", read),
     }
     assert all(set(rule) == {"apiGroups", "resources", "verbs"} for rule in roles[0]["rules"])
     binding = only("ClusterRoleBinding")
@@ -116,6 +121,27 @@ def test_rbac_is_exactly_get_list_watch_on_the_four_resources():
         {"kind": "ServiceAccount", "name": account["name"], "namespace": account["namespace"]}
     ]
     assert daemonset_pod()["serviceAccountName"] == account["name"]
+
+
+API_GROUPS = {
+    "CoreV1Api": "",
+    "NetworkingV1Api": "networking.k8s.io",
+    "DiscoveryV1Api": "discovery.k8s.io",
+}
+
+
+def watched_resources() -> set[tuple[str, str]]:
+    """(API group, resource) of each kind the agent lists and watches, from the client
+    calls agent/loop/watch.py makes (list_endpoint_slice_for_all_namespaces ->
+    endpointslices)."""
+    found = set()
+    for kind in kinds(client.ApiClient()):
+        call = kind.list_call
+        name = call.__name__.removeprefix("list_").removesuffix("_for_all_namespaces")
+        name = name.replace("_", "")
+        plural = name[:-1] + "ies" if name.endswith("y") else name + "s"
+        found.add((API_GROUPS[type(call.__self__).__name__], plural))
+    return found
 
 
 # --- the agent's arguments: the lab's and the DaemonSet's -----------------------------

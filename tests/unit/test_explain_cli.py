@@ -248,9 +248,9 @@ def test_missing_file(capsys, tmp_path):
 
 
 def test_ignored_kinds_are_noted(capsys, tmp_path):
-    path = write(tmp_path, "apiVersion: v1\nkind: Service\nmetadata: {name: s}\n")
+    path = write(tmp_path, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: s}\n")
     code, _, err = run(capsys, "explain", "-f", path, "--matrix", "--port", "80")
-    assert code == 0 and "Service has no effect on NetworkPolicy" in err
+    assert code == 0 and "ConfigMap has no effect on NetworkPolicy" in err
 
 
 def test_list_documents_are_read(capsys, tmp_path):

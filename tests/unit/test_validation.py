@@ -374,7 +374,7 @@ def test_all_problems_reported_at_once():
 
 def test_unknown_kind_is_an_error():
     with pytest.raises(InvalidObjectError, match="kind: Unsupported value"):
-        parse_object({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}})
+        parse_object({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "s"}})
 
 
 GOOD = [

@@ -18,7 +18,7 @@ from agent.model.selectors import LabelSelector
 from agent.model.state import ClusterState
 from agent.model.view import ClusterView, is_endpoint, is_local_endpoint, local_endpoints
 from tests.support.builders import model_cluster, pod, state_of
-from tests.support.strategies import NAMESPACES, clusters
+from tests.support.strategies import NAMESPACES, clusters, service_clusters
 
 # What random clusters lack and the predicate must tell apart.
 ODD_PODS = [
@@ -47,6 +47,9 @@ def reads(view: ClusterView) -> dict:
         "on": {n: view.pods_on(n) for n in ("node-1", "node-2", "node-3")},
         "by_ip": {ip: view.endpoint_pod_with_ip(ip) for ip in ips},
         "local": {n: local_endpoints(view, n) for n in ("node-1", "node-2")},
+        "services": dict(view.services),
+        "slices": dict(view.endpoint_slices),
+        "transit_backends": view.transit_backends,
     }
 
 
@@ -59,6 +62,13 @@ def test_both_state_shapes_are_the_view():
 @given(clusters())
 @settings(max_examples=60, deadline=None)
 def test_snapshot_and_live_state_read_alike(objs):
+    state, live = both([*objs, *ODD_PODS])
+    assert reads(state) == reads(live)
+
+
+@given(service_clusters())
+@settings(max_examples=60, deadline=None)
+def test_snapshot_and_live_state_read_services_alike(objs):
     state, live = both([*objs, *ODD_PODS])
     assert reads(state) == reads(live)
 
