@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from lab.config import LabNode, pod_netns, state_dir
+from lab.config import LabNode, state_dir
 from tests.support.enforcement import apply, probe_once
-from tests.support.lab_cli import Kubectl, model_lab, wait_until
+from tests.support.lab_cli import Kubectl, LabPod, lab_pods, model_lab, wait_until
 from tests.support.policies import BACKENDS
 
 PORT = 5201  # iperf3's
@@ -30,33 +30,11 @@ ROUNDS = 4  # transfers per configuration; the best of them is compared
 SECONDS = 1
 
 
-@dataclass(frozen=True)
-class Pod:
-    ref: str
-    ip: str
-    node: str
-    netns: str
-
-    @property
-    def namespace(self) -> str:
-        return self.ref.split("/")[0]
-
-    @property
-    def name(self) -> str:
-        return self.ref.split("/")[1]
+Pod = LabPod
 
 
 def _pods(kubectl: Kubectl) -> list[Pod]:
-    items = kubectl.json("get", "pods", "-A")["items"]
-    return [
-        Pod(
-            f"{p['metadata']['namespace']}/{p['metadata']['name']}",
-            p["status"]["podIP"],
-            p["spec"]["nodeName"],
-            pod_netns(p["metadata"]["uid"]),
-        )
-        for p in items
-    ]
+    return list(lab_pods(kubectl).values())
 
 
 @dataclass(frozen=True)

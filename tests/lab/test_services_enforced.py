@@ -11,47 +11,25 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from lab.config import EXTERNAL_ADDRESS, EXTERNAL_NS, LabNode, pod_netns, state_dir
+from lab.config import EXTERNAL_ADDRESS, EXTERNAL_NS, LabNode, state_dir
 from lab.kubeproxy.status import wait_programmed
 from lab.netns import entered
 from lab.probe import probe
 from tests.support.enforcement import apply
-from tests.support.lab_cli import Kubectl, model_lab, wait_until
+from tests.support.lab_cli import Kubectl, LabPod, lab_pods, model_lab, wait_until
 from tests.support.policies import BACKENDS, netpol, ns_peer, pods_peer, sel
 
 NODES = ["node-1", "node-2"]
 
 
-@dataclass(frozen=True)
-class Pod:
-    ref: str
-    ip: str
-    node: str
-    netns: str
-
-
-def _pods(kubectl: Kubectl) -> dict[str, Pod]:
-    items = kubectl.json("get", "pods", "-A")["items"]
-    return {
-        f"{p['metadata']['namespace']}/{p['metadata']['name']}": Pod(
-            f"{p['metadata']['namespace']}/{p['metadata']['name']}",
-            p["status"]["podIP"],
-            p["spec"]["nodeName"],
-            pod_netns(p["metadata"]["uid"]),
-        )
-        for p in items
-    }
-
-
 @pytest.fixture(scope="module", params=BACKENDS)
-def cluster(request: pytest.FixtureRequest) -> Iterator[tuple[Kubectl, dict[str, Pod]]]:
+def cluster(request: pytest.FixtureRequest) -> Iterator[tuple[Kubectl, dict[str, LabPod]]]:
     with model_lab(request.param) as kubectl:
-        yield kubectl, _pods(kubectl)
+        yield kubectl, lab_pods(kubectl)
 
 
 def _service(
@@ -70,7 +48,7 @@ def _service(
     }
 
 
-def _published(kubectl: Kubectl, service: dict, backend: Pod) -> dict[str, Any]:
+def _published(kubectl: Kubectl, service: dict, backend: LabPod) -> dict[str, Any]:
     """Apply `service` and wait until every node's kube-proxy DNATs it to `backend`;
     returns the Service as the API server allocated it."""
     apply(kubectl, service)

@@ -10,7 +10,10 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+
+from lab.config import pod_netns
 
 ROOT = Path(__file__).parents[2]
 PICKET = str(Path(sys.executable).parent / "picket")
@@ -78,3 +81,32 @@ def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
 
 def matrix(*args: str) -> dict:
     return json.loads(picket("lab", "matrix", "--json", *args).stdout)
+
+
+@dataclass(frozen=True)
+class LabPod:
+    """A running pod as the tests address it: where it runs and its namespace."""
+
+    ref: str
+    ip: str
+    node: str
+    netns: str
+
+    @property
+    def namespace(self) -> str:
+        return self.ref.split("/")[0]
+
+    @property
+    def name(self) -> str:
+        return self.ref.split("/")[1]
+
+
+def lab_pods(kubectl: Kubectl) -> dict[str, LabPod]:
+    """Every pod of the lab by `namespace/name` (placement is the lab's: read it)."""
+    out = {}
+    for p in kubectl.json("get", "pods", "-A")["items"]:
+        ref = f"{p['metadata']['namespace']}/{p['metadata']['name']}"
+        out[ref] = LabPod(
+            ref, p["status"]["podIP"], p["spec"]["nodeName"], pod_netns(p["metadata"]["uid"])
+        )
+    return out
