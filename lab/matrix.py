@@ -107,15 +107,9 @@ def _wait_programmed(
     except ImportError as exc:
         raise ServiceProbeError("this checkout has no lab kube-proxy (lab/kubeproxy)") from exc
 
-    def status(node: LabNode) -> dict:
-        try:
-            return programmed(state, node.name)
-        except (OSError, ValueError):  # not written yet, or being replaced
-            return {}
-
     deadline = time.monotonic() + PROGRAMMED_WITHIN
     while True:
-        missing = {n.name: unprogrammed(status(n), wanted) for n in nodes}
+        missing = {n.name: unprogrammed(programmed(state, n.name), wanted) for n in nodes}
         missing = {node: keys for node, keys in missing.items() if keys}
         if not missing:
             return

@@ -99,11 +99,14 @@ def wanted_programming(
     return wanted
 
 
-def unprogrammed(status: dict[str, Any], wanted: dict[str, tuple[str, str, str]]) -> list[str]:
-    """The wanted Services a kube-proxy status (lab/kubeproxy/status.py: `{"services":
-    {"ns/name": {"clusterIP": ..., "ports": {"80/TCP": {"endpoints": [...]}}}}}`) does
-    not show programmed with their ClusterIP, port and endpoint."""
-    services = status.get("services", {}) if isinstance(status, dict) else {}
+def unprogrammed(
+    services: dict[str, Any] | None, wanted: dict[str, tuple[str, str, str]]
+) -> list[str]:
+    """The wanted Services that a node's programmed services (the "services" of its
+    kube-proxy status file, as lab/kubeproxy/status.py `programmed` reads them:
+    `{"ns/name": {"clusterIP": ..., "ports": {"80/TCP": {"endpoints": [...]}}}}`, None
+    before its first apply) do not show with their ClusterIP, port and endpoint."""
+    services = services or {}
     missing = []
     for key, (address, port_key, endpoint) in sorted(wanted.items()):
         entry = services.get(key) or {}

@@ -135,25 +135,17 @@ def test_probe_service_and_slice_manifests():
 def test_unprogrammed_compares_with_the_kube_proxy_status():
     wanted = wanted_programming([POD], {"x/a": "198.19.240.33"}, 81, "UDP")
     assert wanted == {"x/picket-probe-a": ("198.19.240.33", "81/UDP", "198.18.1.5:81")}
-    done = {
-        "services": {
-            "x/picket-probe-a": {
-                "clusterIP": "198.19.240.33",
-                "ports": {"81/UDP": {"nodePort": None, "endpoints": ["198.18.1.5:81"]}},
-            }
-        }
-    }
+    ports = {"81/UDP": {"nodePort": None, "endpoints": ["198.18.1.5:81"]}}
+    done = {"x/picket-probe-a": {"clusterIP": "198.19.240.33", "ports": ports}}
     assert unprogrammed(done, wanted) == []
     assert unprogrammed({}, wanted) == ["x/picket-probe-a"]
+    assert unprogrammed(None, wanted) == ["x/picket-probe-a"]  # before the first apply
     stale = {
-        "services": {
-            "x/picket-probe-a": {
-                "clusterIP": "198.19.240.33",
-                "ports": {"81/UDP": {"endpoints": []}},
-            }
-        }
+        "x/picket-probe-a": {"clusterIP": "198.19.240.33", "ports": {"81/UDP": {"endpoints": []}}}
     }
     assert unprogrammed(stale, wanted) == ["x/picket-probe-a"]
+    moved = {"x/picket-probe-a": {"clusterIP": "198.19.240.34", "ports": ports}}
+    assert unprogrammed(moved, wanted) == ["x/picket-probe-a"]
 
 
 def parse(*argv):
