@@ -13,25 +13,23 @@ from __future__ import annotations
 import pytest
 
 from lab.config import DNS_SERVICE_IP, pod_netns
-from tests.support.enforcement import apply
-from tests.support.lab_cli import picket, wait_until
-from tests.support.services import (
+from tests.support.cluster_dns import (
     dns_pod,
     dnsmasq_pids,
-    endpoint,
-    endpoint_slice,
-    pod_ip,
+    pod_endpoint,
     resolve,
     same_netns,
-    service,
 )
+from tests.support.enforcement import apply
+from tests.support.lab_cli import picket, wait_until
+from tests.support.services import endpoint_slice, service, service_port
 
 WEB_IP = "198.19.240.50"
 
 
 @pytest.fixture(scope="module")
 def dns_ip(model) -> str:
-    apply(model, service("z", "web", [(80, "TCP", 80)], cluster_ip=WEB_IP))
+    apply(model, service("z", "web", WEB_IP, [service_port("http", 80)]))
     return dns_pod(model)["status"]["podIP"]
 
 
@@ -90,28 +88,28 @@ def test_nxdomain_and_timeout_are_told_apart(model, dns_ip):
 
 
 def test_headless_service_resolves_to_its_ready_endpoints(model, dns_ip):
-    a, b, c = (pod_ip(model, f"y/{p}") for p in "abc")
-    apply(
-        model,
-        service("y", "db", [(80, "TCP", 80)], cluster_ip="None"),
-        endpoint_slice(
-            "y",
-            "db",
-            [endpoint(a, hostname="db-0"), endpoint(b), endpoint(c, ready=False)],
-            [(80, "TCP")],
-        ),
-    )
+    ports = [service_port("http", 80)]
+    a, b, c = (pod_endpoint(model, f"y/{p}") for p in "abc")
+    ip = {name: e["addresses"][0] for name, e in zip("abc", (a, b, c), strict=True)}
+
+    def endpoints(*ready: str) -> list[dict]:
+        return [
+            e | {"conditions": {"ready": n in ready}} for n, e in zip("abc", (a, b, c), strict=True)
+        ]
+
+    first = endpoints("a", "b")
+    first[0] = first[0] | {"hostname": "db-0"}
+    apply(model, service("y", "db", "None", ports), endpoint_slice("y", "db", ports, first))
     ask = ("--server", dns_ip)
-    assert wait_until(lambda: sorted(answers("x/a", "db.y", *ask) or []) == sorted([a, b]))
-    assert answers("x/a", "db-0.db.y", "--tcp", *ask) == [a]
-    # The slice changes: b goes unready, c becomes ready.
-    apply(
-        model,
-        endpoint_slice(
-            "y", "db", [endpoint(a), endpoint(b, ready=False), endpoint(c)], [(80, "TCP")]
-        ),
+    assert wait_until(
+        lambda: sorted(answers("x/a", "db.y", *ask) or []) == sorted([ip["a"], ip["b"]])
     )
-    assert wait_until(lambda: sorted(answers("x/a", "db.y", *ask) or []) == sorted([a, c]))
+    assert answers("x/a", "db-0.db.y", "--tcp", *ask) == [ip["a"]]
+    # The slice changes: b goes unready, c becomes ready, a loses its hostname.
+    apply(model, endpoint_slice("y", "db", ports, endpoints("a", "c")))
+    assert wait_until(
+        lambda: sorted(answers("x/a", "db.y", *ask) or []) == sorted([ip["a"], ip["c"]])
+    )
     assert wait_until(lambda: resolve("x/a", "db-0.db.y", *ask) == (1, ["NXDOMAIN"]))
     model("delete", "service", "-n", "y", "db")
     assert wait_until(lambda: resolve("x/a", "db.y", *ask) == (1, ["NXDOMAIN"]))

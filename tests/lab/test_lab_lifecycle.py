@@ -8,8 +8,8 @@ import subprocess
 from pathlib import Path
 
 from lab.processes import lab_process_pids
+from tests.support.cluster_dns import dnsmasq_pids
 from tests.support.lab_cli import picket
-from tests.support.services import dnsmasq_pids
 
 
 def _run(*cmd: str) -> str:

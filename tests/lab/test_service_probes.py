@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.cluster_dns import pod_endpoint
 from tests.support.enforcement import apply
 from tests.support.lab_cli import matrix, picket, wait_until
-from tests.support.services import endpoint, endpoint_slice, pod_ip, service
+from tests.support.services import endpoint_slice, service, service_port
 
 PROTOCOLS = ["TCP", "UDP", "SCTP"]
 
@@ -22,18 +23,17 @@ PROTOCOLS = ["TCP", "UDP", "SCTP"]
 def web(model) -> dict[str, str]:
     """y/web: ClusterIP 198.19.240.60, Service ports 8080/PROTO to y/b's 80/PROTO; and
     y/web-np: NodePort 30080 (TCP) to y/b's 80."""
-    b = pod_ip(model, "y/b")
-    ports = [(8080, proto, 80) for proto in PROTOCOLS]
+    b = pod_endpoint(model, "y/b")
+    ports = [service_port(f"p-{proto.lower()}", 8080, proto, 80) for proto in PROTOCOLS]
+    node_port = [service_port("http", 80, "TCP", 80, node_port=30080)]
     apply(
         model,
-        service("y", "web", ports, cluster_ip="198.19.240.60"),
-        endpoint_slice("y", "web", [endpoint(b)], [(80, proto) for proto in PROTOCOLS]),
-        service(
-            "y", "web-np", [(80, "TCP", 80)], cluster_ip="198.19.240.61", node_ports={80: 30080}
-        ),
-        endpoint_slice("y", "web-np", [endpoint(b)], [(80, "TCP")]),
+        service("y", "web", "198.19.240.60", ports),
+        endpoint_slice("y", "web", ports, [b]),
+        service("y", "web-np", "198.19.240.61", node_port),
+        endpoint_slice("y", "web-np", node_port, [b]),
     )
-    return {"b": b}
+    return {"b": b["addresses"][0]}
 
 
 def probe(*args: str) -> str:
@@ -56,14 +56,12 @@ def test_probe_targets_are_checked_against_the_service(web):
 
 
 def test_status_lists_services_with_their_ready_endpoints(model, web):
+    two_ports = [service_port("http", 80), service_port("dns", 53, "UDP", 53)]
     apply(
         model,
-        service("z", "two", [(80, "TCP", 80), (53, "UDP", 53)], cluster_ip="198.19.240.62"),
+        service("z", "two", "198.19.240.62", two_ports),
         endpoint_slice(
-            "z",
-            "two",
-            [endpoint(pod_ip(model, f"z/{p}"), ready=p != "c") for p in "abc"],
-            [(80, "TCP"), (53, "UDP")],
+            "z", "two", two_ports, [pod_endpoint(model, f"z/{p}", ready=p != "c") for p in "abc"]
         ),
     )
     lines = picket("lab", "status").stdout.splitlines()

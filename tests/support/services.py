@@ -1,101 +1,68 @@
-"""Services, EndpointSlices and the cluster DNS as the lab tests write and read them:
-API dicts written as an operator writes them (selector-less Services with explicit
-ClusterIPs and NodePorts, slices with the `kubernetes.io/service-name` label), the DNS
-pod, and the dnsmasq processes of the lab."""
+"""Services and EndpointSlices as a user or an operator writes them: explicit cluster
+IPs (in the lab's Service range) and node ports, slices labelled with their Service.
+Until the lab allocates and runs an EndpointSlice controller, tests write both."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 from typing import Any
 
-from lab.config import state_dir
-from tests.support.lab_cli import Kubectl, picket
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+def service_port(
+    name: str, port: int, protocol: str = "TCP", target: int = 80, node_port: int | None = None
+) -> dict[str, Any]:
+    found = {"name": name, "port": port, "protocol": protocol, "targetPort": target}
+    return found | ({"nodePort": node_port} if node_port is not None else {})
 
 
 def service(
     ns: str,
     name: str,
-    ports: list[tuple[int, str, int]],
-    cluster_ip: str | None = None,
-    node_ports: dict[int, int] | None = None,
+    cluster_ip: str | None,
+    ports: list[dict[str, Any]],
+    external_policy: str | None = None,
 ) -> dict[str, Any]:
-    """A selector-less Service; `ports` are (port, protocol, targetPort)."""
-    spec: dict[str, Any] = {
-        "ports": [
-            {"name": f"p{i}", "port": p, "protocol": proto, "targetPort": target}
-            | ({"nodePort": node_ports[p]} if node_ports and p in node_ports else {})
-            for i, (p, proto, target) in enumerate(ports)
-        ]
-    }
+    """A ClusterIP Service, or NodePort if a port has a node port; `cluster_ip` None
+    leaves it unallocated, "None" makes it headless."""
+    spec: dict[str, Any] = {"ports": ports}
+    spec["type"] = "NodePort" if any("nodePort" in p for p in ports) else "ClusterIP"
     if cluster_ip is not None:
         spec["clusterIP"] = cluster_ip
-    if node_ports:
-        spec["type"] = "NodePort"
+    if external_policy is not None:
+        spec["externalTrafficPolicy"] = external_policy
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": name, "namespace": ns},
+        "metadata": {"namespace": ns, "name": name},
         "spec": spec,
     }
+
+
+def endpoint(ip: str, node: str, ready: bool = True) -> dict[str, Any]:
+    return {"addresses": [ip], "nodeName": node, "conditions": {"ready": ready}}
 
 
 def endpoint_slice(
     ns: str,
     service_name: str,
+    ports: list[dict[str, Any]],
     endpoints: list[dict[str, Any]],
-    ports: list[tuple[int, str]],
     name: str | None = None,
 ) -> dict[str, Any]:
-    """An EndpointSlice of `service_name`; `ports` are (port, protocol), named as
-    service() names the Service's."""
+    """`ports` as the Service's (name, protocol); the slice gives the target port."""
     return {
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
         "metadata": {
-            "name": name or f"{service_name}-1",
             "namespace": ns,
-            "labels": {"kubernetes.io/service-name": service_name},
+            "name": name or f"{service_name}-1",
+            "labels": {SERVICE_NAME_LABEL: service_name},
         },
         "addressType": "IPv4",
-        "endpoints": endpoints,
         "ports": [
-            {"name": f"p{i}", "port": p, "protocol": proto} for i, (p, proto) in enumerate(ports)
+            {"name": p["name"], "port": p.get("targetPort", p["port"]), "protocol": p["protocol"]}
+            for p in ports
         ],
+        "endpoints": endpoints,
     }
-
-
-def endpoint(ip: str, ready: bool = True, hostname: str | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"addresses": [ip], "conditions": {"ready": ready}}
-    if hostname:
-        out["hostname"] = hostname
-    return out
-
-
-def pod_ip(kubectl: Kubectl, ref: str) -> str:
-    ns, name = ref.split("/")
-    return kubectl.json("get", "pod", "-n", ns, name)["status"]["podIP"]
-
-
-def dns_pod(kubectl: Kubectl) -> dict[str, Any]:
-    """The one pod of the coredns Deployment (kube-system, k8s-app=kube-dns)."""
-    items = kubectl.json("get", "pods", "-n", "kube-system", "-l", "k8s-app=kube-dns")["items"]
-    assert len(items) == 1, [p["metadata"]["name"] for p in items]
-    return items[0]
-
-
-def dnsmasq_pids() -> list[int]:
-    """Every dnsmasq serving the lab's records, whatever started it."""
-    pattern = f"^dnsmasq .*--hostsdir={state_dir()}/"
-    proc = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, check=False)
-    return sorted(int(pid) for pid in proc.stdout.split())
-
-
-def same_netns(pid: int, netns: str) -> bool:
-    return os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(f"/run/netns/{netns}").st_ino
-
-
-def resolve(*args: str) -> tuple[int, list[str]]:
-    """`picket lab resolve ARGS`: (exit status, stdout lines)."""
-    proc = picket("lab", "resolve", *args, check=False)
-    return proc.returncode, proc.stdout.split()
