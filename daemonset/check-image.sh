@@ -30,10 +30,11 @@ mounted_bpffs=0
 log() { printf 'check-image: %s\n' "$*" >&2; }
 
 # The lab's package and the lab extra's distributions (pyproject.toml), none of which
-# belongs in the node image; tests/unit/test_deploy.py keeps this list equal to the extra.
-LAB_MODULES=(lab aiohttp cryptography jsonpatch)
-# Run by a python as `python -I -c "$NO_LAB_CHECK" DIST MODULE...`: exits 0 only if no
-# MODULE imports, except one that DIST's own (non-extra) dependencies require, directly
+# belongs in the node image; tests/unit/test_image_has_no_lab.py keeps this list equal
+# to the extra. NAME:MODULE where a distribution's module has another name.
+LAB_MODULES=(lab aiohttp cryptography jsonpatch dnspython:dns)
+# Run by a python as `python -I -c "$NO_LAB_CHECK" DIST NAME[:MODULE]...`: exits 0 only if
+# no MODULE imports, except one that DIST's own (non-extra) dependencies require, directly
 # or not: the kubernetes client requires aiohttp from version 36 on, so aiohttp in the
 # image can be the agent's and not the lab's. A module that is found but fails to import
 # still counts as present. (-I: the current directory is not on the path, so only what
@@ -67,7 +68,8 @@ def imports(name):
     return True
 
 agent = closure(sys.argv[1])
-found = [name for name in sys.argv[2:] if imports(name)]
+checked = [(arg.partition(":")[0], arg.partition(":")[2] or arg) for arg in sys.argv[2:]]
+found = [name for name, module in checked if imports(module)]
 present = [name for name in found if name not in agent]
 for name in found:
     if name in agent:

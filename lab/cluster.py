@@ -1,5 +1,5 @@
 """The lab seen through its API, with the real client: pods, where they live (which
-network namespace), and whether they are ready."""
+network namespace), and whether they are ready; Services and their EndpointSlices."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from typing import Any
 
 from kubernetes import client, config
 
+from agent.portspec import parse_port_protocol
 from lab.config import (
+    EXTERNAL_ADDRESS,
     EXTERNAL_NS,
     MAX_NODES,
     OUTSIDE,
@@ -19,6 +21,13 @@ from lab.config import (
     lab_nodes,
     node_by_address,
     pod_netns,
+)
+from lab.services import (
+    NODEPORT_TARGET,
+    SERVICE_TARGET,
+    parse_nodeport_target,
+    parse_service_target,
+    probe_address,
 )
 
 
@@ -79,13 +88,39 @@ def list_nodes(api: client.CoreV1Api) -> list[dict[str, Any]]:
     return json.loads(resp.data)["items"]
 
 
+def get_service(api: client.CoreV1Api, namespace: str, name: str) -> dict[str, Any]:
+    resp = api.read_namespaced_service(name, namespace, _preload_content=False)
+    return json.loads(resp.data)
+
+
+def list_services(api: client.CoreV1Api) -> list[dict[str, Any]]:
+    resp = api.list_service_for_all_namespaces(_preload_content=False)
+    items = json.loads(resp.data)["items"]
+    return sorted(items, key=lambda s: (s["metadata"]["namespace"], s["metadata"]["name"]))
+
+
+def list_endpoint_slices(api: client.CoreV1Api, selector: str | None = None) -> list[dict]:
+    discovery = client.DiscoveryV1Api(api.api_client)
+    kwargs = {"label_selector": selector} if selector else {}
+    resp = discovery.list_endpoint_slice_for_all_namespaces(_preload_content=False, **kwargs)
+    return json.loads(resp.data)["items"]
+
+
+def lab_node(name: str) -> LabNode:
+    node = next((n for n in lab_nodes(MAX_NODES) if n.name == name), None)
+    if node is None:
+        raise ValueError(f"no lab node {name!r}")
+    return node
+
+
 def probe_source(api: client.CoreV1Api, text: str) -> tuple[str, str | None]:
-    """(network namespace, source address) for NS/POD, node/NAME, a node's address, or
-    an outside address (198.19.200.0/24, owned by the lab's external host)."""
+    """(network namespace, source address) for NS/POD, node/NAME, a node's address,
+    `external` (the outside host's own underlay address, as a NodePort client), or an
+    outside address (198.19.200.0/24, owned by the lab's external host)."""
+    if text == "external":
+        return EXTERNAL_NS, str(EXTERNAL_ADDRESS)
     if text.startswith("node/"):
-        node = next((n for n in lab_nodes(MAX_NODES) if n.name == text[5:]), None)
-        if node is None:
-            raise ValueError(f"no lab node {text[5:]!r}")
+        node = lab_node(text[5:])
         return node.netns, str(node.address)
     if "/" in text:
         pod = get_pod(api, text)
@@ -101,10 +136,30 @@ def probe_source(api: client.CoreV1Api, text: str) -> tuple[str, str | None]:
     except ValueError:
         pass
     raise ValueError(
-        f"{text!r} is not NS/POD, node/NAME, a node address or an address in {OUTSIDE}"
+        f"{text!r} is not NS/POD, node/NAME, external, a node address or an address in {OUTSIDE}"
     )
 
 
 def probe_target(api: client.CoreV1Api, text: str) -> str:
     """An address for NS/POD or an address ('' for a pod without one)."""
     return (get_pod(api, text).ip or "") if "/" in text else text
+
+
+def probe_destination(
+    api: client.CoreV1Api, text: str, port_text: str | None
+) -> tuple[str, int, str]:
+    """(address, port, protocol) for TARGET [PORT[/PROTO]]: NS/POD or an address with
+    a port; svc/NS/NAME with one of the Service's ports (probed at its ClusterIP); or
+    nodeport/NODE/PORT[/PROTO], the node's address, the port in the target itself."""
+    if text.startswith(NODEPORT_TARGET):
+        if port_text is not None:
+            raise ValueError("a nodeport/NODE/PORT[/PROTO] target takes no PORT argument")
+        node, port, protocol = parse_nodeport_target(text)
+        return str(lab_node(node).address), port, protocol
+    if port_text is None:
+        raise ValueError("PORT[/PROTO] is missing")
+    port, protocol = parse_port_protocol(port_text)
+    if text.startswith(SERVICE_TARGET):
+        namespace, name = parse_service_target(text)
+        return probe_address(get_service(api, namespace, name), port, protocol), port, protocol
+    return probe_target(api, text), port, protocol

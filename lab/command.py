@@ -14,24 +14,33 @@ import urllib.request
 from kubernetes.client import ApiException, CoreV1Api
 
 from agent.explain import render_matrix
-from agent.portspec import parse_port_protocol
 from lab import lab, processes
 from lab.cluster import (
     core_api,
     get_pod,
+    get_service,
+    list_endpoint_slices,
     list_nodes,
     list_pods,
+    list_services,
+    probe_destination,
     probe_source,
-    probe_target,
 )
 from lab.config import (
+    CLUSTER_DOMAIN,
     LabNode,
     lab_nodes,
     state_dir,
 )
+from lab.dns.addon import NAMESPACE as DNS_NAMESPACE
+from lab.dns.addon import SERVICE as DNS_SERVICE
+from lab.dns.records import cluster_ipv4, slices_by_service
+from lab.dns.resolve import resolve
+from lab.dns.search import candidates
 from lab.kubeproxy.status import programmed, status_path
-from lab.matrix import probe_matrix
+from lab.matrix import ServiceProbeError, probe_matrix, probe_services, probeable
 from lab.probe import probe
+from lab.services import status_line
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -46,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     cmds = p.add_subparsers(dest="lab_command", metavar="COMMAND", required=True)
     _register_up(cmds)
     cmds.add_parser("down", help="remove everything the lab made").set_defaults(func=cmd_down)
-    cmds.add_parser("status", help="nodes, pods, processes").set_defaults(func=cmd_status)
+    cmds.add_parser("status", help="nodes, pods, Services, processes").set_defaults(func=cmd_status)
     cmds.add_parser("kubeconfig", help="print the kubeconfig path").set_defaults(
         func=cmd_kubeconfig
     )
@@ -55,6 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD...")
     ex.set_defaults(func=cmd_exec)
     _register_probes(cmds)
+    _register_resolve(cmds)
     me = cmds.add_parser("metrics", help="what each agent's /metrics says (picket_* series)")
     me.add_argument("prefix", nargs="?", default="picket_", help="only series starting with this")
     me.set_defaults(func=cmd_metrics)
@@ -93,8 +103,13 @@ def _register_probes(cmds: argparse._SubParsersAction) -> None:
         metavar="SOURCE",
         help="NS/POD, node/NAME, or an address: a node's, or an outside one (198.19.200.0/24)",
     )
-    pr.add_argument("target", metavar="TARGET", help="NS/POD or an IP address")
-    pr.add_argument("port", metavar="PORT[/PROTO]")
+    pr.add_argument(
+        "target",
+        metavar="TARGET",
+        help="NS/POD, an IP address, svc/NS/NAME (its ClusterIP, at a Service port), or "
+        "nodeport/NODE/PORT[/PROTO] (the node's address; no PORT argument then)",
+    )
+    pr.add_argument("port", metavar="PORT[/PROTO]", nargs="?")
     pr.add_argument("--timeout", type=float, default=1.0)
     pr.set_defaults(func=cmd_probe)
     mx = cmds.add_parser("matrix", help="probe every ordered pair of ready pods")
@@ -102,6 +117,11 @@ def _register_probes(cmds: argparse._SubParsersAction) -> None:
     mx.add_argument("--port", type=int, default=80)
     mx.add_argument("--protocol", default="TCP", type=str.upper, choices=("TCP", "UDP", "SCTP"))
     mx.add_argument("--timeout", type=float, default=1.0)
+    mx.add_argument(
+        "--via-service",
+        action="store_true",
+        help="probe each pod through a Service of its own (its ClusterIP), made for the run",
+    )
     mx.add_argument("--json", action="store_true")
     mx.add_argument(
         "--outcomes",
@@ -110,6 +130,18 @@ def _register_probes(cmds: argparse._SubParsersAction) -> None:
         "of a boolean (refused means the policy let the connection attempt through)",
     )
     mx.set_defaults(func=cmd_matrix)
+
+
+def _register_resolve(cmds: argparse._SubParsersAction) -> None:
+    rs = cmds.add_parser("resolve", help="a DNS query from a pod, to the kube-dns Service")
+    rs.add_argument("pod", metavar="NS/POD")
+    rs.add_argument("name", metavar="NAME", help="expanded with the pod's search list")
+    rs.add_argument("--tcp", action="store_true", help="over TCP (default UDP)")
+    rs.add_argument(
+        "--server", help="ask this address instead of the kube-dns ClusterIP (e.g. its pod)"
+    )
+    rs.add_argument("--timeout", type=float, default=2.0, help="seconds per query")
+    rs.set_defaults(func=cmd_resolve)
 
 
 def _fail(message: str) -> int:
@@ -189,6 +221,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     except (lab.LabError, ApiException, OSError) as exc:
         return _fail(f"cannot read the API: {exc}")
     _print_nodes(nodes)
+    _print_services(api)
     print("pods:" if pods else "pods: none")
     for pod in pods:
         print(
@@ -218,6 +251,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         "and EndpointSlice are stored but have no effect in the lab"
     )
     return EXIT_OK
+
+
+def _print_services(api: CoreV1Api) -> None:
+    services = list_services(api)
+    grouped = slices_by_service(list_endpoint_slices(api)) if services else {}
+    print("services:" if services else "services: none")
+    for service in services:
+        meta = service["metadata"]
+        print("  " + status_line(service, grouped.get((meta["namespace"], meta["name"]), [])))
 
 
 def _print_nodes(nodes: list[dict]) -> None:
@@ -250,10 +292,9 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 def cmd_probe(args: argparse.Namespace) -> int:
     try:
-        port, protocol = parse_port_protocol(args.port)
         api = _api()
         netns, source_ip = probe_source(api, args.source)
-        target = probe_target(api, args.target)
+        target, port, protocol = probe_destination(api, args.target, args.port)
     except (lab.LabError, ApiException, ValueError) as exc:
         return _fail(str(exc))
     if not target:
@@ -263,13 +304,49 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return EXIT_OK if result.connected else EXIT_FAIL
 
 
-def cmd_matrix(args: argparse.Namespace) -> int:
-    namespaces = args.namespaces.split(",") if args.namespaces else None
+def cmd_resolve(args: argparse.Namespace) -> int:
+    """Prints the addresses, one a line (the name that answered on stderr), or the
+    failure: timeout, unreachable, NXDOMAIN, NODATA or another response code."""
     try:
-        pods = list_pods(_api(), namespaces)
-    except (lab.LabError, ApiException) as exc:
+        api = _api()
+        pod = get_pod(api, args.pod)
+        server = args.server or cluster_ipv4(get_service(api, DNS_NAMESPACE, DNS_SERVICE))
+        names = candidates(args.name, args.pod.partition("/")[0], CLUSTER_DOMAIN)
+    except (lab.LabError, ApiException, ValueError) as exc:
         return _fail(str(exc))
-    found = asyncio.run(probe_matrix(pods, args.port, args.protocol, args.timeout))
+    if pod.netns is None:
+        return _fail(f"{args.pod} has no network namespace in the lab yet")
+    if server is None:
+        return _fail(f"Service {DNS_NAMESPACE}/{DNS_SERVICE} has no ClusterIP")
+    found = resolve(pod.netns, server, names, args.tcp, args.timeout)
+    if not found.ok:
+        print(found.outcome)
+        print(f"asked {server} for {', '.join(found.tried)}", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"{found.name} from {server}", file=sys.stderr)
+    for address in found.addresses:
+        print(address)
+    return EXIT_OK
+
+
+def _probe_pods(args: argparse.Namespace) -> dict:
+    namespaces = args.namespaces.split(",") if args.namespaces else None
+    api = _api()
+    pods = list_pods(api, namespaces)
+    run = (args.port, args.protocol, args.timeout)
+    if not args.via_service:
+        return asyncio.run(probe_matrix(pods, *run))
+    nodes = lab_nodes(lab.config().get("nodes", 1))
+    targets = probeable(pods)
+    with probe_services(api, targets, args.port, args.protocol, state_dir(), nodes) as ips:
+        return asyncio.run(probe_matrix(targets, *run, addresses=ips))
+
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    try:
+        found = _probe_pods(args)
+    except (lab.LabError, ApiException, ServiceProbeError) as exc:
+        return _fail(str(exc))
     results = {src: {dst: r.connected for dst, r in row.items()} for src, row in found.items()}
     if args.json and args.outcomes:
         outcomes = {src: {dst: r.outcome for dst, r in row.items()} for src, row in found.items()}

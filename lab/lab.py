@@ -12,6 +12,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from kubernetes import config as kubeconfig
+
 from lab import processes, topology
 from lab.config import (
     AGENT_METRICS_PORT,
@@ -23,6 +25,7 @@ from lab.config import (
     state_dir,
     virtual_nodes,
 )
+from lab.dns.addon import ensure_cluster_dns, wait_cluster_dns
 from lab.journald import ensure_journald, stop_journald
 from lab.kubeproxy.status import wait_programmed
 from lab.tls import write_credentials
@@ -204,6 +207,7 @@ def up(
         topology.ensure_node(node, nodes)
     topology.ensure_external(nodes)
     _ensure_control_plane(state, previous, (node_count, virtual_count), validation)
+    _ensure_cluster_dns(state)
     mounted = previous.get("mounted_bpffs", False)
     if backend == "ebpf" and not _is_bpffs(BPF_ROOT):
         # Pinned maps need the BPF filesystem; the lab mounts it, and unmounts it at down.
@@ -249,6 +253,18 @@ def _ensure_control_plane(
         processes.stop(state, KUBELET)  # it serves a fixed node list: restart to add nodes
     if processes.running(state, KUBELET) is None:
         _start_kubelet(state, *wanted)
+
+
+def _ensure_cluster_dns(state: Path) -> None:
+    """kube-system/kube-dns and its coredns Deployment, answering before `up` returns,
+    so that a lab that is up resolves names."""
+    api = kubeconfig.new_client_from_config(str(kubeconfig_path(state)))
+    ensure_cluster_dns(api)
+    if not wait_cluster_dns(api):
+        raise LabError(
+            "the cluster DNS (kube-system/coredns) did not become ready; see "
+            f"{state}/logs/kubelet.log and {state}/logs/dns-*.log"
+        )
 
 
 def _host_links() -> list[str]:

@@ -1,26 +1,59 @@
-"""`picket lab matrix`: probe every ordered pair of ready pods, in parallel."""
+"""`picket lab matrix`: probe every ordered pair of ready pods, in parallel, to each
+pod's own address or (`--via-service`) through a Service per destination pod."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
-from lab.cluster import LabPod
+from kubernetes import client
+
+from lab.cluster import LabPod, list_endpoint_slices
+from lab.config import LabNode
 from lab.probe import ProbeResult, probe
+from lab.probe_services import (
+    PROBE_SELECTOR,
+    service_manifest,
+    slice_manifest,
+    unprogrammed,
+    wanted_programming,
+)
 
 MAX_IN_FLIGHT = 256  # sockets at once: bounded so big matrices do not run out of fds
+PROGRAMMED_WITHIN = 30.0  # seconds for every kube-proxy to program the probe Services
+
+
+class ServiceProbeError(RuntimeError):
+    pass
+
+
+def probeable(pods: list[LabPod]) -> list[LabPod]:
+    """The pods a matrix covers: ready, with an address and a namespace in the lab."""
+    return [p for p in pods if p.ready and p.netns is not None and p.ip is not None]
 
 
 async def probe_matrix(
-    pods: list[LabPod], port: int, protocol: str, timeout: float = 1.0
+    pods: list[LabPod],
+    port: int,
+    protocol: str,
+    timeout: float = 1.0,
+    addresses: dict[str, str] | None = None,
 ) -> dict[str, dict[str, ProbeResult]]:
-    """results[src][dst] for every pair of distinct ready pods."""
-    ready = [p for p in pods if p.ready and p.netns is not None]
+    """results[src][dst] for every pair of distinct ready pods; `addresses` (pod ref ->
+    address, e.g. a ClusterIP in front of the pod) replaces the pods' own."""
+    ready = probeable(pods)
     gate = asyncio.Semaphore(MAX_IN_FLIGHT)
 
     async def one(src: LabPod, dst: LabPod) -> ProbeResult:
         async with gate:
-            assert dst.ip is not None
-            return await probe(src.netns, dst.ip, port, protocol, timeout)
+            target = (addresses or {}).get(dst.ref, dst.ip)
+            assert target is not None
+            return await probe(src.netns, target, port, protocol, timeout)
 
     pairs = [(s, d) for s in ready for d in ready if s.ref != d.ref]
     outcomes = await asyncio.gather(*(one(s, d) for s, d in pairs))
@@ -28,3 +61,80 @@ async def probe_matrix(
     for (src, dst), outcome in zip(pairs, outcomes, strict=True):
         results[src.ref][dst.ref] = outcome
     return results
+
+
+@contextmanager
+def probe_services(
+    api: client.CoreV1Api,
+    pods: list[LabPod],
+    port: int,
+    protocol: str,
+    state: Path,
+    nodes: list[LabNode],
+) -> Iterator[dict[str, str]]:
+    """A Service per pod, programmed by every node's kube-proxy; yields pod ref ->
+    ClusterIP, and removes the Services and their slices afterwards, whatever happens."""
+    remove_probe_services(api)  # what an interrupted run left
+    try:
+        cluster_ips = {pod.ref: _create(api, pod, port, protocol) for pod in pods}
+        _wait_programmed(state, nodes, wanted_programming(pods, cluster_ips, port, protocol))
+        yield cluster_ips
+    finally:
+        remove_probe_services(api)
+
+
+def _create(api: client.CoreV1Api, pod: LabPod, port: int, protocol: str) -> str:
+    service = service_manifest(pod, port, protocol)
+    namespace = service["metadata"]["namespace"]
+    resp = api.create_namespaced_service(namespace, service, _preload_content=False)
+    address = (json.loads(resp.data).get("spec") or {}).get("clusterIP")
+    if not address or address == "None":
+        raise ServiceProbeError(
+            f"the API server allocated no ClusterIP to {namespace}/{service['metadata']['name']}"
+        )
+    discovery = client.DiscoveryV1Api(api.api_client)
+    discovery.create_namespaced_endpoint_slice(
+        namespace, slice_manifest(pod, port, protocol), _preload_content=False
+    )
+    return address
+
+
+def _wait_programmed(
+    state: Path, nodes: list[LabNode], wanted: dict[str, tuple[str, str, str]]
+) -> None:
+    try:
+        from lab.kubeproxy.status import programmed  # the lab kube-proxy's own reader
+    except ImportError as exc:
+        raise ServiceProbeError("this checkout has no lab kube-proxy (lab/kubeproxy)") from exc
+
+    deadline = time.monotonic() + PROGRAMMED_WITHIN
+    while True:
+        missing = {n.name: unprogrammed(programmed(state, n.name), wanted) for n in nodes}
+        missing = {node: keys for node, keys in missing.items() if keys}
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            detail = "; ".join(f"{node}: {', '.join(keys)}" for node, keys in missing.items())
+            raise ServiceProbeError(f"kube-proxy has not programmed the probe Services: {detail}")
+        time.sleep(0.1)
+
+
+def remove_probe_services(api: client.CoreV1Api) -> None:
+    discovery = client.DiscoveryV1Api(api.api_client)
+    for piece in list_endpoint_slices(api, PROBE_SELECTOR):
+        meta = piece["metadata"]
+        _gone(discovery.delete_namespaced_endpoint_slice, meta["name"], meta["namespace"])
+    resp = api.list_service_for_all_namespaces(
+        label_selector=PROBE_SELECTOR, _preload_content=False
+    )
+    for service in json.loads(resp.data)["items"]:
+        meta = service["metadata"]
+        _gone(api.delete_namespaced_service, meta["name"], meta["namespace"])
+
+
+def _gone(delete: Callable[..., Any], name: str, namespace: str) -> None:
+    try:
+        delete(name, namespace, _preload_content=False)
+    except client.ApiException as exc:
+        if exc.status != 404:
+            raise

@@ -45,6 +45,11 @@ def running(state: Path, name: str) -> int | None:
     return pid if is_ours and not _is_zombie(pid) else None
 
 
+def alive(pid: int) -> bool:
+    """The process exists and has not exited (a zombie has)."""
+    return Path(f"/proc/{pid}").exists() and not _is_zombie(pid)
+
+
 def _is_zombie(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"

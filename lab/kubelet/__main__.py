@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     api = client.CoreV1Api(config.new_client_from_config(args.kubeconfig))
     nodes = [LabNode(i) for i in range(1, args.nodes + 1)]
     virtual = virtual_nodes(args.virtual_nodes)
-    asyncio.run(Kubelet(api, nodes, args.state_dir, virtual).run())
+    asyncio.run(Kubelet(api, nodes, args.state_dir, virtual, args.kubeconfig).run())
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ It registers the nodes, binds unscheduled pods (nodeSelector on kubernetes.io/ho
 else the node with the fewest pods), gives each pod a network namespace wired by the
 CNI plugins inside its node's namespace, serves its containerPorts, and reports status.
 Deleting a pod stops its responders and calls CNI DEL. Relabelling changes nothing.
+Pods of the lab's dnsmasq image get a DNS server instead of a responder on 53
+(lab/kubelet/dns_pod.py).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from agent.model.objects import Pod
 from agent.model.parse import parse_object
 from lab import cni
 from lab.config import EXTERNAL_NS, LabNode, VirtualNode, pod_netns
+from lab.kubelet import dns_pod
 from lab.kubelet.responder import Responder
 from lab.kubelet.status import node_body, running_status
 from lab.kubelet.virtual import VirtualAddresses
@@ -50,6 +53,7 @@ class Kubelet:
         nodes: list[LabNode],
         state_dir: Path,
         virtual: list[VirtualNode] | None = None,
+        kubeconfig: str | None = None,
     ) -> None:
         self.api = api
         self.nodes = {n.name: n for n in nodes}
@@ -59,6 +63,7 @@ class Kubelet:
         self.pods: dict[str, dict[str, Any]] = {}  # uid -> latest object seen
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task] = set()
+        self.dns = dns_pod.DnsPods(state_dir, kubeconfig or str(state_dir / "kubeconfig"))
 
     def conflist(self, node: LabNode) -> dict[str, Any]:
         return cni.network_config(str(node.pod_cidr), str(self.state_dir / "ipam" / node.name))
@@ -159,7 +164,7 @@ class Kubelet:
             log.warning("%s", exc)
             return
         assert isinstance(pod, Pod)
-        ports = [(p.port, p.protocol) for p in pod.container_ports]
+        ports = dns_pod.responder_ports(obj, [(p.port, p.protocol) for p in pod.container_ports])
         if pod.host_network:
             sandbox = Sandbox(
                 node,
@@ -172,6 +177,8 @@ class Kubelet:
             sandbox = await self._network(uid, pod, node, ports)
         await sandbox.responder.start()
         self.sandboxes[uid] = sandbox
+        if dns_pod.runs_dnsmasq(obj):
+            await self.dns.start(uid, pod.ref, sandbox.netns or node.netns)
         await asyncio.to_thread(
             self.api.patch_namespaced_pod_status,
             pod.name,
@@ -228,6 +235,7 @@ class Kubelet:
 
     async def collect_orphans(self) -> None:
         """Pod networks whose pod is gone (deleted while the kubelet was down)."""
+        await self.dns.collect(set(self.pods))
         live = {pod_netns(uid) for uid in self.pods}
         for result_file in sorted((self.state_dir / "cni").glob("*.json")):
             uid = result_file.stem
@@ -259,6 +267,7 @@ class Kubelet:
         if sandbox is None:
             return
         await sandbox.responder.stop()
+        await self.dns.stop(uid)  # before the namespace goes: dnsmasq holds it
         if sandbox.netns is None:
             return
         conflist = self.conflist(sandbox.node)

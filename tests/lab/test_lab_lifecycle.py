@@ -1,6 +1,6 @@
 """`lab up` is idempotent, the host namespace gains only `picket-lab0`, and `lab down`
-leaves no namespace, link, process, rule, mount, pinned map or file behind, cycle after
-cycle, whatever the backend."""
+leaves no namespace, link, process (dnsmasq included), rule, mount, pinned map or file
+behind, cycle after cycle, whatever the backend."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 from lab.processes import lab_process_pids
+from tests.support.cluster_dns import dnsmasq_pids
 from tests.support.lab_cli import picket
 
 
@@ -31,6 +32,7 @@ def host_snapshot() -> dict[str, object]:
         "routes": sorted(_run("ip", "route", "show", "table", "all").splitlines()),
         "iptables": _rules("iptables-save"),
         "lab_processes": lab_process_pids(),
+        "dnsmasq": dnsmasq_pids(),
         "state_dir": Path("/run/picket-lab").exists(),
         "mounts": sorted(
             line.split()[1]
@@ -61,13 +63,15 @@ def test_up_down_cycles_leave_nothing():
     before = host_snapshot()
     before["iptables"] = _strip_counters(before["iptables"])
     assert before["netns"] == [] and before["lab_processes"] == []
-    for backend, processes in (("none", 4), ("iptables", 6), ("ebpf", 6)):
+    for backend, processes in (("none", 5), ("iptables", 7), ("ebpf", 7)):
         picket("lab", "up", "--nodes", "2", "--backend", backend)
         during = host_snapshot()
         assert set(during["links"]) - set(before["links"]) == {"picket-lab0"}
         assert _strip_counters(during["iptables"]) == before["iptables"]
-        # API server, kubelet, a kube-proxy per node, and an agent per node with a backend.
+        # API server, kubelet, a kube-proxy per node, the DNS pod's process, and an agent
+        # per node with a backend; the DNS pod's dnsmasq.
         assert len(during["lab_processes"]) == processes
+        assert len(during["dnsmasq"]) == 1
         removed = picket("lab", "down").stderr
         assert "removed link picket-lab0" in removed
         after = host_snapshot()

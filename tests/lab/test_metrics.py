@@ -141,7 +141,8 @@ def test_prometheus_sees_every_drop_per_namespace_and_direction(backend, tmp_pat
         assert grown(dropped) == want and grown(connections) == want
         latency = query(url, "sum(picket_programming_latency_seconds_count)")
         assert next(iter(latency.values())) > 0
-        assert sum(query(url, "picket_local_endpoints").values()) == 9  # the model's pods
+        # The model's pods and the cluster DNS pod.
+        assert sum(query(url, "picket_local_endpoints").values()) == 10
         assert set(query(url, "picket_policies").values()) == {2.0}  # each agent knows both
         status = picket("lab", "status").stdout
         assert all(node.metrics_url in status for node in NODES), status

@@ -19,7 +19,7 @@ REQUIRES = [
     'pytest>=8; extra == "test"',
 ]
 HINT = (
-    "picket lab: the lab is not installed (aiohttp, cryptography, jsonpatch missing);"
+    "picket lab: the lab is not installed (aiohttp, cryptography, jsonpatch, dnspython missing);"
     " pip install 'picket[lab]'"
 )
 
@@ -47,6 +47,7 @@ def test_every_lab_extra_requirement_is_checked():
         "aiohttp",
         "cryptography",
         "jsonpatch",
+        "dnspython",
     ]
 
 

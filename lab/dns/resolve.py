@@ -1,0 +1,79 @@
+"""DNS queries from inside a pod's network namespace, with dnspython over a socket made
+there (lab/netns.py), so the query leaves the pod as its own resolver's would."""
+
+from __future__ import annotations
+
+import socket
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+
+from lab.dns.search import ANSWER, NODATA, TIMEOUT, UNREACHABLE, Reply, Resolution, walk
+from lab.netns import socket_in
+from lab.probe import REFUSING_ERRNOS
+
+DNS_PORT = 53
+
+
+def _reply(response: dns.message.Message) -> Reply:
+    rcode = response.rcode()
+    if rcode != dns.rcode.NOERROR:
+        return Reply(dns.rcode.to_text(rcode))
+    addresses = tuple(
+        item.address
+        for rrset in response.answer
+        if rrset.rdtype == dns.rdatatype.A
+        for item in rrset
+    )
+    return Reply(ANSWER, addresses) if addresses else Reply(NODATA)
+
+
+def _udp(netns: str | None, server: str, query: dns.message.Message, timeout: float):
+    sock = socket_in(netns, socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        # Connected, so an ICMP port unreachable comes back as ECONNREFUSED.
+        sock.connect((server, DNS_PORT))
+        return dns.query.udp(query, server, timeout=timeout, sock=sock)
+    finally:
+        sock.close()
+
+
+def _tcp(netns: str | None, server: str, query: dns.message.Message, timeout: float):
+    sock = socket_in(netns, socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        try:
+            sock.connect((server, DNS_PORT))
+        except TimeoutError as exc:
+            raise dns.exception.Timeout from exc
+        sock.setblocking(False)  # what dnspython asks of a socket it is handed
+        return dns.query.tcp(query, server, timeout=timeout, sock=sock)
+    finally:
+        sock.close()
+
+
+def ask(netns: str | None, server: str, name: str, tcp: bool, timeout: float) -> Reply:
+    """One A query for `name`; a truncated UDP answer is asked again over TCP."""
+    query = dns.message.make_query(name, dns.rdatatype.A)
+    try:
+        response = (_tcp if tcp else _udp)(netns, server, query, timeout)
+        if not tcp and response.flags & dns.flags.TC:
+            response = _tcp(netns, server, query, timeout)
+    except dns.exception.Timeout:
+        return Reply(TIMEOUT)
+    except OSError as exc:
+        if exc.errno in REFUSING_ERRNOS:
+            return Reply(UNREACHABLE)
+        raise
+    return _reply(response)
+
+
+def resolve(
+    netns: str | None, server: str, names: list[str], tcp: bool = False, timeout: float = 2.0
+) -> Resolution:
+    """Walk the candidate names (lab/dns/search.py) against `server`."""
+    return walk(names, lambda name: ask(netns, server, name, tcp, timeout))
