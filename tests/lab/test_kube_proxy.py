@@ -220,22 +220,21 @@ def test_removing_the_slice_removes_the_rules_and_the_status_follows(kubectl, po
     assert all("198.19.240.27" not in iptables_save(n, "filter") for n in NODES)
 
 
-def test_headless_and_unallocated_services_get_no_rules(kubectl, pods):
+def test_headless_services_get_no_rules(kubectl, pods):
+    """(A Service without a cluster IP cannot be written any more: the API server
+    allocates one; the renderer's skipping of one is unit-tested.)"""
     svc_ports = ports("TCP")
     apply(
         kubectl,
         service("kp", "headless", "None", svc_ports),
-        service("kp", "pending", None, svc_ports),
         endpoint_slice("kp", "headless", svc_ports, [endpoint(pods["one"][0], "node-1")]),
-        endpoint_slice("kp", "pending", svc_ports, [endpoint(pods["one"][0], "node-1")]),
         service("kp", "marker", "198.19.240.28", svc_ports),
     )
     # The marker is programmed after the others were seen (one sync renders them all).
     wait_endpoints(state_dir(), NODE_NAMES, "kp/marker", "8080/TCP", [])
     for node in NODES:
-        assert {"kp/headless", "kp/pending"}.isdisjoint(programmed(state_dir(), node.name))
-        nat = iptables_save(node, "nat")
-        assert "kp/headless" not in nat and "kp/pending" not in nat
+        assert "kp/headless" not in programmed(state_dir(), node.name)
+        assert "kp/headless" not in iptables_save(node, "nat")
 
 
 def test_lab_status_names_each_nodes_kube_proxy(kubectl, pods):
