@@ -59,11 +59,11 @@ def header(text: str) -> list[str]:
 
 
 def test_cluster_ips_come_from_the_service_range(model):
-    apply(model, service("x", "dns", clusterIP="198.19.240.10", ports=[{"port": 53}]))
+    apply(model, service("x", "dns", clusterIP="198.19.240.12", ports=[{"port": 53}]))
     apply(model, service("x", "web", selector={"pod": "a"}, ports=[{"port": 80}]))
     pinned = model.json("get", "svc", "-n", "x", "dns")["spec"]
     web = model.json("get", "svc", "-n", "x", "web")["spec"]
-    assert pinned["clusterIPs"] == ["198.19.240.10"]
+    assert pinned["clusterIPs"] == ["198.19.240.12"]
     assert IPv4Address(web["clusterIP"]) in SERVICE_CIDR
     assert web["clusterIP"] != pinned["clusterIP"]
     assert (web["ipFamilies"], web["ipFamilyPolicy"]) == (["IPv4"], "SingleStack")
@@ -72,7 +72,7 @@ def test_cluster_ips_come_from_the_service_range(model):
     assert model.json("get", "svc", "-n", "x", "web")["spec"]["clusterIP"] == web["clusterIP"]
     model("delete", "svc", "-n", "x", "dns", "web")
     # Deleting a Service frees its address for the next one that asks for it.
-    apply(model, service("y", "dns", clusterIP="198.19.240.10", ports=[{"port": 53}]))
+    apply(model, service("y", "dns", clusterIP="198.19.240.12", ports=[{"port": 53}]))
     model("delete", "svc", "-n", "y", "dns")
 
 
