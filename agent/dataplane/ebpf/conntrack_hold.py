@@ -10,6 +10,7 @@ tracks connections. Removed at cleanup."""
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 
 from agent.dataplane.errors import DataplaneError
 from agent.dataplane.iptables import detect_mode
@@ -29,24 +30,31 @@ RULE = (
 )
 
 
-def _iptables(*args: str) -> subprocess.CompletedProcess[str]:
+def _raw_table() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """iptables on the raw table, in the flavour found once (detect_mode reads every
+    table of both flavours: once per hold or release, not once per command)."""
     tool = f"iptables-{detect_mode()}"
-    return subprocess.run(
-        [tool, "-w", "-t", "raw", *args], capture_output=True, text=True, check=False
-    )
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [tool, "-w", "-t", "raw", *args]
+        return subprocess.run(argv, capture_output=True, text=True, check=False)
+
+    return run
 
 
 def hold() -> None:
-    if _iptables("-C", CHAIN, *RULE).returncode == 0:
+    iptables = _raw_table()
+    if iptables("-C", CHAIN, *RULE).returncode == 0:
         return
-    _iptables("-N", CHAIN)  # exists already: fine
-    added = _iptables("-A", CHAIN, *RULE)
+    iptables("-N", CHAIN)  # exists already: fine
+    added = iptables("-A", CHAIN, *RULE)
     if added.returncode != 0:
         raise DataplaneError(f"cannot turn connection tracking on: {added.stderr.strip()}")
 
 
 def release() -> list[str]:
-    if _iptables("-F", CHAIN).returncode != 0:
+    iptables = _raw_table()
+    if iptables("-F", CHAIN).returncode != 0:
         return []
-    _iptables("-X", CHAIN)
+    iptables("-X", CHAIN)
     return [f"raw table chain {CHAIN}"]
