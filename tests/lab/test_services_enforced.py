@@ -219,15 +219,27 @@ def test_a_connection_through_a_cluster_ip_stops_when_policy_forbids_it(cluster)
         line.close()
 
 
-@pytest.mark.parametrize("traffic_policy", ["Cluster", "Local"])
+# With Local, kube-proxy sends outside clients only to backends on the receiving node
+# (another node has none to send to: it drops them, whatever the policy).
+@pytest.mark.parametrize(
+    "traffic_policy,receiving",
+    [("Cluster", "backend's node"), ("Cluster", "other node"), ("Local", "backend's node")],
+)
 @pytest.mark.parametrize("admitting", [True, False])
-def test_node_port_is_judged_on_the_outside_clients_own_address(cluster, traffic_policy, admitting):
-    """Backend on the receiving node. The ipBlock admits only the outside host, or every
-    lab address but the outside host: kube-proxy's masquerade (Cluster) rewrites the
-    client to the node's address, which must not decide."""
+def test_node_port_is_judged_on_the_outside_clients_own_address(
+    cluster, traffic_policy, receiving, admitting
+):
+    """The ipBlock admits only the outside host, or every lab address but the outside
+    host: kube-proxy's masquerade (Cluster) rewrites the client to the receiving node's
+    address, which must not decide, on the receiving node nor, when the backend runs on
+    the other node, on the backend's (the receiving node judges the backend's ingress on
+    the client's address and marks what it admitted: the transit mark)."""
     kubectl, pods = cluster
     backend = pods["y/a"]
-    name = f"np-{traffic_policy.lower()}-{'in' if admitting else 'out'}"
+    remote = receiving == "other node"
+    name = (
+        f"np-{traffic_policy.lower()}{'-remote' if remote else ''}-{'in' if admitting else 'out'}"
+    )
     block = (
         {"cidr": f"{EXTERNAL_ADDRESS}/32"}
         if admitting
@@ -247,7 +259,10 @@ def test_node_port_is_judged_on_the_outside_clients_own_address(cluster, traffic
         backend,
     )
     node_port = svc["spec"]["ports"][0]["nodePort"]
-    address = _node_address(backend.node)
+    address = _node_address(next(n for n in NODES if (n == backend.node) != remote))
+    # y/a isolated on its node (no policy admits x/b), so that an admitting outcome is
+    # the policy's and not the time before any policy.
+    assert wait_until(lambda: _probe(pods["x/b"].netns, backend.ip, 80) == "timeout", 10)
     want = "connected y/a" if admitting else "timeout"
     seen: list[str] = []
 
@@ -256,7 +271,7 @@ def test_node_port_is_judged_on_the_outside_clients_own_address(cluster, traffic
         return seen[-1] == want
 
     # Until the agents have the policy (y/a's other policies deny the outside host).
-    assert wait_until(outcome, 10), (traffic_policy, seen[-3:])
+    assert wait_until(outcome, 10), (traffic_policy, receiving, seen[-3:], _agent_logs())
     if not admitting:  # and it stays so
         again = [_probe(EXTERNAL_NS, address, node_port, str(EXTERNAL_ADDRESS)) for _ in range(3)]
         assert again == ["timeout"] * 3, again
