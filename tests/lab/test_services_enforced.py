@@ -145,11 +145,14 @@ def test_a_pod_reaches_itself_through_its_own_service(cluster):
 
 
 class _Line:
-    """A long-lived TCP connection from a pod through a ClusterIP; the responder echoes."""
+    """A long-lived TCP connection from a namespace through a Service; the responder
+    echoes."""
 
-    def __init__(self, netns: str, ip: str, port: int) -> None:
+    def __init__(self, netns: str, ip: str, port: int, source: str | None = None) -> None:
         with entered(netns):
-            self.sock = socket.create_connection((ip, port), timeout=2)
+            self.sock = socket.create_connection(
+                (ip, port), timeout=2, source_address=(source, 0) if source else None
+            )
         self.sock.settimeout(2)
         self.sock.recv(4096)  # the identity line
 
@@ -275,3 +278,52 @@ def test_node_port_is_judged_on_the_outside_clients_own_address(
     if not admitting:  # and it stays so
         again = [_probe(EXTERNAL_NS, address, node_port, str(EXTERNAL_ADDRESS)) for _ in range(3)]
         assert again == ["timeout"] * 3, again
+
+
+def _reaches(client: LabPod, server: LabPod, port: int) -> bool:
+    return _probe(client.netns, server.ip, port).startswith("connected")
+
+
+def test_a_node_port_connection_through_the_other_node_is_kept_and_cut_as_policy_says(cluster):
+    """Outside client -> the node without the backend -> (DNAT, masquerade) -> y/b on the
+    other node. The backend's node holds the connection as judged upstream (the
+    transit mark): narrowing changes must not cut it there; the receiving node, which
+    judged it, cuts it when the backend's policy stops admitting the client."""
+    kubectl, pods = cluster
+    backend = pods["y/b"]
+    admit = {"ingress": [{"from": [{"ipBlock": {"cidr": f"{EXTERNAL_ADDRESS}/32"}}]}]}
+    apply(kubectl, netpol("y", "b-from-outside", {"podSelector": sel(pod="b"), **admit}))
+    svc = _published(
+        kubectl,
+        _service("np-keep", "b", port=8094, type="NodePort", externalTrafficPolicy="Cluster"),
+        backend,
+    )
+    node_port = svc["spec"]["ports"][0]["nodePort"]
+    receiving = _node_address(next(n for n in NODES if n != backend.node))
+    outside = str(EXTERNAL_ADDRESS)
+    assert wait_until(lambda: _probe(pods["x/b"].netns, backend.ip, 80) == "timeout", 10)
+    assert wait_until(
+        lambda: _probe(EXTERNAL_NS, receiving, node_port, outside) == "connected y/b", 10
+    ), _agent_logs()
+    line = _Line(EXTERNAL_NS, receiving, node_port, outside)
+    try:
+        # Narrowing every z pod's ingress (a port fewer each time after the first), so
+        # that both agents judge their conntrack entries after each change.
+        witnesses = {p.node: p for ref, p in sorted(pods.items()) if ref.startswith("z/")}
+        for port in (81, 80, 81, 80):
+            spec = {"podSelector": {}, "ingress": [{"ports": [{"port": port}]}]}
+            apply(kubectl, netpol("z", "narrow-all", spec))
+            for pod in witnesses.values():
+                assert wait_until(lambda pod=pod, port=port: _reaches(pods["x/a"], pod, port), 10)
+            assert line.alive(), f"cut by an unrelated narrowing change (z to port {port})"
+        deny = {
+            "ingress": [
+                {"from": [{"ipBlock": {"cidr": "198.18.0.0/15", "except": [f"{outside}/32"]}}]}
+            ]
+        }
+        apply(kubectl, netpol("y", "b-from-outside", {"podSelector": sel(pod="b"), **deny}))
+        assert wait_until(lambda: not line.alive(), 10), (
+            f"the forbidden NodePort connection lives on; agents: {_agent_logs()}"
+        )
+    finally:
+        line.close()
