@@ -9,15 +9,19 @@ The format is the text `picket explain --matrix` prints, so a reviewer can diff 
     shop/db       X        -
 
     check shop/api 198.19.200.7 443/TCP allowed
+    check shop/web svc/shop/api 80/TCP allowed
 
-Blocks are separated by blank lines; '.' means connects, 'X' denied, '-' self.
+Blocks are separated by blank lines; '.' means connects, 'X' denied, '-' self. A check
+goes FROM a pod or an address TO a pod, an address or `svc/NS/NAME`: a new connection
+to that Service's ClusterIP on the Service port PORT, which kube-proxy sends to one of
+its backend pods (policy judges that connection; agent/model/service_backends.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from agent.portspec import parse_port_protocol
+from agent.portspec import SERVICE_TARGET, parse_port_protocol, parse_service_target
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,11 @@ class CheckExpectation:
     port: int
     protocol: str
     allowed: bool
+
+    @property
+    def service(self) -> tuple[str, str] | None:
+        """(namespace, name) when the target is a Service (svc/NS/NAME), else None."""
+        return parse_service_target(self.dst) if self.dst.startswith(SERVICE_TARGET) else None
 
 
 Expectation = MatrixExpectation | CheckExpectation
@@ -73,8 +82,16 @@ def _parse_check(line: str, where: str) -> CheckExpectation:
     words = line.split()
     if len(words) != 5 or words[4] not in ("allowed", "denied"):
         raise ExpectationSyntaxError(f"{where}: want 'check FROM TO PORT/PROTO allowed|denied'")
+    src, dst = words[1], words[2]
+    if src.startswith(SERVICE_TARGET):
+        raise ExpectationSyntaxError(f"{where}: {src!r}: a Service is a target, not a source")
+    if dst.startswith(SERVICE_TARGET):
+        try:
+            parse_service_target(dst)
+        except ValueError as exc:
+            raise ExpectationSyntaxError(f"{where}: {exc}") from None
     port, protocol = _port(words[3], where)
-    return CheckExpectation(words[1], words[2], port, protocol, words[4] == "allowed")
+    return CheckExpectation(src, dst, port, protocol, words[4] == "allowed")
 
 
 def _parse_matrix(line: str, block: list[str], where: str) -> MatrixExpectation:

@@ -1,4 +1,4 @@
-"""`PORT[/PROTO]` as the command line and expectation files write it."""
+"""`PORT[/PROTO]` and `svc/NS/NAME` as the command line and expectation files write them."""
 
 from __future__ import annotations
 
@@ -14,3 +14,15 @@ def parse_port_protocol(text: str) -> tuple[int, str]:
     if not number.isdigit() or not 1 <= int(number) <= 65535:
         raise ValueError(f"port {number!r} is not a number from 1 to 65535")
     return int(number), protocol
+
+
+# A probe target naming a Service (`picket lab probe`, expected.txt): its ClusterIP.
+SERVICE_TARGET = "svc/"
+
+
+def parse_service_target(text: str) -> tuple[str, str]:
+    """'svc/NS/NAME' -> (NS, NAME). Raises ValueError with a reason."""
+    namespace, _, name = text.removeprefix(SERVICE_TARGET).partition("/")
+    if not text.startswith(SERVICE_TARGET) or not namespace or not name or "/" in name:
+        raise ValueError(f"{text!r} is not svc/NAMESPACE/NAME")
+    return namespace, name

@@ -11,7 +11,7 @@ from typing import Any
 
 from kubernetes import client, config
 
-from agent.portspec import parse_port_protocol
+from agent.portspec import SERVICE_TARGET, parse_port_protocol, parse_service_target
 from lab.config import (
     EXTERNAL_ADDRESS,
     EXTERNAL_NS,
@@ -22,13 +22,7 @@ from lab.config import (
     node_by_address,
     pod_netns,
 )
-from lab.services import (
-    NODEPORT_TARGET,
-    SERVICE_TARGET,
-    parse_nodeport_target,
-    parse_service_target,
-    probe_address,
-)
+from lab.services import NODEPORT_TARGET, parse_nodeport_target, probe_address
 
 
 def core_api(kubeconfig: Path) -> client.CoreV1Api:

@@ -8,15 +8,8 @@ from typing import Any
 from agent.portspec import parse_port_protocol
 from lab.dns.records import cluster_ipv4, is_headless, ready_endpoints
 
-SERVICE_TARGET, NODEPORT_TARGET = "svc/", "nodeport/"
-
-
-def parse_service_target(text: str) -> tuple[str, str]:
-    """'svc/NS/NAME' -> (NS, NAME)."""
-    namespace, _, name = text.removeprefix(SERVICE_TARGET).partition("/")
-    if not text.startswith(SERVICE_TARGET) or not namespace or not name or "/" in name:
-        raise ValueError(f"{text!r} is not svc/NAMESPACE/NAME")
-    return namespace, name
+# svc/NS/NAME targets are agent.portspec's (expected.txt names them too).
+NODEPORT_TARGET = "nodeport/"
 
 
 def parse_nodeport_target(text: str) -> tuple[str, int, str]:

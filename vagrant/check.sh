@@ -4,14 +4,18 @@
 #   vagrant/check.sh [EXAMPLE...]   # default: every folder under examples/
 #
 # 1. the agents: one ready pod per node;
-# 2. the examples: each deployed, its connectivity matrices probed with `kubectl exec`
-#    (agnhost connect) and compared with Picket's oracle on the live objects
-#    (vagrant/examples.py);
+# 2. the examples: each deployed (nothing outside its own namespaces: example 05's DNS
+#    stand-in is never applied), its connectivity matrices probed with `kubectl exec`
+#    (agnhost connect) and compared with Picket's oracle on the live objects, then its
+#    checks through Services probed at their ClusterIPs through k3s's kube-proxy (dig
+#    for a port 53: example 05 resolves through k3s's own kube-dns) and compared with
+#    expected.txt (vagrant/examples.py);
 # 3. the drops: the denied probes as worker-1's journald holds them (journalctl -t picket);
 # 4. the metrics: Prometheus on the control plane scraping every agent.
 # Steps 1, 2 and 4 run on the control plane, step 3 on worker-1, each through
 # `vagrant ssh NODE -c "sudo bash /vagrant/vagrant/check.sh --on-node STEP"`. Exit status 1 if a
-# matrix disagrees with the oracle, an agent is not ready or a target is down.
+# matrix disagrees with the oracle, a check with expected.txt, an agent is not ready or a
+# target is down.
 set -euo pipefail
 
 # Every agent's `up` in Prometheus, one line per node; fails unless all are 1.
@@ -82,7 +86,7 @@ from_host() {
     remote() { vagrant ssh "$1" -c "sudo bash /vagrant/vagrant/check.sh --on-node ${*:2}"; }
     echo "==== agents"
     remote cp agents || status=1
-    echo "==== examples: oracle and cluster, matrix by matrix"
+    echo "==== examples: oracle and cluster, matrix by matrix; checks through Services"
     remote cp examples "${examples[@]}" || status=1
     echo "==== drops"
     remote worker-1 drops || status=1

@@ -1,15 +1,25 @@
 """The Vagrant lab's connectivity check, run on the control plane by vagrant/check.sh.
 
 For each example: deploy it on the real cluster (its pods pinned to workers, each
-declared port served by agnhost), probe every matrix of its expected.txt with
-`kubectl exec ... agnhost connect` (as Kubernetes' own network policy tests do), and
-compare what the cluster does with what the policies mean: Picket's oracle, run by the
-deployed image (`picket explain --matrix`) on the live objects, so it sees the real pod
-addresses. Connected or refused (a reply came: nothing listens there) counts as allowed,
-a timeout as denied: Picket drops, it does not reject.
+declared port served by agnhost, its Services with ClusterIPs k3s allocates), probe every
+matrix of its expected.txt with `kubectl exec ... agnhost connect` (as Kubernetes' own
+network policy tests do), and compare what the cluster does with what the policies
+mean: Picket's oracle, run by the deployed image (`picket explain --matrix`) on the live
+objects, so it sees the real pod addresses. Connected or refused (a reply came: nothing
+listens there) counts as allowed, a timeout as denied: Picket drops, it does not reject.
 
-Needs python3, PyYAML and kubectl; from the checkout it imports only the pure
-expected.txt reader, which needs nothing beyond the standard library.
+Then every `check` of expected.txt from one of the example's pods to a Service
+(`svc/NS/NAME`): a connection to the Service's ClusterIP as k3s holds it, through k3s's
+own kube-proxy, compared with the expected verdict (tests/unit/test_examples.py holds
+those to the oracle for every backend). A Service port 53 is asked a DNS query with
+`dig` (a DNS server answers nothing else): example 05 resolves through k3s's own
+kube-dns, whose CoreDNS pods are the cluster's and stay out of the matrices. Nothing an
+example applies lives outside its own namespaces, so nothing collides with k3s's
+objects; example 05's stand-in DNS (stand-in/) is the oracle's and is never applied.
+
+The pure part (the objects, the probe commands and their outcomes) is
+vagrant/example_objects.py, beside it; tests/unit/test_vagrant_examples.py tests it.
+Needs python3, PyYAML and kubectl.
 """
 
 from __future__ import annotations
@@ -23,18 +33,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Run as a script, its own folder is on the path: the pure half beside it.
+from example_objects import (
+    CheckError,
+    asks_dns,
+    check_line,
+    connect_argv,
+    deployable,
+    dig_argv,
+    dig_verdict,
+    load_example,
+    node_map,
+    service_checks,
+    verdict,
+)
+
 from agent.expectations import MatrixExpectation, parse_expectations
 
-AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.43"
 PICKET_NAMESPACE = "picket-system"
 AGENT_SELECTOR = "app.kubernetes.io/name=picket,app.kubernetes.io/component=agent"
-
-
-class CheckError(RuntimeError):
-    pass
 
 
 def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> str:
@@ -44,90 +62,6 @@ def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> str:
     if check and proc.returncode != 0:
         raise CheckError(f"kubectl {' '.join(args[:3])}: {proc.stderr.strip()}")
     return proc.stdout
-
-
-# --- the example as the cluster runs it (pure) --------------------------------------
-
-
-def _meta(obj: dict[str, Any]) -> dict[str, Any]:
-    meta = obj["metadata"]
-    keep = {"name": meta["name"], "labels": meta.get("labels", {})}
-    if "namespace" in meta:
-        keep["namespace"] = meta["namespace"]
-    return keep
-
-
-def _server(port: dict[str, Any]) -> dict[str, Any]:
-    """One agnhost per declared port: serve-hostname answers TCP, UDP or SCTP."""
-    protocol = port.get("protocol", "TCP").lower()
-    number = port["containerPort"]
-    return {
-        "name": f"serve-{protocol}-{number}",
-        "image": AGNHOST,
-        "command": ["/agnhost", "serve-hostname", f"--{protocol}", "--http=false"],
-        "args": ["--port", str(number)],
-        "ports": [port],
-    }
-
-
-def deployable_pod(pod: dict[str, Any], nodes: dict[str, str]) -> dict[str, Any]:
-    """The example's pod for a real cluster: its labels and declared ports (named ports
-    must resolve as in the example), on the worker its lab node maps to."""
-    spec = pod["spec"]
-    node = spec.get("nodeName")
-    if node not in nodes:
-        raise CheckError(f"pod {pod['metadata']['name']}: node {node!r} has no worker mapped")
-    ports = [p for c in spec.get("containers", []) for p in c.get("ports", [])]
-    containers = [_server(p) for p in ports] or [
-        {"name": "pause", "image": AGNHOST, "command": ["/agnhost", "pause"]}
-    ]
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": _meta(pod),
-        "spec": {
-            "nodeName": nodes[node],
-            "terminationGracePeriodSeconds": 1,
-            "containers": containers,
-        },
-    }
-
-
-def deployable(docs: list[dict[str, Any]], nodes: dict[str, str]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for doc in docs:
-        kind = doc.get("kind")
-        if kind == "Namespace":
-            out.append({"apiVersion": "v1", "kind": "Namespace", "metadata": _meta(doc)})
-        elif kind == "Pod":
-            out.append(deployable_pod(doc, nodes))
-        elif kind == "NetworkPolicy":
-            out.append({k: doc[k] for k in ("apiVersion", "kind", "metadata", "spec")})
-        else:
-            raise CheckError(f"unexpected {kind} in the example")
-    return out
-
-
-def node_map(workers: list[str], lab_nodes: list[str]) -> dict[str, str]:
-    """Lab node i runs on worker i (round robin when there are fewer workers)."""
-    return {name: workers[i % len(workers)] for i, name in enumerate(sorted(lab_nodes))}
-
-
-def load_example(folder: Path) -> list[dict[str, Any]]:
-    docs = []
-    for name in ("cluster.yaml", "policies.yaml"):
-        docs += [d for d in yaml.safe_load_all((folder / name).read_text()) if d]
-    return docs
-
-
-def verdict(returncode: int, stderr: str) -> bool | None:
-    """agnhost connect: exit 0 connected; REFUSED means the packet got through and
-    nothing listens; TIMEOUT means it was dropped. None: the probe itself failed."""
-    if returncode == 0 or stderr.startswith("REFUSED"):
-        return True
-    if stderr.startswith("TIMEOUT"):
-        return False
-    return None
 
 
 # --- on the cluster ----------------------------------------------------------------
@@ -151,19 +85,34 @@ def live_pods(pods: list[dict[str, Any]]) -> dict[str, LivePod]:
     return out
 
 
-def probe(src: LivePod, dst: LivePod, port: int, protocol: str) -> bool | None:
+def run_in(src: LivePod, argv: list[str]) -> subprocess.CompletedProcess:
     namespace, name = src.key.split("/")
-    proc = subprocess.run(
-        [
-            "kubectl", "exec", "-n", namespace, name, "-c", src.container, "--",
-            "/agnhost", "connect", f"{dst.ip}:{port}", "--timeout=1s",
-            f"--protocol={protocol.lower()}",
-        ],
+    return subprocess.run(
+        ["kubectl", "exec", "-n", namespace, name, "-c", src.container, "--", *argv],
         capture_output=True,
         text=True,
         check=False,
-    )  # fmt: skip
+    )
+
+
+def probe(src: LivePod, dst: LivePod, port: int, protocol: str) -> bool | None:
+    proc = run_in(src, connect_argv(dst.ip, port, protocol))
     return verdict(proc.returncode, proc.stderr.strip())
+
+
+def probe_service(src: LivePod, address: str, port: int, protocol: str) -> bool | None:
+    if asks_dns(port, protocol):
+        proc = run_in(src, dig_argv(address, protocol))
+        return dig_verdict(proc.returncode, proc.stdout)
+    proc = run_in(src, connect_argv(address, port, protocol))
+    return verdict(proc.returncode, proc.stderr.strip())
+
+
+def cluster_ip(namespace: str, name: str) -> str:
+    found = kubectl("get", "service", "-n", namespace, name, "-o", "jsonpath={.spec.clusterIP}")
+    if not found or found == "None":
+        raise CheckError(f"Service {namespace}/{name} has no ClusterIP")
+    return found
 
 
 def observed(pods: dict[str, LivePod], port: int, protocol: str) -> dict[str, dict[str, Any]]:
@@ -240,22 +189,41 @@ def _list(items: list[dict[str, Any]]) -> str:
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
 
 
-def check_matrices(folder: Path, objects: list[dict[str, Any]]) -> int:
-    pods = [o for o in objects if o["kind"] == "Pod"]
-    for pod in pods:
-        meta = pod["metadata"]
-        kubectl("wait", "--for=condition=Ready", "pod", meta["name"], "-n", meta["namespace"],
-                "--timeout=300s")  # fmt: skip
-    live = live_pods(pods)
+def check_matrices(folder: Path, objects: list[dict[str, Any]], live: dict[str, LivePod]) -> int:
     wrong = 0
     for m in parse_expectations((folder / "expected.txt").read_text()):
         if not isinstance(m, MatrixExpectation):
-            continue  # single checks name the netns lab's outside and node addresses
+            continue  # checks: through Services below; the rest name netns lab addresses
         chosen = {k: p for k, p in live.items() if k.split("/")[0] in m.namespaces}
         seen = observed(chosen, m.port, m.protocol)
         meant = oracle(live_objects(objects), m)
         wrong += print_matrix(f"{folder.name} {m.port}/{m.protocol}", seen, meant)
     return wrong
+
+
+def check_services(folder: Path, live: dict[str, LivePod]) -> int:
+    checks = service_checks(parse_expectations((folder / "expected.txt").read_text()), set(live))
+    if not checks:
+        return 0
+    print(f"# {folder.name} through Services: '!' marks a check the cluster does not keep")
+    wrong = 0
+    for check in checks:
+        assert check.service is not None
+        address = cluster_ip(*check.service)
+        seen = probe_service(live[check.src], address, check.port, check.protocol)
+        line, bad = check_line(check, address, seen)
+        print(line)
+        wrong += bad
+    return wrong
+
+
+def wait_ready(objects: list[dict[str, Any]]) -> dict[str, LivePod]:
+    pods = [o for o in objects if o["kind"] == "Pod"]
+    for pod in pods:
+        meta = pod["metadata"]
+        kubectl("wait", "--for=condition=Ready", "pod", meta["name"], "-n", meta["namespace"],
+                "--timeout=300s")  # fmt: skip
+    return live_pods(pods)
 
 
 def check_example(folder: Path, workers: list[str]) -> int:
@@ -272,7 +240,8 @@ def check_example(folder: Path, workers: list[str]) -> int:
     ]
     kubectl("apply", "-f", "-", stdin=_list(ours))
     try:
-        return check_matrices(folder, objects)
+        live = wait_ready(objects)
+        return check_matrices(folder, objects, live) + check_services(folder, live)
     finally:
         kubectl("delete", "--ignore-not-found", "--wait=true", "-f", "-", stdin=_list(ours),
                 check=False)  # fmt: skip
@@ -292,7 +261,9 @@ def main(argv: list[str] | None = None) -> int:
         except CheckError as exc:
             print(f"check failed: {exc}")
             wrong += 1
-    print(f"\n{'all matrices agree with the oracle' if not wrong else f'{wrong} cells disagree'}")
+    print(
+        f"\n{'all matrices and checks agree' if not wrong else f'{wrong} cells or checks disagree'}"
+    )
     return 0 if not wrong else 1
 
 

@@ -19,9 +19,8 @@ from agent.model.matrix import matrix_pods, oracle_matrix
 from agent.model.oracle import verdict
 from agent.model.parse import parse_object
 from agent.model.state import ClusterState
-from agent.portspec import parse_port_protocol
 from lab import lab
-from lab.cluster import core_api, list_pods, probe_source, probe_target
+from lab.cluster import core_api, list_pods, probe_destination, probe_source
 from lab.matrix import probe_matrix
 from lab.probe import probe
 from tests.support.lab_cli import Kubectl
@@ -50,11 +49,11 @@ def observed(namespaces: list[str], port: int, protocol: str) -> dict[str, dict[
 
 def probe_once(source: str, target: str, port: str, timeout: float = 1.0) -> str:
     """What `picket lab probe SOURCE TARGET PORT` prints: connected <who>, refused or
-    timeout."""
+    timeout. TARGET is NS/POD, an address or svc/NS/NAME (its ClusterIP, PORT the
+    Service port)."""
     api = core_api(lab.kubeconfig_path())
-    number, protocol = parse_port_protocol(port)
     netns, source_ip = probe_source(api, source)
-    address = probe_target(api, target)
+    address, number, protocol = probe_destination(api, target, port)
     return str(asyncio.run(probe(netns, address, number, protocol, timeout, source_ip)))
 
 

@@ -8,13 +8,11 @@ promtool come from `make setup` (a missing tool fails, never skips)."""
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import os
 import re
 import shutil
 import subprocess
-import sys
 from ipaddress import IPv4Network
 from pathlib import Path
 from types import SimpleNamespace
@@ -611,50 +609,6 @@ def test_prometheus_scrapes_every_agent(tmp_path):
     lab_vm = vagrant_lab(PICKET_WORKERS="3")
     targets = prometheus_targets(tmp_path, lab_vm["env"])
     assert [t.rpartition(":")[0] for t in targets] == [n["ip"] for n in lab_vm["nodes"]]
-
-
-# --- vagrant/check.sh's helper ----------------------------------------------------------
-
-
-def check_helper():
-    spec = importlib.util.spec_from_file_location("vagrant_examples", VAGRANT / "examples.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.mark.parametrize("folder", sorted((REPO / "examples").iterdir()), ids=lambda p: p.name)
-def test_every_example_deploys_as_valid_objects_on_the_workers(folder):
-    helper = check_helper()
-    docs = helper.load_example(folder)
-    lab_nodes = sorted({d["spec"]["nodeName"] for d in docs if d.get("kind") == "Pod"})
-    objects = helper.deployable(docs, helper.node_map(["worker-1", "worker-2"], lab_nodes))
-    assert [o["kind"] for o in objects] == [d["kind"] for d in docs]
-    for original, obj in zip(docs, objects, strict=True):
-        kubernetes_validate.validate(obj, K8S_VERSIONS[0], strict=True)
-        if obj["kind"] != "Pod":
-            continue
-        assert obj["metadata"]["labels"] == original["metadata"].get("labels", {})
-        assert obj["spec"]["nodeName"] in ("worker-1", "worker-2")
-        declared = [p for c in original["spec"]["containers"] for p in c.get("ports", [])]
-        served = [p for c in obj["spec"]["containers"] for p in c.get("ports", [])]
-        assert served == declared  # named ports resolve as in the example
-
-
-@pytest.mark.parametrize(
-    ("returncode", "stderr", "allowed"),
-    [
-        (0, "", True),
-        (1, "REFUSED", True),  # it got through; nothing listens on that port
-        (1, "REFUSED: read udp ...: connection refused", True),
-        (1, "TIMEOUT", False),  # dropped
-        (1, "OTHER: no route to host", None),
-        (1, 'error: unable to upgrade connection: container not found ("serve")', None),
-    ],
-)
-def test_probe_outcomes(returncode, stderr, allowed):
-    assert check_helper().verdict(returncode, stderr) is allowed
 
 
 # --- docs -----------------------------------------------------------------------------

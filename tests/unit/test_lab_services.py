@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from agent.cli import build_parser
+from agent.portspec import parse_service_target
 from lab.cluster import LabPod, probe_destination
 from lab.probe_services import (
     PROBE_LABEL,
@@ -15,7 +16,7 @@ from lab.probe_services import (
     unprogrammed,
     wanted_programming,
 )
-from lab.services import parse_nodeport_target, parse_service_target, probe_address, status_line
+from lab.services import parse_nodeport_target, probe_address, status_line
 
 
 def svc(cluster_ip="198.19.240.20", ports=None, kind=None, ns="x", name="web"):
