@@ -263,9 +263,10 @@ def test_node_port_is_judged_on_the_outside_clients_own_address(
     )
     node_port = svc["spec"]["ports"][0]["nodePort"]
     address = _node_address(next(n for n in NODES if (n == backend.node) != remote))
-    # y/a isolated on its node (no policy admits x/b), so that an admitting outcome is
-    # the policy's and not the time before any policy.
-    assert wait_until(lambda: _probe(pods["x/b"].netns, backend.ip, 80) == "timeout", 10)
+    if admitting:
+        # y/a isolated on its node (no policy admits x/b), so that the outcome is the
+        # policy's and not the time before any policy.
+        assert wait_until(lambda: _probe(pods["x/b"].netns, backend.ip, 80) == "timeout", 10)
     want = "connected y/a" if admitting else "timeout"
     seen: list[str] = []
 
@@ -301,7 +302,8 @@ def test_a_node_port_connection_through_the_other_node_is_kept_and_cut_as_policy
     node_port = svc["spec"]["ports"][0]["nodePort"]
     receiving = _node_address(next(n for n in NODES if n != backend.node))
     outside = str(EXTERNAL_ADDRESS)
-    assert wait_until(lambda: _probe(pods["x/b"].netns, backend.ip, 80) == "timeout", 10)
+    # Isolated on its node (only namespace x and the outside host are admitted).
+    assert wait_until(lambda: _probe(pods["z/a"].netns, backend.ip, 80) == "timeout", 10)
     assert wait_until(
         lambda: _probe(EXTERNAL_NS, receiving, node_port, outside) == "connected y/b", 10
     ), _agent_logs()
