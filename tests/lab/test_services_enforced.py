@@ -309,14 +309,15 @@ def test_a_node_port_connection_through_the_other_node_is_kept_and_cut_as_policy
     ), _agent_logs()
     line = _Line(EXTERNAL_NS, receiving, node_port, outside)
     try:
-        # Narrowing every z pod's ingress (a port fewer each time after the first), so
+        # Narrowing every z pod's ingress (a port fewer each time after the first; x/b,
+        # not egress-isolated, witnesses each change), so
         # that both agents judge their conntrack entries after each change.
         witnesses = {p.node: p for ref, p in sorted(pods.items()) if ref.startswith("z/")}
         for port in (81, 80, 81, 80):
             spec = {"podSelector": {}, "ingress": [{"ports": [{"port": port}]}]}
             apply(kubectl, netpol("z", "narrow-all", spec))
             for pod in witnesses.values():
-                assert wait_until(lambda pod=pod, port=port: _reaches(pods["x/a"], pod, port), 10)
+                assert wait_until(lambda pod=pod, port=port: _reaches(pods["x/b"], pod, port), 10)
             assert line.alive(), f"cut by an unrelated narrowing change (z to port {port})"
         deny = {
             "ingress": [
