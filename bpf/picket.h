@@ -33,7 +33,8 @@
 #define REASON_EVENT_SUPPRESSED 7   /* drop events the rate limit kept out of the ring */
 #define REASON_AUDIT_POLICY 8       /* audit mode: policy would drop, passed */
 #define REASON_DROP_INVALID 9       /* no conntrack entry (conntrack INVALID, untracked) */
-#define REASON_COUNT 10
+#define REASON_ALLOWED_UPSTREAM 10  /* judged by the node that DNATed it (the transit mark) */
+#define REASON_COUNT 11
 #define REASON_SLOTS 16     /* per direction in the pinned map: room for new reasons */
 #define DIRECTIONS 2
 /* Drop reasons counted per endpoint (policy, no SYN, audit, invalid) times directions. */
@@ -45,6 +46,10 @@
 #define CONFIG_EVENTS_PER_SECOND 4
 #define CONFIG_EVENTS_BURST 5
 #define CONFIG_COUNT 6
+
+/* The connection-mark bit the transit mark's iptables rule sets on a connection that
+ * another node DNATed and judged (agent/dataplane/transit_mark.py: 0x01000000). */
+#define TRUSTED_CTMARK 16777216
 
 /* LPM trie over (prefix of) a peer address. IPv4 now; IPv6 gets its own map with a
  * 16-byte address, the value shape stays. */
@@ -62,6 +67,14 @@ struct addr_value {
 struct endpoint_value {
     __u32 id;
     __u32 flags;
+};
+
+/* Transit endpoints (pods of other nodes this node DNATs outside clients to) are keyed
+ * by their address, network byte order, with an endpoint_value; their own node's
+ * addresses, from which they are always reachable, by (endpoint, address). */
+struct transit_home_key {
+    __u32 endpoint;
+    __u32 addr;       /* network byte order */
 };
 
 /* LPM trie: (endpoint, direction, identity) exactly, then protocol and port as a

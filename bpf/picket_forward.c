@@ -2,7 +2,9 @@
  * namespace, after kube-proxy's DNAT and before its masquerade, so that it judges every
  * connection between its real ends (docs/ebpf.md, "Where the check runs"). What a pod
  * sends is checked against its egress policy, what it receives against its ingress
- * policy; the kernel's connection tracking says which packets begin a connection. The
+ * policy, and what this node DNATs to a pod of another node against that pod's ingress
+ * policy (a transit endpoint); the kernel's connection tracking says which packets
+ * begin a connection. The
  * maps are pinned under PICKET_PIN_DIR so that a restarted agent keeps them; logic
  * lives in lib/. */
 #include <uapi/linux/bpf.h>
@@ -13,6 +15,10 @@ BPF_TABLE_PINNED7("lpm_trie", struct addr_key, struct addr_value, picket_addr,
                   PICKET_ADDR_ENTRIES, PICKET_PIN_DIR "/addr", BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("hash", __u32, struct endpoint_value, picket_endpoints,
                  PICKET_ENDPOINT_ENTRIES, PICKET_PIN_DIR "/endpoints");
+BPF_TABLE_PINNED("hash", __u32, struct endpoint_value, picket_transit,
+                 PICKET_ENDPOINT_ENTRIES, PICKET_PIN_DIR "/transit");
+BPF_TABLE_PINNED("hash", struct transit_home_key, __u8, picket_transit_home,
+                 PICKET_ENDPOINT_ENTRIES, PICKET_PIN_DIR "/transit_home");
 BPF_TABLE_PINNED7("lpm_trie", struct policy_key, __u8, picket_policy,
                   PICKET_POLICY_ENTRIES, PICKET_PIN_DIR "/policy", BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("hash", struct named_key, __u8, picket_named,

@@ -13,6 +13,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agent.dataplane import transit_mark
 from agent.dataplane.backend import Backend
 
 if TYPE_CHECKING:
@@ -169,6 +170,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=100,
         help="iptables: NFLOG group of the drop log (default 100)",
     )
+    p.add_argument(
+        "--transit-dscp",
+        type=_dscp,
+        default=transit_mark.DEFAULT_DSCP,
+        help="DSCP code point (0-63) that marks a NodePort connection this node DNATed "
+        "and judged for the backend pod of another node, whose node then trusts it "
+        "(docs/semantics.md, Services); 0 turns the mark off. Default 23 (0x17), every "
+        "node must use the same",
+    )
     _drop_log_flags(p)
     _ebpf_flags(p)
     p.add_argument(
@@ -200,10 +210,23 @@ def make_backend(args: argparse.Namespace, cleanup: bool = False) -> Backend:
         settings = EbpfSettings(
             **{f.name: getattr(args, f"bpf_{f.name}") for f in fields(EbpfSettings)}
         )
-        return EbpfBackend(args.node, args.bpf_pin_root, settings=settings, load=not cleanup)
+        return EbpfBackend(
+            args.node,
+            args.bpf_pin_root,
+            settings=settings,
+            load=not cleanup,
+            transit_dscp=args.transit_dscp,
+        )
     from agent.dataplane.iptables import IptablesBackend
 
-    return IptablesBackend(nflog_group=args.nflog_group)
+    return IptablesBackend(nflog_group=args.nflog_group, transit_dscp=args.transit_dscp)
+
+
+def _dscp(text: str) -> int:
+    value = int(text, 0)
+    if not 0 <= value <= 63:
+        raise argparse.ArgumentTypeError(f"--transit-dscp: {text} is not a DSCP (0-63)")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:

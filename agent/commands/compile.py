@@ -63,8 +63,9 @@ def run(args: argparse.Namespace) -> int:
 
 def iptables_text(ir: NodeIR) -> str:
     """Exactly what the iptables backend programs, but for interface names, which only
-    the node knows (the route to each pod): they are shown as <host-if:NS/POD>."""
-    ruleset = render(ir, {ref: f"<host-if:{ref}>" for ref in ir.endpoints})
+    the node knows (the route to each pod): they are shown as <host-if:NS/POD>, and the
+    interface holding the node's address as <uplink>."""
+    ruleset = render(ir, {ref: f"<host-if:{ref}>" for ref in ir.endpoints}, uplinks=["<uplink>"])
     lines = [
         "# ipset restore",
         *[line for s in ruleset.sets.values() for line in (ipset_create(s), *ipset_fill(s))],

@@ -25,6 +25,7 @@ def compile_node(state: ClusterView, node: str) -> NodeIR:
         members,
         pod_addresses(state),
         transit,
+        peer_node_addresses(state, node),
     )
 
 
@@ -58,6 +59,12 @@ def node_addresses(state: ClusterView, node: str) -> tuple[IPAddress, ...]:
         found += state.nodes[node].addresses
     found += [p.host_ip for p in state.pods_on(node) if p.host_ip]
     return tuple(dict.fromkeys(found))
+
+
+def peer_node_addresses(state: ClusterView, node: str) -> tuple[IPAddress, ...]:
+    """The addresses of every other node (its Node object's), sorted."""
+    found = {ip for name, n in state.nodes.items() if name != node for ip in n.addresses}
+    return tuple(sorted(found, key=lambda ip: (ip.version, ip)))
 
 
 def pod_addresses(state: ClusterView) -> dict[IPAddress, IdentityKey]:

@@ -31,6 +31,7 @@ class IRDiff:
     transit_added: dict[str, TransitEndpoint] = field(default_factory=dict)
     transit_changed: dict[str, TransitEndpoint] = field(default_factory=dict)
     transit_removed: tuple[str, ...] = ()
+    peer_node_ips: tuple[IPAddress, ...] | None = None  # set when they changed
 
     @property
     def empty(self) -> bool:
@@ -46,6 +47,7 @@ class IRDiff:
             or self.transit_added
             or self.transit_changed
             or self.transit_removed
+            or self.peer_node_ips is not None
         )
 
 
@@ -71,6 +73,7 @@ def diff_ir(old: NodeIR | None, new: NodeIR) -> IRDiff:
         transit_added=transit_added,
         transit_changed=transit_changed,
         transit_removed=transit_removed,
+        peer_node_ips=new.peer_node_ips if new.peer_node_ips != old.peer_node_ips else None,
     )
 
 

@@ -120,13 +120,17 @@ def node_admits(
     local: Mapping[IPAddress, str] | None = None,
     dnat: bool = False,
     transit: Mapping[IPAddress, str] | None = None,
+    judged_upstream: bool = False,
 ) -> bool:
     """What one node's dataplane does with a new connection: the egress of a local
     source and the ingress of a local destination; and, when this node DNATed it (`dnat`:
     it was sent to another address than `dst`'s, a Service's), the ingress of a transit
     destination. `node_addresses` are every address the node itself holds (traffic to
     and from them is the node's, always allowed); `local` and `transit` are
-    endpoints_by_ip and transit_by_ip, for callers that judge many connections."""
+    endpoints_by_ip and transit_by_ip, for callers that judge many connections.
+    `judged_upstream`: the connection carries the transit mark (transit_mark.py), so
+    another node DNATed it and judged the local destination's ingress on the client's
+    own address; it counts only from another node's address."""
     if src == dst or src in node_addresses or dst in node_addresses:
         return True
     if src in ir.node_ips or dst in ir.node_ips:
@@ -138,6 +142,8 @@ def node_admits(
     ):
         return False
     if dst_ref is not None:
+        if judged_upstream and src in ir.peer_node_ips:
+            return True
         return endpoint_passes(ir, ir.endpoints[dst_ref], "Ingress", src, protocol, port)
     if not dnat:
         return True  # routed through: the destination's own node judges it

@@ -25,6 +25,7 @@ from typing import Protocol
 from agent.compiler.compile import (
     node_addresses,
     own_node_addresses,
+    peer_node_addresses,
     pod_addresses,
     transit_candidates,
 )
@@ -78,6 +79,7 @@ class IncrementalCompiler:
         # Transit candidates by ref: their endpoint, or None while nothing isolates them.
         self._candidates: dict[str, TransitEndpoint | None] = {}
         self._transit_node_ips: dict[str | None, tuple[IPAddress, ...]] = {}
+        self._peer_node_ips: tuple[IPAddress, ...] = ()
 
     def rebuild(self, state: ChangingView) -> NodeIR:
         self._endpoints = {}
@@ -88,6 +90,7 @@ class IncrementalCompiler:
         self._update_transit(state, Changes(services=True))
         self._sync_sets(state, full=set(self._referenced()))
         self._node_ips = node_addresses(state, self.node)
+        self._peer_node_ips = peer_node_addresses(state, self.node)
         self._addresses = pod_addresses(state)
         return self.ir()
 
@@ -116,6 +119,8 @@ class IncrementalCompiler:
         )
         self._sync_sets(state, full=full, changes=changes)
         self._node_ips = node_addresses(state, self.node)
+        if changes.nodes:
+            self._peer_node_ips = peer_node_addresses(state, self.node)
         self._update_addresses(state, changes)
         return self.ir()
 
@@ -234,6 +239,7 @@ class IncrementalCompiler:
             members,
             self._addresses,
             self._transit(),
+            self._peer_node_ips,
         )
 
 

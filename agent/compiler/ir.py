@@ -233,3 +233,7 @@ class NodeIR:
     # to them (outside clients of NodePort/LoadBalancer Services, externalTrafficPolicy
     # Cluster), by namespace/name; their clauses' sets are in `sets` and `members`.
     transit: Mapping[str, TransitEndpoint] = field(default_factory=dict)
+    # The other nodes' addresses: a connection another node DNATed and masqueraded to
+    # its own address reaches this node from one of them, and is trusted as judged
+    # there only with the transit mark (agent/dataplane/transit_mark.py).
+    peer_node_ips: tuple[IPAddress, ...] = ()

@@ -6,8 +6,10 @@ connection between its real ends: the client is the original direction's source 
 before any masquerade), the server is the reply direction's source (after kube-proxy's
 DNAT), the port is the server's. A connection through a ClusterIP or NodePort is so
 judged as the same connection to the backend pod, as the datapath judged it when it
-began. Only entries now denied are removed: a connection that stays allowed is never
-disturbed."""
+began; one this node DNATed to a pod of another node (a transit endpoint) on that pod's
+ingress, and one another node DNATed and judged (the transit mark's connection-mark
+bit) as judged there. Only entries now denied are removed: a connection that stays
+allowed is never disturbed."""
 
 from __future__ import annotations
 
@@ -19,8 +21,9 @@ from pathlib import Path
 from pyroute2 import Conntrack
 from pyroute2.conntrack import NFCTAttrTuple
 
-from agent.compiler.evaluate import endpoints_by_ip, node_admits
+from agent.compiler.evaluate import endpoints_by_ip, node_admits, transit_by_ip
 from agent.compiler.ir import NodeIR
+from agent.dataplane.transit_mark import trusted
 from agent.model.objects import IPAddress
 
 log = logging.getLogger("picket.conntrack")
@@ -44,30 +47,46 @@ class RealEnds:
     server: IPAddress
     protocol: str
     port: int | None
+    dnat: bool = False  # the client sent it elsewhere (a ClusterIP, a NodePort)
 
 
 def real_ends(orig: NFCTAttrTuple, reply: NFCTAttrTuple) -> RealEnds | None:
     """The client (original source) and the server (reply source) of an entry."""
     try:
         client, server = ip_address(orig.saddr), ip_address(reply.saddr)
+        sent_to = ip_address(orig.daddr)
     except (TypeError, ValueError):
         return None
     protocol = PROTOCOLS.get(orig.proto, str(orig.proto))
     port = reply.sport if orig.proto in PROTOCOLS else None
-    return RealEnds(client, server, protocol, port)
+    dnat = sent_to != server or (port is not None and orig.dport != port)
+    return RealEnds(client, server, protocol, port, dnat)
 
 
 def remove_denied(ir: NodeIR, node_addresses: frozenset[IPAddress]) -> int:
     """Delete the entries of connections the IR no longer admits; returns how many."""
-    local = endpoints_by_ip(ir)
+    local, transit = endpoints_by_ip(ir), transit_by_ip(ir)
     removed = 0
     with Conntrack() as ct:
         for entry in list(ct.dump_entries()):
             ends = real_ends(entry.tuple_orig, entry.tuple_reply)
-            if ends is None or (ends.client not in local and ends.server not in local):
-                continue  # not a connection of this node's pods
+            if ends is None or not (
+                ends.client in local
+                or ends.server in local
+                or (ends.dnat and ends.server in transit)
+            ):
+                continue  # not a connection of this node's pods, nor one it DNATed
             if node_admits(
-                ir, ends.client, ends.server, ends.protocol, ends.port, node_addresses, local
+                ir,
+                ends.client,
+                ends.server,
+                ends.protocol,
+                ends.port,
+                node_addresses,
+                local,
+                dnat=ends.dnat,
+                transit=transit,
+                judged_upstream=trusted(entry.mark or 0),
             ):
                 continue
             orig = entry.tuple_orig

@@ -31,7 +31,8 @@ REASON_DROP_NO_SYN = 6
 REASON_EVENT_SUPPRESSED = 7
 REASON_AUDIT_POLICY = 8
 REASON_DROP_INVALID = 9
-REASON_COUNT = 10
+REASON_ALLOWED_UPSTREAM = 10
+REASON_COUNT = 11
 REASON_SLOTS = 16  # per direction in the pinned verdicts map: room for new reasons
 DIRECTIONS = 2
 DROP_COUNTS_PER_ENDPOINT = 8  # (policy, no SYN, audit, invalid) x directions
@@ -52,7 +53,10 @@ REASON_NAMES = {
     REASON_EVENT_SUPPRESSED: "event_suppressed",
     REASON_AUDIT_POLICY: "would_drop_policy",
     REASON_DROP_INVALID: "dropped_invalid",
+    REASON_ALLOWED_UPSTREAM: "allowed_upstream",
 }
+
+TRUSTED_CTMARK = 16777216  # 0x01000000: agent/dataplane/transit_mark.py
 
 # Slots 0-3 held the TC datapath's connection timeouts (kept free: see picket.h).
 CONFIG_EVENTS_PER_SECOND = 4
@@ -77,6 +81,10 @@ class AddrValue(ctypes.Structure):
 
 class EndpointValue(ctypes.Structure):
     _fields_ = [("id", ctypes.c_uint32), ("flags", ctypes.c_uint32)]
+
+
+class TransitHomeKey(ctypes.Structure):
+    _fields_ = [("endpoint", ctypes.c_uint32), ("addr", ctypes.c_uint32)]
 
 
 class PolicyKey(ctypes.Structure):
@@ -137,6 +145,7 @@ STRUCTS = {
     "addr_key": AddrKey,
     "addr_value": AddrValue,
     "endpoint_value": EndpointValue,
+    "transit_home_key": TransitHomeKey,
     "policy_key": PolicyKey,
     "named_key": NamedKey,
     "drop_event": DropEvent,

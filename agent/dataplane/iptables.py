@@ -23,12 +23,13 @@ import threading
 
 from agent.compiler.diff import IRDiff
 from agent.compiler.ir import NodeIR
-from agent.dataplane import conntrack
+from agent.dataplane import conntrack, transit_mark
 from agent.dataplane.counters import DatapathCounters, MonotonicTotals, split_audit
 from agent.dataplane.errors import DataplaneError
 from agent.dataplane.ipset_render import (
     SET_PREFIX,
     destroy_script,
+    ipset_create,
     render_sets,
     script_text,
     set_name,
@@ -47,7 +48,7 @@ from agent.dataplane.iptables_render import (
     render_chains,
     restore_text,
 )
-from agent.dataplane.pod_interfaces import host_interfaces, node_addresses
+from agent.dataplane.pod_interfaces import host_interfaces, node_addresses, uplink_interfaces
 
 log = logging.getLogger("picket.iptables")
 JUMP = list(JUMP_RULE)
@@ -91,9 +92,16 @@ def detect_mode() -> str:
 class IptablesBackend:
     name = "iptables"
 
-    def __init__(self, nflog_group: int = DEFAULT_NFLOG_GROUP, mode: str | None = None) -> None:
+    def __init__(
+        self,
+        nflog_group: int = DEFAULT_NFLOG_GROUP,
+        mode: str | None = None,
+        transit_dscp: int = transit_mark.DEFAULT_DSCP,
+    ) -> None:
         self.mode = mode or detect_mode()
         self.nflog_group = nflog_group
+        self.transit_dscp = transit_dscp
+        self._uplinks: tuple[str, ...] = ()
         self._chains: dict[str, list[str]] | None = None  # what is programmed
         self._interfaces: dict[str, str] = {}
         self._set_names: set[str] = set()
@@ -108,17 +116,37 @@ class IptablesBackend:
         """Program `ir`. A full apply rebuilds every set and chain, which also repairs
         drift (flushed chains, a removed jump, edited sets); otherwise only what `change`
         (the diff from the previous IR) touched. Returns whether the chains changed."""
+        peers, transit = self._transit_sets(ir)
         if full or change is None or self._chains is None:
             self._interfaces = host_interfaces(ir)
-            self._ipset(swap_script(render_sets(ir).values()))
+            self._uplinks = uplink_interfaces(ir.node_ips)
+            self._ipset(swap_script([*render_sets(ir).values(), *peers]))
         else:
             if change.endpoints_added or change.endpoints_changed:
                 self._interfaces = host_interfaces(ir)
+            if change.node_ips is not None:
+                self._uplinks = uplink_interfaces(ir.node_ips)
             self._ipset(update_script(ir, change))
-        chains = render_chains(ir, self._interfaces, self.nflog_group)
+            if change.peer_node_ips is not None:
+                self._ipset(swap_script(peers))
+        self._ipset([ipset_create(s) for s in transit])  # the rules name it: it must exist
+        chains = render_chains(
+            ir, self._interfaces, self.nflog_group, self._uplinks, self.transit_dscp
+        )
         rules_changed = self._apply_chains(chains, full or self._chains is None)
-        self._destroy_stale_sets({set_name(sid) for sid in ir.sets}, full)
+        # After the chains: a transit pod is marked (so trusted by its own node) only
+        # once its ingress is judged here.
+        if full or change is None or change.transit_added or change.transit_removed:
+            self._ipset(swap_script(transit))
+        wanted = {set_name(sid) for sid in ir.sets} | {s.name for s in (*peers, *transit)}
+        self._destroy_stale_sets(wanted, full)
         return rules_changed
+
+    def _transit_sets(self, ir: NodeIR) -> tuple[list, list]:
+        """The transit mark's sets (transit_mark.py): (peer nodes, transit pods)."""
+        if not self.transit_dscp:
+            return [], []
+        return transit_mark.render_sets(ir)
 
     @staticmethod
     def _ipset(lines: list[str]) -> None:

@@ -4,11 +4,19 @@ Layout, in the mangle table (one jump from FORWARD; nothing else is touched):
 
     PICKET-FORWARD   ESTABLISHED,RELATED -> RETURN (replies are not new connections)
                      INVALID -> DROP; NEW TCP without SYN -> DROP (no mid-stream pickup)
+                     -> PICKET-TRANSIT (the transit mark: sets and reads, transit_mark.py)
+                     connection marked judged upstream -> RETURN
                      -i <pod veth> -o <same> -> RETURN (a pod to itself via a Service)
                      -i <pod veth> -> PICKET-EG-<h>   (traffic leaving a pod: its egress)
+                     -s <its node> -d <transit pod> DNAT -> RETURN
+                     -d <transit pod> DNAT -> PICKET-IN-<h> (its ingress, judged here)
                      -o <pod veth> -> PICKET-IN-<h>   (traffic entering a pod: its ingress)
     PICKET-EG-<h>    one rule per (peer set, protocol) of each clause -> RETURN (admitted)
     PICKET-IN-<h>    ... ; then NFLOG (the drop log) and DROP (in audit mode: NFLOG only)
+
+A transit pod is a pod of another node that this node may DNAT outside clients to (a
+NodePort backend, docs/agent.md): its ingress is judged here, on the client's own
+address, for the connections this node DNATed, before kube-proxy masquerades them.
 
 Why mangle, not filter: FORWARD's mangle chain runs after kube-proxy's DNAT and before
 its masquerade, as filter's does, but before any filter rule, so no one else's ACCEPT
@@ -38,6 +46,7 @@ from agent.compiler.ir import (
     PeerPortClause,
     PortRange,
 )
+from agent.dataplane import transit_mark
 from agent.dataplane.counters import AUDIT_REASON
 from agent.dataplane.ipset_render import IpSet, render_sets, set_name
 
@@ -147,10 +156,15 @@ def _direction_chain(
 
 
 def render_chains(
-    ir: NodeIR, interfaces: Mapping[str, str], nflog_group: int = DEFAULT_NFLOG_GROUP
+    ir: NodeIR,
+    interfaces: Mapping[str, str],
+    nflog_group: int = DEFAULT_NFLOG_GROUP,
+    uplinks: Iterable[str] = (),
+    transit_dscp: int = transit_mark.DEFAULT_DSCP,
 ) -> dict[str, list[str]]:
     """`interfaces` maps a local endpoint (namespace/name) to its host-side interface;
-    endpoints without one (not wired yet) get no rules until they have one."""
+    endpoints without one (not wired yet) get no rules until they have one. `uplinks`
+    are the interfaces holding the node's addresses (where the transit mark is read)."""
     chains: dict[str, list[str]] = {}
     forward = [
         "-m conntrack --ctstate ESTABLISHED,RELATED -j RETURN",
@@ -162,6 +176,14 @@ def render_chains(
         '-p tcp ! --syn -m conntrack --ctstate NEW -m comment --comment "no mid-stream '
         'pickup" -j DROP',
     ]
+    transit_rules = transit_mark.chain_rules(ir, uplinks, transit_dscp)
+    if transit_rules:
+        chains[transit_mark.CHAIN] = transit_rules
+        forward += [
+            f"-j {transit_mark.CHAIN}",
+            f"-m connmark --mark {transit_mark.TRUSTED_CTMARK:#x}/{transit_mark.TRUSTED_CTMARK:#x}"
+            ' -m comment --comment "judged by the node that DNATed it" -j RETURN',
+        ]
     dispatch_in: list[str] = []
     for ref, endpoint in ir.endpoints.items():
         ifname = interfaces.get(ref)
@@ -182,14 +204,36 @@ def render_chains(
             name, body = _direction_chain(direction, rules, nflog_group, endpoint.audit)
             chains[name] = body
             target.append(f'{flag} {ifname} -m comment --comment "{ref}" -j {name}')
+    for ref, endpoint in ir.transit.items():
+        assert endpoint.ingress is not None  # transit endpoints are ingress-isolated
+        name, body = _direction_chain("Ingress", endpoint.ingress, nflog_group, endpoint.audit)
+        chains[name] = body
+        dnat = "-m conntrack --ctstate DNAT"
+        for ip in endpoint.ips:
+            if ip.version != 4:
+                continue
+            forward += [
+                f'-s {node_ip} -d {ip} {dnat} -m comment --comment "{ref}: its node" -j RETURN'
+                for node_ip in endpoint.node_ips
+                if node_ip.version == 4
+            ]
+            forward.append(f'-d {ip} {dnat} -m comment --comment "{ref}: transit" -j {name}')
     chains[FORWARD_CHAIN] = forward + dispatch_in
     return dict(sorted(chains.items()))
 
 
 def render(
-    ir: NodeIR, interfaces: Mapping[str, str], nflog_group: int = DEFAULT_NFLOG_GROUP
+    ir: NodeIR,
+    interfaces: Mapping[str, str],
+    nflog_group: int = DEFAULT_NFLOG_GROUP,
+    uplinks: Iterable[str] = (),
+    transit_dscp: int = transit_mark.DEFAULT_DSCP,
 ) -> Ruleset:
-    return Ruleset(render_chains(ir, interfaces, nflog_group), render_sets(ir))
+    sets = render_sets(ir)
+    if transit_dscp:
+        peers, transit = transit_mark.render_sets(ir)
+        sets.update({s.name: s for s in (*peers, *transit)})
+    return Ruleset(render_chains(ir, interfaces, nflog_group, uplinks, transit_dscp), sets)
 
 
 def restore_text(ruleset: Ruleset, stale_chains: Iterable[str] = (), table: str = TABLE) -> str:

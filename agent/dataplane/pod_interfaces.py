@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from ipaddress import ip_address
 
 from pyroute2 import IPRoute
@@ -34,3 +35,18 @@ def node_addresses() -> frozenset[IPAddress]:
     """Every address this node (network namespace) holds."""
     with IPRoute() as ipr:
         return frozenset(ip_address(a.get_attr("IFA_ADDRESS")) for a in ipr.get_addr())
+
+
+def uplink_interfaces(node_ips: Iterable[IPAddress]) -> tuple[str, ...]:
+    """The interfaces holding any of the node's own addresses (its Node object's): where
+    traffic from other nodes arrives. None found (an address the node does not hold,
+    behind a NAT) means no interface is trusted for the transit mark."""
+    wanted = {str(ip) for ip in node_ips}
+    with IPRoute() as ipr:
+        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+        found = {
+            names[a["index"]]
+            for a in ipr.get_addr()
+            if a.get_attr("IFA_ADDRESS") in wanted and a["index"] in names
+        }
+    return tuple(sorted(found - {"lo"}))

@@ -35,6 +35,7 @@ struct flow {
     __u8 tracked;         /* 0: no conntrack entry (INVALID or untracked) */
     __u8 new;             /* the connection's first packet(s): judged by policy */
     __u8 syn;             /* TCP: the connection began with a SYN */
+    __u8 upstream;        /* another node DNATed and judged it (the transit mark) */
 };
 
 static __always_inline __u32 hook_ifindex(void *state, __u32 offset)
@@ -100,6 +101,9 @@ static __always_inline void read_flow(void *skb, unsigned long nfct, struct flow
         f->service_addr = to_addr;
         f->service_port = to_port;
     }
+    __u32 mark = 0;
+    bpf_probe_read_kernel(&mark, sizeof(mark), ct + PICKET_OFF_CT_MARK);
+    f->upstream = (mark & TRUSTED_CTMARK) != 0;
     if (f->protocol == IPPROTO_TCP) {
         __u8 state = 0;
         bpf_probe_read_kernel(&state, 1, ct + PICKET_OFF_CT_TCP_STATE);

@@ -1,7 +1,9 @@
 /* One packet at the FORWARD hook: the egress policy of the pod it leaves (by input
- * interface) and the ingress policy of the pod it enters (by output interface). Later
- * packets and replies of a connection the kernel's conntrack already holds pass; a new
- * connection is judged on its real endpoints (see struct flow). */
+ * interface) and the ingress policy of the pod it enters (by output interface); a new
+ * connection this node DNATed to a pod of another node, that pod's ingress policy (by
+ * the backend's address in the transit map). Later packets and replies of a connection
+ * the kernel's conntrack already holds pass; a new connection is judged on its real
+ * endpoints (see struct flow). */
 #ifndef PICKET_VERDICT_H
 #define PICKET_VERDICT_H
 
@@ -25,6 +27,12 @@ static __always_inline int direction_admits(struct flow *f, struct endpoint_valu
         count_drop(ep->id, direction, REASON_DROP_INVALID);
         return 0;
     }
+    if (direction == DIR_INGRESS && f->upstream) {
+        /* Masqueraded by the node that DNATed it, which judged this very ingress on
+         * the client's own address (agent/dataplane/transit_mark.py). */
+        count_packet(direction, REASON_ALLOWED_UPSTREAM);
+        return 1;
+    }
     if (f->protocol == IPPROTO_TCP && !f->syn) {
         /* Not a connection attempt (a cut connection's tail): counted, not logged. */
         count_drop(ep->id, direction, REASON_DROP_NO_SYN);
@@ -44,6 +52,29 @@ static __always_inline int direction_admits(struct flow *f, struct endpoint_valu
     return 0;
 }
 
+/* A packet between no local pods: a new connection this node DNATed to a transit
+ * endpoint is judged on that pod's ingress; anything else passes (its own node
+ * judges it). */
+static __always_inline int transit_verdict(struct bpf_nf_ctx *ctx, __u32 to_if)
+{
+    unsigned long nfct = skb_nfct(ctx->skb);
+    if (!(nfct & ~CTINFO_MASK) || (nfct & CTINFO_MASK) != CTINFO_NEW)
+        return NF_ACCEPT;
+    struct flow f = {};
+    read_flow(ctx->skb, nfct, &f);
+    if (!f.service_addr)
+        return NF_ACCEPT; /* not DNATed here: routed through */
+    struct endpoint_value *transit = picket_transit.lookup(&f.daddr);
+    if (!transit)
+        return NF_ACCEPT;
+    struct transit_home_key home = {.endpoint = transit->id, .addr = f.saddr};
+    if (picket_transit_home.lookup(&home)) {
+        count_packet(DIR_INGRESS, REASON_ALLOWED_HOST); /* from the pod's own node */
+        return NF_ACCEPT;
+    }
+    return direction_admits(&f, transit, DIR_INGRESS, to_if) ? NF_ACCEPT : NF_DROP;
+}
+
 static __always_inline int picket_verdict(struct bpf_nf_ctx *ctx)
 {
     void *state = ctx->state;
@@ -55,7 +86,7 @@ static __always_inline int picket_verdict(struct bpf_nf_ctx *ctx)
      * pointers, which the verifier refuses. */
     asm volatile("" : "+r"(from_pod));
     if (!from_pod && !to_pod)
-        return NF_ACCEPT; /* between no local pods (or not yet programmed ones) */
+        return transit_verdict(ctx, to_if); /* between no local pods */
     /* In and out of the same pod's interface: the pod reaching itself through a
      * Service that chose it (hairpin), which is always allowed. */
     if (from_if == to_if) {

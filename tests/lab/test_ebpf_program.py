@@ -79,7 +79,8 @@ def _netfilter_links() -> set[int]:
 def test_programs_load_pin_and_clean_up(bpffs, tmp_path, scratch_netns):
     backend = EbpfBackend("node-test", bpffs / "picket", tmp_path / "state.json")
     pins = bpffs / "picket" / "node-test"
-    maps = ["addr", "config", "drop_counts", "endpoints", "named", "policy", "verdicts"]
+    maps = ["addr", "config", "drop_counts", "endpoints", "named", "policy"]
+    maps += ["transit", "transit_home", "verdicts"]
     assert sorted(p.name for p in pins.iterdir()) == maps
     assert backend.program.fd > 0
     assert "PICKET-CONNTRACK" not in _raw_rules(scratch_netns)
@@ -88,12 +89,17 @@ def test_programs_load_pin_and_clean_up(bpffs, tmp_path, scratch_netns):
     links = [p.name for p in pins.iterdir() if p.name.startswith("forward_link-")]
     assert len(links) == 1 and len(_netfilter_links() - links_before) == 1
     assert "PICKET-CONNTRACK" in _raw_rules(scratch_netns)
+    assert '-A FORWARD -m comment --comment "picket: the transit mark" -j PICKET-TRANSIT' in (
+        _raw_rules(scratch_netns)
+    )
     mirrors = {
         "picket_addr": (ebpf_layout.AddrKey, ebpf_layout.AddrValue),
         "picket_endpoints": (ctypes.c_uint32, ebpf_layout.EndpointValue),
         "picket_policy": (ebpf_layout.PolicyKey, ctypes.c_uint8),
         "picket_named": (ebpf_layout.NamedKey, ctypes.c_uint8),
         "picket_drop_counts": (ebpf_layout.DropCountKey, ctypes.c_uint64),
+        "picket_transit": (ctypes.c_uint32, ebpf_layout.EndpointValue),
+        "picket_transit_home": (ebpf_layout.TransitHomeKey, ctypes.c_uint8),
     }
     for name, (key, value) in mirrors.items():
         table = backend.bpf[name]
@@ -109,5 +115,6 @@ def test_programs_load_pin_and_clean_up(bpffs, tmp_path, scratch_netns):
     assert f"pinned maps {pins}" in removed
     assert not pins.exists()
     assert "PICKET-CONNTRACK" not in _raw_rules(scratch_netns)
+    assert "PICKET-TRANSIT" not in _raw_rules(scratch_netns)
     del backend, again  # the program fds: the links went with their pins
     assert _netfilter_links() <= links_before

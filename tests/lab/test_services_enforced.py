@@ -145,11 +145,14 @@ def test_a_pod_reaches_itself_through_its_own_service(cluster):
 
 
 class _Line:
-    """A long-lived TCP connection from a pod through a ClusterIP; the responder echoes."""
+    """A long-lived TCP connection from a namespace through a Service; the responder
+    echoes."""
 
-    def __init__(self, netns: str, ip: str, port: int) -> None:
+    def __init__(self, netns: str, ip: str, port: int, source: str | None = None) -> None:
         with entered(netns):
-            self.sock = socket.create_connection((ip, port), timeout=2)
+            self.sock = socket.create_connection(
+                (ip, port), timeout=2, source_address=(source, 0) if source else None
+            )
         self.sock.settimeout(2)
         self.sock.recv(4096)  # the identity line
 
@@ -219,15 +222,27 @@ def test_a_connection_through_a_cluster_ip_stops_when_policy_forbids_it(cluster)
         line.close()
 
 
-@pytest.mark.parametrize("traffic_policy", ["Cluster", "Local"])
+# With Local, kube-proxy sends outside clients only to backends on the receiving node
+# (another node has none to send to: it drops them, whatever the policy).
+@pytest.mark.parametrize(
+    "traffic_policy,receiving",
+    [("Cluster", "backend's node"), ("Cluster", "other node"), ("Local", "backend's node")],
+)
 @pytest.mark.parametrize("admitting", [True, False])
-def test_node_port_is_judged_on_the_outside_clients_own_address(cluster, traffic_policy, admitting):
-    """Backend on the receiving node. The ipBlock admits only the outside host, or every
-    lab address but the outside host: kube-proxy's masquerade (Cluster) rewrites the
-    client to the node's address, which must not decide."""
+def test_node_port_is_judged_on_the_outside_clients_own_address(
+    cluster, traffic_policy, receiving, admitting
+):
+    """The ipBlock admits only the outside host, or every lab address but the outside
+    host: kube-proxy's masquerade (Cluster) rewrites the client to the receiving node's
+    address, which must not decide, on the receiving node nor, when the backend runs on
+    the other node, on the backend's (the receiving node judges the backend's ingress on
+    the client's address and marks what it admitted: the transit mark)."""
     kubectl, pods = cluster
     backend = pods["y/a"]
-    name = f"np-{traffic_policy.lower()}-{'in' if admitting else 'out'}"
+    remote = receiving == "other node"
+    name = (
+        f"np-{traffic_policy.lower()}{'-remote' if remote else ''}-{'in' if admitting else 'out'}"
+    )
     block = (
         {"cidr": f"{EXTERNAL_ADDRESS}/32"}
         if admitting
@@ -247,7 +262,11 @@ def test_node_port_is_judged_on_the_outside_clients_own_address(cluster, traffic
         backend,
     )
     node_port = svc["spec"]["ports"][0]["nodePort"]
-    address = _node_address(backend.node)
+    address = _node_address(next(n for n in NODES if (n == backend.node) != remote))
+    if admitting:
+        # y/a isolated on its node (no policy admits x/b), so that the outcome is the
+        # policy's and not the time before any policy.
+        assert wait_until(lambda: _probe(pods["x/b"].netns, backend.ip, 80) == "timeout", 10)
     want = "connected y/a" if admitting else "timeout"
     seen: list[str] = []
 
@@ -256,7 +275,58 @@ def test_node_port_is_judged_on_the_outside_clients_own_address(cluster, traffic
         return seen[-1] == want
 
     # Until the agents have the policy (y/a's other policies deny the outside host).
-    assert wait_until(outcome, 10), (traffic_policy, seen[-3:])
+    assert wait_until(outcome, 10), (traffic_policy, receiving, seen[-3:], _agent_logs())
     if not admitting:  # and it stays so
         again = [_probe(EXTERNAL_NS, address, node_port, str(EXTERNAL_ADDRESS)) for _ in range(3)]
         assert again == ["timeout"] * 3, again
+
+
+def _reaches(client: LabPod, server: LabPod, port: int) -> bool:
+    return _probe(client.netns, server.ip, port).startswith("connected")
+
+
+def test_a_node_port_connection_through_the_other_node_is_kept_and_cut_as_policy_says(cluster):
+    """Outside client -> the node without the backend -> (DNAT, masquerade) -> y/b on the
+    other node. The backend's node holds the connection as judged upstream (the
+    transit mark): narrowing changes must not cut it there; the receiving node, which
+    judged it, cuts it when the backend's policy stops admitting the client."""
+    kubectl, pods = cluster
+    backend = pods["y/b"]
+    admit = {"ingress": [{"from": [{"ipBlock": {"cidr": f"{EXTERNAL_ADDRESS}/32"}}]}]}
+    apply(kubectl, netpol("y", "b-from-outside", {"podSelector": sel(pod="b"), **admit}))
+    svc = _published(
+        kubectl,
+        _service("np-keep", "b", port=8094, type="NodePort", externalTrafficPolicy="Cluster"),
+        backend,
+    )
+    node_port = svc["spec"]["ports"][0]["nodePort"]
+    receiving = _node_address(next(n for n in NODES if n != backend.node))
+    outside = str(EXTERNAL_ADDRESS)
+    # Isolated on its node (only namespace x and the outside host are admitted).
+    assert wait_until(lambda: _probe(pods["z/a"].netns, backend.ip, 80) == "timeout", 10)
+    assert wait_until(
+        lambda: _probe(EXTERNAL_NS, receiving, node_port, outside) == "connected y/b", 10
+    ), _agent_logs()
+    line = _Line(EXTERNAL_NS, receiving, node_port, outside)
+    try:
+        # Narrowing every z pod's ingress (a port fewer each time after the first; x/b,
+        # not egress-isolated, witnesses each change), so
+        # that both agents judge their conntrack entries after each change.
+        witnesses = {p.node: p for ref, p in sorted(pods.items()) if ref.startswith("z/")}
+        for port in (81, 80, 81, 80):
+            spec = {"podSelector": {}, "ingress": [{"ports": [{"port": port}]}]}
+            apply(kubectl, netpol("z", "narrow-all", spec))
+            for pod in witnesses.values():
+                assert wait_until(lambda pod=pod, port=port: _reaches(pods["x/b"], pod, port), 10)
+            assert line.alive(), f"cut by an unrelated narrowing change (z to port {port})"
+        deny = {
+            "ingress": [
+                {"from": [{"ipBlock": {"cidr": "198.18.0.0/15", "except": [f"{outside}/32"]}}]}
+            ]
+        }
+        apply(kubectl, netpol("y", "b-from-outside", {"podSelector": sel(pod="b"), **deny}))
+        assert wait_until(lambda: not line.alive(), 10), (
+            f"the forbidden NodePort connection lives on; agents: {_agent_logs()}"
+        )
+    finally:
+        line.close()

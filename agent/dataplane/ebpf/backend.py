@@ -34,13 +34,14 @@ from typing import Any
 
 from agent.compiler.diff import IRDiff
 from agent.compiler.ir import NodeIR
-from agent.dataplane import conntrack
+from agent.dataplane import conntrack, transit_mark
 from agent.dataplane.counters import AUDIT_REASON, DatapathCounters, MonotonicTotals, split_audit
 from agent.dataplane.ebpf import codec, conntrack_hold, loader, tc_retired
 from agent.dataplane.ebpf.entries import MapDelta, MapState
 from agent.dataplane.ebpf.maps import Maps
 from agent.dataplane.ebpf.planner import EbpfPlanner
 from agent.dataplane.ebpf.settings import EbpfSettings
+from agent.dataplane.ebpf.transit_chain import TransitChain
 from agent.dataplane.ebpf.writes import EndpointWrites, ordered_writes
 from agent.dataplane.ebpf_layout import (
     CONFIG_EVENTS_BURST,
@@ -52,6 +53,7 @@ from agent.dataplane.ebpf_layout import (
     REASON_ALLOWED_NOT_ISOLATED,
     REASON_ALLOWED_OTHER,
     REASON_ALLOWED_POLICY,
+    REASON_ALLOWED_UPSTREAM,
     REASON_AUDIT_POLICY,
     REASON_DROP_INVALID,
     REASON_DROP_NO_SYN,
@@ -59,7 +61,7 @@ from agent.dataplane.ebpf_layout import (
     REASON_NAMES,
     REASON_SLOTS,
 )
-from agent.dataplane.pod_interfaces import host_interfaces, node_addresses
+from agent.dataplane.pod_interfaces import host_interfaces, node_addresses, uplink_interfaces
 from agent.model.objects import IPAddress
 
 log = logging.getLogger("picket.ebpf")
@@ -76,8 +78,11 @@ class EbpfBackend:
         state_file: Path | None = None,
         settings: EbpfSettings | None = None,
         load: bool = True,
+        transit_dscp: int = transit_mark.DEFAULT_DSCP,
     ) -> None:
         self.node = node
+        self.transit = TransitChain(transit_dscp)
+        self._uplinks: tuple[str, ...] = ()
         self.settings = settings or EbpfSettings()
         self.pin_dir = pin_root / node
         self.state_file = state_file or Path(f"/run/picket/ebpf-{node}.json")
@@ -129,6 +134,9 @@ class EbpfBackend:
         if rewire:
             self._interfaces = host_interfaces(ir)
             self._indexes = _ifindexes(self._interfaces)
+        if repair or change is None or change.node_ips is not None:
+            self._uplinks = uplink_interfaces(ir.node_ips)
+        self.transit.before_maps(ir, self._uplinks, repair)
         with self._lock:
             if repair or change is None:
                 delta = self.planner.rebuild(ir, self._host_addresses(ir))
@@ -146,7 +154,8 @@ class EbpfBackend:
             self._programmed = self.planner.state
         if not self._hooked or (repair and not loader.is_hooked(self.pin_dir)):
             self._hook()
-        return bool(delta.policy_add or delta.policy_del or delta.endpoint_set)
+        self.transit.after_maps(ir, repair)
+        return bool(delta.policy_add or delta.policy_del or delta.endpoint_set or delta.transit_set)
 
     def _hook(self) -> None:
         """After the first write (a restarted agent's program starts on the maps it just
@@ -187,11 +196,20 @@ class EbpfBackend:
         named_keys = {codec.named_key(e): e for e in want.named}
         present_named = set(self.maps.keys("picket_named"))
         delta.named_add = {e for k, e in named_keys.items() if k not in present_named}
+        delta.transit_set = dict(want.transit)
+        transit_keys = {codec.transit_key(ip) for ip in want.transit}
+        home_keys = {codec.transit_home_key(e): e for e in want.homes}
+        present_homes = set(self.maps.keys("picket_transit_home"))
+        delta.home_add = {e for k, e in home_keys.items() if k not in present_homes}
         self._ifindex = {}  # every endpoint entry is rewritten by ifindex
         stale = {
             "picket_policy": [k for k in present if k not in policy_keys],
             "picket_named": [k for k in present_named if k not in named_keys],
             "picket_endpoints": self.maps.keys("picket_endpoints"),
+            "picket_transit": [
+                k for k in self.maps.keys("picket_transit") if k not in transit_keys
+            ],
+            "picket_transit_home": [k for k in present_homes if k not in home_keys],
         }
         return delta, stale
 
@@ -264,7 +282,7 @@ class EbpfBackend:
         if not gone and not every_stale:
             return
         self._read_drop_counts(gone)
-        live = {number for number, _ in self.planner.state.endpoints.values()}
+        live = set(self.planner.endpoint_ids.by_thing.values())
         table = self.maps.tables["picket_drop_counts"]
         for key in list(table.keys()):
             if key.endpoint in gone or (every_stale and key.endpoint not in live):
@@ -273,8 +291,9 @@ class EbpfBackend:
 
     def datapath_counters(self) -> DatapathCounters:
         with self._lock:
+            # Local and transit endpoints (a transit endpoint's drops are its namespace's).
             self._read_drop_counts(
-                {n: ref.partition("/")[0] for ref, (n, _) in self.planner.state.endpoints.items()}
+                {n: ref.partition("/")[0] for ref, n in self.planner.endpoint_ids.by_thing.items()}
             )
             totals = self._drops.totals()
         allowed = {
@@ -293,6 +312,8 @@ class EbpfBackend:
                 "endpoints": len(self._ifindex),
                 "policy": len(state.policy),
                 "named": len(state.named),
+                "transit": len(state.transit),
+                "transit_home": len(state.homes),
             }
         sizes["drop_counts"] = sum(1 for _ in self.maps.tables["picket_drop_counts"])
         return sizes
@@ -307,7 +328,7 @@ class EbpfBackend:
     def cleanup(self) -> list[str]:
         """Unhook our program, drop the conntrack hold and unpin our maps."""
         removed = loader.unhook(self.pin_dir) + tc_retired.detach_everywhere()
-        removed += conntrack_hold.release()
+        removed += conntrack_hold.release() + self.transit.remove()
         if self.pin_dir.exists():
             shutil.rmtree(self.pin_dir)
             removed.append(f"pinned maps {self.pin_dir}")
@@ -329,6 +350,7 @@ ALLOWED_REASONS = (
     REASON_ALLOWED_NOT_ISOLATED,
     REASON_ALLOWED_HOST,
     REASON_ALLOWED_OTHER,
+    REASON_ALLOWED_UPSTREAM,
 )
 
 

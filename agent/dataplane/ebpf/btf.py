@@ -111,6 +111,7 @@ OFFSETS = (
     ("PICKET_OFF_SKB_NETWORK_HEADER", "sk_buff", "network_header"),
     ("PICKET_OFF_CT_TUPLEHASH", "nf_conn", "tuplehash"),
     ("PICKET_OFF_CT_TCP_STATE", "nf_conn", "proto.tcp.state"),
+    ("PICKET_OFF_CT_MARK", "nf_conn", "mark"),
     ("PICKET_OFF_TH_TUPLE", "nf_conntrack_tuple_hash", "tuple"),
     ("PICKET_OFF_TUPLE_SRC_ADDR", "nf_conntrack_tuple", "src.u3"),
     ("PICKET_OFF_TUPLE_SRC_PORT", "nf_conntrack_tuple", "src.u"),

@@ -17,9 +17,15 @@ import struct
 import sys
 from ipaddress import IPv4Address
 
-from agent.dataplane.ebpf.entries import AddrKey, NamedEntry, PolicyEntry
+from agent.dataplane.ebpf.entries import AddrKey, HomeEntry, NamedEntry, PolicyEntry
 from agent.dataplane.ebpf_layout import AddrKey as AddrKeyLayout
-from agent.dataplane.ebpf_layout import AddrValue, EndpointValue, NamedKey, PolicyKey
+from agent.dataplane.ebpf_layout import (
+    AddrValue,
+    EndpointValue,
+    NamedKey,
+    PolicyKey,
+    TransitHomeKey,
+)
 
 _SCALARS = {1: "B", 2: "H", 4: "I", 8: "Q"}
 
@@ -69,6 +75,7 @@ ADDR_VALUE = Codec(AddrValue)
 ENDPOINT_VALUE = Codec(EndpointValue)
 POLICY_KEY = Codec(PolicyKey)
 NAMED_KEY = Codec(NamedKey)
+TRANSIT_HOME_KEY = Codec(TransitHomeKey)
 U32 = scalar(ctypes.c_uint32)
 U64 = scalar(ctypes.c_uint64)
 PRESENT = b"\x01"  # the value of a set-like map (policy, named)
@@ -111,6 +118,16 @@ def named_key(entry: NamedEntry) -> bytes:
     return NAMED_KEY.encode(
         endpoint=endpoint, daddr=IPv4Address(ip).packed, port=port, protocol=protocol
     )
+
+
+def transit_key(ip: str) -> bytes:
+    """A transit endpoint's address: a network-order __u32, so its bytes."""
+    return IPv4Address(ip).packed
+
+
+def transit_home_key(entry: HomeEntry) -> bytes:
+    endpoint, ip = entry
+    return TRANSIT_HOME_KEY.encode(endpoint=endpoint, addr=IPv4Address(ip).packed)
 
 
 def config_entry(slot: int, value: int) -> tuple[bytes, bytes]:

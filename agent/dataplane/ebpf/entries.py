@@ -47,6 +47,7 @@ class PolicyEntry(NamedTuple):
 
 
 NamedEntry = tuple[int, str, int, int]  # endpoint, IPv4 address, protocol, port
+HomeEntry = tuple[int, str]  # transit endpoint, an IPv4 address of its own node
 
 
 @dataclass
@@ -59,6 +60,11 @@ class MapDelta:
     policy_del: set[PolicyEntry] = field(default_factory=set)
     named_add: set[NamedEntry] = field(default_factory=set)
     named_del: set[NamedEntry] = field(default_factory=set)
+    # Transit endpoints by IPv4 address (their released numbers go in endpoint_del).
+    transit_set: dict[str, tuple[int, int]] = field(default_factory=dict)
+    transit_del: set[str] = field(default_factory=set)
+    home_add: set[HomeEntry] = field(default_factory=set)
+    home_del: set[HomeEntry] = field(default_factory=set)
 
     @property
     def empty(self) -> bool:
@@ -71,6 +77,8 @@ class MapState:
     endpoints: dict[str, tuple[int, int]] = field(default_factory=dict)
     policy: set[PolicyEntry] = field(default_factory=set)
     named: set[NamedEntry] = field(default_factory=set)
+    transit: dict[str, tuple[int, int]] = field(default_factory=dict)  # by IPv4 address
+    homes: set[HomeEntry] = field(default_factory=set)
 
 
 def state_delta(old: MapState, new: MapState) -> MapDelta:
@@ -84,6 +92,10 @@ def state_delta(old: MapState, new: MapState) -> MapDelta:
         policy_del=old.policy - new.policy,
         named_add=new.named - old.named,
         named_del=old.named - new.named,
+        transit_set=_changed(old.transit, new.transit),
+        transit_del=set(old.transit) - set(new.transit),
+        home_add=new.homes - old.homes,
+        home_del=old.homes - new.homes,
     )
 
 

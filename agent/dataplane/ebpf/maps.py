@@ -15,6 +15,8 @@ MAP_NAMES = (
     "picket_endpoints",
     "picket_policy",
     "picket_named",
+    "picket_transit",
+    "picket_transit_home",
     "picket_verdicts",
     "picket_drop_counts",
     "picket_config",

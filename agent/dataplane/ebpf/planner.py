@@ -9,6 +9,9 @@
   direction of a local endpoint, one entry per (identity a clause's peers select, port
   block of the clause). Port ranges are aligned blocks, never one entry per port.
 - Named map: egress named ports, exact (endpoint, destination address, protocol, port).
+- Transit map: a transit endpoint (a pod of another node this node DNATs outside
+  clients to) by its address; its ingress entries are an endpoint's, its own node's
+  addresses are home entries (endpoint, address).
 
 `update` plans from the IR diff the compiler already computed, and touches only what it
 names: a relabel to a label set that already has an identity is one address-map update;
@@ -25,9 +28,18 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 from agent.compiler.diff import IRDiff, diff_ir
-from agent.compiler.ir import CIDRSet, IdentityKey, NamedPortSet, NodeIR, SelectorSet
+from agent.compiler.ir import (
+    CIDRSet,
+    IdentityKey,
+    LocalEndpoint,
+    NamedPortSet,
+    NodeIR,
+    SelectorSet,
+    TransitEndpoint,
+)
 from agent.dataplane.ebpf.entries import (
     AddrKey,
+    HomeEntry,
     MapDelta,
     MapState,
     NamedEntry,
@@ -63,6 +75,8 @@ class EbpfPlanner:
         self._prefix_list: list[IPv4Network] = []  # shortest first
         self._prefix_set: frozenset[IPv4Network] = frozenset()
         self._uses: dict[str, set[str]] = {}  # endpoint -> sets its rules name
+        # transit endpoint -> (its IPv4 addresses, its home entries)
+        self._transit_keys: dict[str, tuple[frozenset[str], frozenset[HomeEntry]]] = {}
 
     def allocations(self) -> dict[str, Any]:
         """What a restarted agent needs to number everything the same way."""
@@ -75,7 +89,7 @@ class EbpfPlanner:
         self.update(ir, diff_ir(None, ir), host_addresses)
         self.identities.keep_only(self._key_users)
         self.prefixes.keep_only(self._prefix_list)
-        self.endpoint_ids.keep_only(ir.endpoints)
+        self.endpoint_ids.keep_only([*ir.endpoints, *ir.transit])
         return state_delta(old, self.state)
 
     def update(
@@ -187,18 +201,30 @@ class EbpfPlanner:
     def _endpoints(
         self, ir: NodeIR, change: IRDiff, changed_sets: set[str], delta: MapDelta
     ) -> None:
+        # Removals first: a ref may go from transit to local (a pod recreated on this
+        # node) within one change.
         for ref in change.endpoints_removed:
             self._forget_endpoint(ref, delta)
+        for ref in change.transit_removed:
+            self._forget_endpoint(ref, delta)
+            self._forget_transit(ref, delta)
         named = {s for s in change.members if isinstance(ir.sets.get(s), NamedPortSet)}
-        touched = {*change.endpoints_added, *change.endpoints_changed}
+        touched = {
+            *change.endpoints_added,
+            *change.endpoints_changed,
+            *change.transit_added,
+            *change.transit_changed,
+        }
         for sid in changed_sets | named:
             touched |= self._set_users.get(sid, set())
         for ref in sorted(touched):
             if ref in ir.endpoints:
-                self._plan_endpoint(ir, ref, delta)
+                self._plan_endpoint(ir, ir.endpoints[ref], delta)
+            elif ref in ir.transit:
+                self._plan_endpoint(ir, ir.transit[ref], delta)
 
-    def _plan_endpoint(self, ir: NodeIR, ref: str, delta: MapDelta) -> None:
-        endpoint = ir.endpoints[ref]
+    def _plan_endpoint(self, ir: NodeIR, endpoint: LocalEndpoint, delta: MapDelta) -> None:
+        ref = endpoint.pod
         number = self.endpoint_ids.get(ref)
         policy, named = endpoint_entries(number, endpoint, self._set_ids, ir.members)
         self._add_entries(policy, named, delta)
@@ -208,9 +234,56 @@ class EbpfPlanner:
         self._by_endpoint[ref] = (policy, named)
         self._index_users(ref, sets_used(endpoint))
         value = (number, endpoint_flags(endpoint))
-        if self.state.endpoints.get(ref) != value:
+        if isinstance(endpoint, TransitEndpoint):
+            self._plan_transit(endpoint, value, delta)
+        elif self.state.endpoints.get(ref) != value:
             self.state.endpoints[ref] = value
             delta.endpoint_set[ref] = value
+
+    def _plan_transit(
+        self, endpoint: TransitEndpoint, value: tuple[int, int], delta: MapDelta
+    ) -> None:
+        """A transit endpoint's address entries and home entries."""
+        ips = frozenset(str(ip) for ip in endpoint.ips if isinstance(ip, IPv4Address))
+        homes = frozenset(
+            (value[0], str(ip)) for ip in endpoint.node_ips if isinstance(ip, IPv4Address)
+        )
+        old_ips, old_homes = self._transit_keys.get(endpoint.pod, (frozenset(), frozenset()))
+        self._transit_keys[endpoint.pod] = (ips, homes)
+        self._change_homes(homes - old_homes, old_homes - homes, delta)
+        for ip in ips:
+            if self.state.transit.get(ip) != value:
+                self.state.transit[ip] = value
+                delta.transit_set[ip] = value
+                delta.transit_del.discard(ip)
+        self._drop_transit_ips(old_ips - ips, delta)
+
+    def _forget_transit(self, ref: str, delta: MapDelta) -> None:
+        ips, homes = self._transit_keys.pop(ref, (frozenset(), frozenset()))
+        self._change_homes(frozenset(), homes, delta)
+        self._drop_transit_ips(ips, delta)
+
+    def _drop_transit_ips(self, ips: Iterable[str], delta: MapDelta) -> None:
+        for ip in ips:
+            if self.state.transit.pop(ip, None) is not None:
+                delta.transit_del.add(ip)
+            delta.transit_set.pop(ip, None)
+
+    def _change_homes(
+        self, added: frozenset[HomeEntry], removed: frozenset[HomeEntry], delta: MapDelta
+    ) -> None:
+        for entry in removed:
+            self.state.homes.discard(entry)
+            if entry in delta.home_add:
+                delta.home_add.discard(entry)
+            else:
+                delta.home_del.add(entry)
+        for entry in added:
+            self.state.homes.add(entry)
+            if entry in delta.home_del:
+                delta.home_del.discard(entry)
+            else:
+                delta.home_add.add(entry)
 
     def _forget_endpoint(self, ref: str, delta: MapDelta) -> None:
         cached = self._by_endpoint.pop(ref, None)

@@ -2,8 +2,9 @@
 one by one, and golden files show them.
 
 The order never admits what the new state denies, nor denies for long what it admits:
-entries before the flags that make them count (policy, named, addresses, then
-endpoints), flags off before entries go (endpoints, then addresses, policy, named)."""
+entries before the flags that make them count (policy, named, addresses, transit
+homes, then endpoints and transit endpoints), flags off before entries go (endpoints
+and transit endpoints, then homes, addresses, policy, named)."""
 
 from __future__ import annotations
 
@@ -44,11 +45,23 @@ def ordered_writes(
         for k, v in order(delta.addr_set.items())
     ]
     out += [
+        ("picket_transit_home", codec.transit_home_key(e), codec.PRESENT)
+        for e in order(delta.home_add)
+    ]
+    out += [
         ("picket_endpoints", codec.endpoint_key(i), codec.endpoint_value(*v))
         for i, v in order(endpoints.put.items())
     ]
+    out += [
+        ("picket_transit", codec.transit_key(ip), codec.endpoint_value(*v))
+        for ip, v in order(delta.transit_set.items())
+    ]
     out += [("picket_endpoints", codec.endpoint_key(i), None) for i in endpoints.delete]
-    out += [("picket_endpoints", raw, None) for raw in stale.get("picket_endpoints", ())]
+    out += [("picket_transit", codec.transit_key(ip), None) for ip in order(delta.transit_del)]
+    for name in ("picket_endpoints", "picket_transit"):
+        out += [(name, raw, None) for raw in stale.get(name, ())]
+    out += [("picket_transit_home", codec.transit_home_key(e), None) for e in order(delta.home_del)]
+    out += [("picket_transit_home", raw, None) for raw in stale.get("picket_transit_home", ())]
     out += [("picket_addr", codec.addr_key(k), None) for k in order(delta.addr_del)]
     out += [("picket_policy", codec.policy_key(e), None) for e in order(delta.policy_del)]
     out += [("picket_named", codec.named_key(e), None) for e in order(delta.named_del)]

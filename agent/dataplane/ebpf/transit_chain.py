@@ -1,0 +1,103 @@
+"""The transit mark for the eBPF backend (agent/dataplane/transit_mark.py says what it
+is): one mangle chain, PICKET-TRANSIT, jumped from FORWARD, and its two ipsets.
+
+Why iptables here: a BPF netfilter program cannot change the packet (no DSCP to set)
+nor the connection (no mark to set), and both are what the mark is. The chain runs in
+mangle FORWARD (priority -150), before the program (priority 10/11): it marks what the
+program then judges (a denied packet is dropped, mark and all) and records the trust
+the program then reads (the connection mark). The same rules, rendered by
+transit_mark.py, are what the iptables backend jumps to from its own chain."""
+
+from __future__ import annotations
+
+import subprocess
+
+from agent.compiler.ir import NodeIR
+from agent.dataplane.errors import DataplaneError
+from agent.dataplane.ipset_render import (
+    IpSet,
+    destroy_script,
+    ipset_create,
+    script_text,
+    swap_script,
+)
+from agent.dataplane.iptables import detect_mode
+from agent.dataplane.iptables_render import Ruleset, cleanup_text, restore_text
+from agent.dataplane.transit_mark import CHAIN, SETS, chain_rules, render_sets
+
+TABLE = "mangle"
+JUMP = ("FORWARD", "-m", "comment", "--comment", "picket: the transit mark", "-j", CHAIN)
+
+
+def _run(argv: list[str], stdin: str | None = None, check: bool = True) -> bool:
+    proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        raise DataplaneError(f"{' '.join(argv[:3])} failed: {proc.stderr.strip()}")
+    return proc.returncode == 0
+
+
+class TransitChain:
+    """What is programmed, so that an unchanged chain or set is not written again."""
+
+    def __init__(self, dscp: int) -> None:
+        self.dscp = dscp
+        self._mode: str | None = None
+        self._rules: list[str] | None = None
+        self._sets: dict[str, IpSet] = {}
+
+    def _tool(self, suffix: str = "") -> str:
+        if self._mode is None:
+            self._mode = detect_mode()
+        return f"iptables-{self._mode}{suffix}"
+
+    def before_maps(self, ir: NodeIR, uplinks: tuple[str, ...], full: bool) -> None:
+        """The peer nodes' set and the chain, before the maps are written: trust needs
+        only the set; the transit set is created (the rule names it) but filled after."""
+        if not self.dscp:
+            return
+        peers, transit = render_sets(ir)
+        self._swap(peers, full)
+        _run(["ipset", "restore"], script_text([ipset_create(s) for s in transit]))
+        rules = chain_rules(ir, uplinks, self.dscp)
+        if full or rules != self._rules:
+            text = restore_text(Ruleset({CHAIN: rules}, {}), table=TABLE)
+            _run([self._tool("-restore"), "--noflush", "-w"], text)
+            self._rules = rules
+        iptables = [self._tool(), "-w", "-t", TABLE]
+        if not _run([*iptables, "-C", *JUMP], check=False):
+            _run([*iptables, "-I", JUMP[0], "1", *JUMP[1:]])
+        self._destroy_unused({s.name for s in (*peers, *transit)}, full)
+
+    def after_maps(self, ir: NodeIR, full: bool) -> None:
+        """The transit set, once the program judges every address in it: a pod is
+        marked for its own node only once this node judges its ingress."""
+        if self.dscp:
+            self._swap(render_sets(ir)[1], full)
+
+    def _swap(self, sets: list[IpSet], full: bool) -> None:
+        changed = [s for s in sets if full or self._sets.get(s.name) != s]
+        if changed:
+            _run(["ipset", "restore"], script_text(swap_script(changed)))
+            self._sets.update({s.name: s for s in changed})
+
+    def _destroy_unused(self, wanted: set[str], full: bool) -> None:
+        """After the chain that used them was rewritten without them (on a full sync
+        also those an earlier agent left)."""
+        for name in [n for n in SETS if n not in wanted and (full or n in self._sets)]:
+            _run(["ipset", "restore"], script_text(destroy_script([name])), check=False)
+            self._sets.pop(name, None)
+
+    def remove(self) -> list[str]:
+        """The jump, the chain and the sets (cleanup)."""
+        removed = []
+        iptables = [self._tool(), "-w", "-t", TABLE]
+        while _run([*iptables, "-D", *JUMP], check=False):
+            removed.append(f"jump from FORWARD to {CHAIN}")
+        if _run([*iptables, "-S", CHAIN], check=False):
+            _run([self._tool("-restore"), "--noflush", "-w"], cleanup_text([CHAIN], TABLE))
+            removed.append(f"chain {CHAIN} ({TABLE})")
+        for name in SETS:
+            if _run(["ipset", "restore"], script_text(destroy_script([name])), check=False):
+                removed.append(f"set {name}")
+        self._rules, self._sets = None, {}
+        return removed

@@ -1,0 +1,83 @@
+"""The transit mark: how the node that judged a NodePort connection tells the backend's
+node so (pure: rule and set texts; both backends program them).
+
+With `externalTrafficPolicy: Cluster` the node an outside client reaches (A) picks a
+backend on another node (B), DNATs, and masquerades to its own address: B no longer
+sees the client. A judges the backend's ingress on the client's own address (a transit
+endpoint, docs/agent.md); B would judge the same connection again on A's address, an
+ordinary address an ipBlock may not hold, and deny what A admitted. So:
+
+- A sets a DSCP code point on the packets that begin a connection it DNATed to a
+  transit endpoint (before its program or chains judge them: what they deny is dropped
+  anyway, and masquerade keeps the DSCP);
+- B trusts a new connection as judged upstream only when all of these hold: it arrived
+  on the interface holding B's node address (not from a pod), from another node's
+  address, with that code point. B records the trust in a connection-mark bit when the
+  connection begins, so the datapath (either backend) and the conntrack cleanup after a
+  narrowing change read the same fact.
+
+The mark rides on the first packets only (TCP: the SYN; UDP: until the first reply).
+Who can forge it: only a sender of packets with another node's source address onto the
+node network, which the cluster network must not allow anyway (the same trust a
+tunnelling CNI gives its peers' addresses). DSCP 0 turns the mark off: B then judges
+masqueraded transit on the masquerading node's address (docs/semantics.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from agent.compiler.ir import NodeIR
+from agent.dataplane.ebpf_layout import TRUSTED_CTMARK
+from agent.dataplane.ipset_render import SET_PREFIX, IpSet
+
+CHAIN = "PICKET-TRANSIT"
+# A code point of RFC 2474's pool 2 (xxxx11: experimental and local use).
+DEFAULT_DSCP = 0x17
+# The connection-mark bit meaning "judged by the node that DNATed it" (0x01000000; the
+# eBPF program reads it too, hence its home in bpf/picket.h). kube-proxy uses packet
+# marks (0x4000, 0x8000), not connection marks.
+PEER_NODES_SET = f"{SET_PREFIX}peer-nodes"
+TRANSIT_SET = f"{SET_PREFIX}transit"
+SETS = (PEER_NODES_SET, TRANSIT_SET)
+
+
+def trusted(ctmark: int) -> bool:
+    """Whether a connection mark says the connection was judged upstream."""
+    return bool(ctmark & TRUSTED_CTMARK)
+
+
+def render_sets(ir: NodeIR) -> tuple[list[IpSet], list[IpSet]]:
+    """(The other nodes' addresses, where trusted transit comes from; the transit
+    endpoints' addresses, what this node marks), each only when there are any (the
+    rules of chain_rules use them then). IPv4: IPv6 comes with ip6tables."""
+    peers = frozenset(str(ip) for ip in ir.peer_node_ips if ip.version == 4)
+    transit = frozenset(str(ip) for e in ir.transit.values() for ip in e.ips if ip.version == 4)
+    return (
+        [IpSet(PEER_NODES_SET, "hash:ip", peers)] if peers else [],
+        [IpSet(TRANSIT_SET, "hash:ip", transit)] if ir.transit else [],
+    )
+
+
+def chain_rules(ir: NodeIR, uplinks: Iterable[str], dscp: int) -> list[str]:
+    """PICKET-TRANSIT's rules (after `-A PICKET-TRANSIT`): the trust when other nodes
+    exist, the mark when this node has transit endpoints; none when the mark is off.
+    `uplinks`: the interfaces holding this node's addresses."""
+    if not dscp:
+        return []
+    new = "-m conntrack --ctstate NEW"
+    peers = any(ip.version == 4 for ip in ir.peer_node_ips)
+    rules = [
+        f"-i {uplink} {new} -m dscp --dscp {dscp:#x} -m set --match-set {PEER_NODES_SET} src "
+        f'-m comment --comment "picket: judged by the node that DNATed it" '
+        f"-j CONNMARK --set-xmark {TRUSTED_CTMARK:#x}/{TRUSTED_CTMARK:#x}"
+        for uplink in (sorted(set(uplinks)) if peers else ())
+    ]
+    if not ir.transit:
+        return rules
+    rules.append(
+        f"{new} -m conntrack --ctstate DNAT -m set --match-set {TRANSIT_SET} dst "
+        f'-m comment --comment "picket: judged here for its backend\'s node" '
+        f"-j DSCP --set-dscp {dscp:#x}"
+    )
+    return rules
