@@ -338,7 +338,8 @@ def _probe_pods(args: argparse.Namespace) -> dict:
         return asyncio.run(probe_matrix(pods, *run))
     nodes = lab_nodes(lab.config().get("nodes", 1))
     targets = probeable(pods)
-    with probe_services(api, targets, args.port, args.protocol, state_dir(), nodes) as ips:
+    ports = [(args.port, args.protocol)]
+    with probe_services(api, targets, ports, state_dir(), nodes) as ips:
         return asyncio.run(probe_matrix(targets, *run, addresses=ips))
 
 

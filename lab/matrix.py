@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,9 @@ from lab.config import LabNode
 from lab.probe import ProbeResult, probe
 from lab.probe_services import (
     PROBE_SELECTOR,
+    ProbePort,
+    WantedPort,
+    probe_service_key,
     service_manifest,
     slice_manifest,
     unprogrammed,
@@ -45,13 +48,18 @@ async def probe_matrix(
     addresses: dict[str, str] | None = None,
 ) -> dict[str, dict[str, ProbeResult]]:
     """results[src][dst] for every pair of distinct ready pods; `addresses` (pod ref ->
-    address, e.g. a ClusterIP in front of the pod) replaces the pods' own."""
+    address, e.g. a ClusterIP in front of the pod) replaces the pods' own, and must
+    then name every ready pod: a pod probed directly would pass for one probed through
+    its Service."""
     ready = probeable(pods)
+    missing = [p.ref for p in ready if addresses is not None and p.ref not in addresses]
+    if missing:
+        raise ServiceProbeError(f"no probe Service for {', '.join(missing)}")
     gate = asyncio.Semaphore(MAX_IN_FLIGHT)
 
     async def one(src: LabPod, dst: LabPod) -> ProbeResult:
         async with gate:
-            target = (addresses or {}).get(dst.ref, dst.ip)
+            target = dst.ip if addresses is None else addresses[dst.ref]
             assert target is not None
             return await probe(src.netns, target, port, protocol, timeout)
 
@@ -67,24 +75,37 @@ async def probe_matrix(
 def probe_services(
     api: client.CoreV1Api,
     pods: list[LabPod],
-    port: int,
-    protocol: str,
+    ports: Sequence[ProbePort],
     state: Path,
     nodes: list[LabNode],
 ) -> Iterator[dict[str, str]]:
-    """A Service per pod, programmed by every node's kube-proxy; yields pod ref ->
-    ClusterIP, and removes the Services and their slices afterwards, whatever happens."""
+    """A Service per pod with `ports`, programmed by every node's kube-proxy; yields pod
+    ref -> ClusterIP, and removes every probe Service and slice afterwards, whatever
+    happens."""
     remove_probe_services(api)  # what an interrupted run left
     try:
-        cluster_ips = {pod.ref: _create(api, pod, port, protocol) for pod in pods}
-        _wait_programmed(state, nodes, wanted_programming(pods, cluster_ips, port, protocol))
-        yield cluster_ips
+        yield create_probe_services(api, pods, ports, state, nodes)
     finally:
         remove_probe_services(api)
 
 
-def _create(api: client.CoreV1Api, pod: LabPod, port: int, protocol: str) -> str:
-    service = service_manifest(pod, port, protocol)
+def create_probe_services(
+    api: client.CoreV1Api,
+    pods: list[LabPod],
+    ports: Sequence[ProbePort],
+    state: Path,
+    nodes: list[LabNode],
+) -> dict[str, str]:
+    """A Service per pod with `ports`, created and then waited for until every node's
+    kube-proxy has programmed each port; returns pod ref -> ClusterIP. Removing them is
+    the caller's (`remove_probe_services`)."""
+    cluster_ips = {pod.ref: _create(api, pod, ports) for pod in pods}
+    _wait_programmed(state, nodes, wanted_programming(pods, cluster_ips, ports))
+    return cluster_ips
+
+
+def _create(api: client.CoreV1Api, pod: LabPod, ports: Sequence[ProbePort]) -> str:
+    service = service_manifest(pod, ports)
     namespace = service["metadata"]["namespace"]
     resp = api.create_namespaced_service(namespace, service, _preload_content=False)
     address = (json.loads(resp.data).get("spec") or {}).get("clusterIP")
@@ -94,14 +115,12 @@ def _create(api: client.CoreV1Api, pod: LabPod, port: int, protocol: str) -> str
         )
     discovery = client.DiscoveryV1Api(api.api_client)
     discovery.create_namespaced_endpoint_slice(
-        namespace, slice_manifest(pod, port, protocol), _preload_content=False
+        namespace, slice_manifest(pod, ports), _preload_content=False
     )
     return address
 
 
-def _wait_programmed(
-    state: Path, nodes: list[LabNode], wanted: dict[str, tuple[str, str, str]]
-) -> None:
+def _wait_programmed(state: Path, nodes: list[LabNode], wanted: list[WantedPort]) -> None:
     try:
         from lab.kubeproxy.status import programmed  # the lab kube-proxy's own reader
     except ImportError as exc:
@@ -119,17 +138,22 @@ def _wait_programmed(
         time.sleep(0.1)
 
 
-def remove_probe_services(api: client.CoreV1Api) -> None:
+def remove_probe_services(api: client.CoreV1Api, refs: Iterable[str] | None = None) -> None:
+    """Every probe Service and slice, or only those of the pods `refs` (NS/POD; the
+    pods themselves may be gone)."""
+    wanted = None if refs is None else {probe_service_key(ref) for ref in refs}
     discovery = client.DiscoveryV1Api(api.api_client)
     for piece in list_endpoint_slices(api, PROBE_SELECTOR):
         meta = piece["metadata"]
-        _gone(discovery.delete_namespaced_endpoint_slice, meta["name"], meta["namespace"])
+        if wanted is None or (meta["namespace"], meta["name"]) in wanted:
+            _gone(discovery.delete_namespaced_endpoint_slice, meta["name"], meta["namespace"])
     resp = api.list_service_for_all_namespaces(
         label_selector=PROBE_SELECTOR, _preload_content=False
     )
     for service in json.loads(resp.data)["items"]:
         meta = service["metadata"]
-        _gone(api.delete_namespaced_service, meta["name"], meta["namespace"])
+        if wanted is None or (meta["namespace"], meta["name"]) in wanted:
+            _gone(api.delete_namespaced_service, meta["name"], meta["namespace"])
 
 
 def _gone(delete: Callable[..., Any], name: str, namespace: str) -> None:

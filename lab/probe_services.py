@@ -1,16 +1,20 @@
 """The Services `picket lab matrix --via-service` probes through (pure).
 
-One per destination pod: a selector-less Service in the pod's namespace whose one port
-is the probed port, and an EndpointSlice naming the pod's address, written the way an
-operator writes one (label `kubernetes.io/service-name`). Pods are never relabelled
-for this: labels decide policy verdicts. The label `picket.io/probe-service` marks
-both, so a run, or the next one after a run that was interrupted, removes them all.
+One per destination pod: a selector-less Service in the pod's namespace whose ports are
+the probed ports (one for the command; the conformance suite keeps one Service per pod
+with every port its scenarios probe), and an EndpointSlice naming the pod's address,
+written the way an operator writes one (label `kubernetes.io/service-name`). Pods are
+never relabelled for this: labels decide policy verdicts. The label
+`picket.io/probe-service` marks both, so a run, or the next one after a run that was
+interrupted, removes them all.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from lab.cluster import LabPod
@@ -21,7 +25,6 @@ PROBE_SELECTOR = f"{PROBE_LABEL}=matrix"
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
 MANAGED_BY = "picket-lab-matrix"  # not the EndpointSlice controller: it leaves these alone
 PREFIX = "picket-probe-"
-PORT_NAME = "probe"
 # A Service name is a DNS-1035 label: a letter first, at most 63 characters.
 _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
@@ -33,6 +36,12 @@ def service_name(pod_name: str) -> str:
     if len(name) <= 63 and _DNS_1035.match(name):
         return name
     return PREFIX + hashlib.sha256(pod_name.encode()).hexdigest()[:16]
+
+
+def probe_service_key(ref: str) -> tuple[str, str]:
+    """(namespace, name) of the probe Service (and its slice) of pod `ref` (NS/POD)."""
+    namespace, _, name = ref.partition("/")
+    return namespace, service_name(name)
 
 
 def _labels(service: str | None = None) -> dict[str, str]:
@@ -47,7 +56,16 @@ def _split(pod: LabPod) -> tuple[str, str]:
     return namespace, name
 
 
-def service_manifest(pod: LabPod, port: int, protocol: str) -> dict[str, Any]:
+ProbePort = tuple[int, str]  # (port, protocol), e.g. (80, "TCP")
+
+
+def port_name(port: int, protocol: str) -> str:
+    """`tcp-80`: a Service's port names are unique among its ports, and two ports may
+    share a number when their protocols differ."""
+    return f"{protocol.lower()}-{port}"
+
+
+def service_manifest(pod: LabPod, ports: Sequence[ProbePort]) -> dict[str, Any]:
     namespace, name = _split(pod)
     return {
         "apiVersion": "v1",
@@ -55,12 +73,15 @@ def service_manifest(pod: LabPod, port: int, protocol: str) -> dict[str, Any]:
         "metadata": {"name": service_name(name), "namespace": namespace, "labels": _labels()},
         "spec": {
             "type": "ClusterIP",
-            "ports": [{"name": PORT_NAME, "port": port, "protocol": protocol, "targetPort": port}],
+            "ports": [
+                {"name": port_name(n, p), "port": n, "protocol": p, "targetPort": n}
+                for n, p in ports
+            ],
         },
     }
 
 
-def slice_manifest(pod: LabPod, port: int, protocol: str) -> dict[str, Any]:
+def slice_manifest(pod: LabPod, ports: Sequence[ProbePort]) -> dict[str, Any]:
     namespace, name = _split(pod)
     endpoint: dict[str, Any] = {
         "addresses": [pod.ip],
@@ -79,38 +100,57 @@ def slice_manifest(pod: LabPod, port: int, protocol: str) -> dict[str, Any]:
         },
         "addressType": "IPv4",
         "endpoints": [endpoint],
-        "ports": [{"name": PORT_NAME, "port": port, "protocol": protocol}],
+        "ports": [{"name": port_name(n, p), "port": n, "protocol": p} for n, p in ports],
     }
 
 
+@dataclass(frozen=True)
+class WantedPort:
+    """One Service port a kube-proxy must have programmed: `ns/name`, its ClusterIP,
+    `port/PROTO` and the endpoint `podIP:port` it DNATs to."""
+
+    service: str
+    cluster_ip: str
+    port: str
+    endpoint: str
+
+    def __str__(self) -> str:
+        return f"{self.service} {self.port}"
+
+
 def wanted_programming(
-    pods: list[LabPod], cluster_ips: dict[str, str], port: int, protocol: str
-) -> dict[str, tuple[str, str, str]]:
-    """What every kube-proxy must have programmed before the probes start:
-    `ns/service` -> (ClusterIP, `port/PROTO`, `podIP:port`), for pods by ref."""
-    wanted = {}
+    pods: Sequence[LabPod], cluster_ips: dict[str, str], ports: Sequence[ProbePort]
+) -> list[WantedPort]:
+    """What every kube-proxy must have programmed before the probes start, for pods by
+    ref: each of their Services' ports."""
+    wanted = []
     for pod in pods:
         namespace, name = _split(pod)
-        wanted[f"{namespace}/{service_name(name)}"] = (
-            cluster_ips[pod.ref],
-            f"{port}/{protocol}",
-            f"{pod.ip}:{port}",
-        )
+        for number, protocol in ports:
+            wanted.append(
+                WantedPort(
+                    f"{namespace}/{service_name(name)}",
+                    cluster_ips[pod.ref],
+                    f"{number}/{protocol}",
+                    f"{pod.ip}:{number}",
+                )
+            )
     return wanted
 
 
-def unprogrammed(
-    services: dict[str, Any] | None, wanted: dict[str, tuple[str, str, str]]
-) -> list[str]:
-    """The wanted Services that a node's programmed services (the "services" of its
-    kube-proxy status file, as lab/kubeproxy/status.py `programmed` reads them:
-    `{"ns/name": {"clusterIP": ..., "ports": {"80/TCP": {"endpoints": [...]}}}}`, None
-    before its first apply) do not show with their ClusterIP, port and endpoint."""
+def unprogrammed(services: dict[str, Any] | None, wanted: Sequence[WantedPort]) -> list[str]:
+    """The wanted Service ports (`ns/name port/PROTO`) that a node's programmed services
+    (the "services" of its kube-proxy status file, as lab/kubeproxy/status.py
+    `programmed` reads them: `{"ns/name": {"clusterIP": ..., "ports": {"80/TCP":
+    {"endpoints": [...]}}}}`, None before its first apply) do not show with their
+    ClusterIP and endpoint."""
     services = services or {}
     missing = []
-    for key, (address, port_key, endpoint) in sorted(wanted.items()):
-        entry = services.get(key) or {}
-        port = (entry.get("ports") or {}).get(port_key) or {}
-        if entry.get("clusterIP") != address or endpoint not in (port.get("endpoints") or []):
-            missing.append(key)
-    return missing
+    for want in wanted:
+        entry = services.get(want.service) or {}
+        port = (entry.get("ports") or {}).get(want.port) or {}
+        if entry.get("clusterIP") != want.cluster_ip or want.endpoint not in (
+            port.get("endpoints") or []
+        ):
+            missing.append(str(want))
+    return sorted(missing)

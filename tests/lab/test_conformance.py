@@ -2,6 +2,12 @@
 the oracle's matrix computed from the live objects. The scenarios cover every rule of
 DESIGN.md's semantics list; same-node and cross-node pairs are both in every matrix.
 
+Every matrix is observed twice, at once: to the pods' own addresses, and through a
+ClusterIP per destination pod (the Services `lab matrix --via-service` makes), and both
+must equal the oracle's, since NetworkPolicy acts below Services. The Services are made
+once per lab with every port the scenarios probe (and per scenario for its extra pods);
+the `checks` of non-pod endpoints are probed directly only.
+
 The suite is parametrized by backend; no expectation is backend-specific."""
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import pytest
 from tests.support.enforcement import apply, converged, live_state, oracle_allows, probe_allowed
 from tests.support.lab_cli import Kubectl, model_lab
 from tests.support.policies import BACKENDS, netpol, ns_peer, pods_peer, sel
+from tests.support.via_service import add_services, module_services, remove_services
 
 NAMESPACES = ["x", "y", "z"]
 
@@ -485,10 +492,20 @@ SCENARIOS = [
 ]
 
 
+PROBED_PORTS = sorted({target for s in SCENARIOS for target in s.targets})
+
+
 @pytest.fixture(scope="module", params=BACKENDS)
 def enforcing(request: pytest.FixtureRequest) -> Iterator[Kubectl]:
     with model_lab(request.param) as kubectl:
         yield kubectl
+
+
+@pytest.fixture(scope="module")
+def services(enforcing: Kubectl) -> Iterator[dict[str, str]]:
+    """Pod ref -> ClusterIP of its probe Service, for every pod of the model."""
+    with module_services(NAMESPACES, PROBED_PORTS) as cluster_ips:
+        yield cluster_ips
 
 
 def reset(kubectl: Kubectl) -> None:
@@ -497,19 +514,32 @@ def reset(kubectl: Kubectl) -> None:
     kubectl("delete", "pod", "-A", "-l", "scenario=extra", "--wait=true")
 
 
+def extra_pods(objects: list[dict[str, Any]]) -> list[str]:
+    pods = [o["metadata"] for o in objects if o["kind"] == "Pod"]
+    return [f"{meta['namespace']}/{meta['name']}" for meta in pods]
+
+
 def test_pairs_span_nodes(enforcing):
     nodes = {p.node_name for p in live_state(enforcing).endpoint_pods if p.namespace in "xyz"}
     assert nodes == {"node-1", "node-2"}
 
 
+def test_every_model_pod_has_a_probe_service(enforcing, services):
+    pods = live_state(enforcing).endpoint_pods
+    assert {p.ref for p in pods if p.namespace in NAMESPACES} == set(services)
+
+
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
-def test_scenario(enforcing, scenario):
+def test_scenario(enforcing, services, scenario):
     kubectl = enforcing
     reset(kubectl)
+    extra: list[str] = []
     try:
         objects = scenario.objects(kubectl)
         apply(kubectl, *objects)
-        if any(o["kind"] == "Pod" for o in objects):
+        extra = extra_pods(objects)
+        addresses = services
+        if extra:
             kubectl(
                 "wait",
                 "--for=condition=Ready",
@@ -519,8 +549,10 @@ def test_scenario(enforcing, scenario):
                 "scenario=extra",
                 "--timeout=30s",
             )
+            addresses = {**services, **add_services(extra, PROBED_PORTS)}
         for port, protocol in scenario.targets:
-            assert converged(kubectl, NAMESPACES, port, protocol) == [], (port, protocol)
+            diff = converged(kubectl, NAMESPACES, port, protocol, services=addresses)
+            assert diff == [], (port, protocol)
         for source, target, port in scenario.checks:
             number, _, proto = port.partition("/")
             want = oracle_allows(
@@ -534,8 +566,11 @@ def test_scenario(enforcing, scenario):
         if scenario.change is not None:
             scenario.change(kubectl)
             for port, protocol in scenario.targets:
-                assert converged(kubectl, NAMESPACES, port, protocol) == [], "after the change"
+                diff = converged(kubectl, NAMESPACES, port, protocol, services=addresses)
+                assert diff == [], ("after the change", port, protocol)
     finally:
+        if extra:
+            remove_services(extra)
         if scenario.undo is not None:
             scenario.undo(kubectl)
 

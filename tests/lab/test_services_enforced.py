@@ -201,10 +201,30 @@ def test_an_allowed_connection_through_a_cluster_ip_survives_unrelated_narrowing
         line.close()
 
 
-def test_a_connection_through_a_cluster_ip_stops_when_policy_forbids_it(cluster):
+def _client_beside(pods: dict[str, LabPod], server: LabPod, placement: str) -> LabPod:
+    """An x pod on the server's node ("same node") or on the other ("across nodes"),
+    where the lab put them."""
+    for ref in sorted(r for r in pods if r.startswith("x/")):
+        if (pods[ref].node == server.node) == (placement == "same node"):
+            return pods[ref]
+    pytest.fail(f"the lab put no x pod {placement} as {server.ref} ({server.node})")
+
+
+@pytest.mark.parametrize("route", ["direct", "cluster-ip"])
+@pytest.mark.parametrize("placement", ["same node", "across nodes"])
+def test_a_connection_stops_when_policy_forbids_it(cluster, placement, route):
+    """Direct to z/c and through a ClusterIP in front of it, the client on z/c's node
+    and on the other: cut within 10 s once a policy admits only z/a into z/c."""
     kubectl, pods = cluster
-    svc = _published(kubectl, _service("cut-c", "c", port=8083, target=81, ns="z"), pods["z/c"])
-    line = _Line(pods["x/c"].netns, svc["spec"]["clusterIP"], 8083)
+    server, client = pods["z/c"], _client_beside(pods, pods["z/c"], placement)
+    if route == "direct":
+        address, port = server.ip, 81
+    else:
+        port = 8083 if placement == "same node" else 8084
+        name = f"cut-c-{port}"
+        svc = _published(kubectl, _service(name, "c", port=port, target=81, ns="z"), server)
+        address = svc["spec"]["clusterIP"]
+    line = _Line(client.netns, address, port)
     try:
         assert line.alive()
         apply(
@@ -216,10 +236,12 @@ def test_a_connection_through_a_cluster_ip_stops_when_policy_forbids_it(cluster)
             ),
         )
         assert wait_until(lambda: not line.alive(), 10), (
-            f"the forbidden connection lives on; agents: {_agent_logs()}"
+            f"the forbidden connection {client.ref} ({client.node}) -> {address}:{port} "
+            f"({server.ref} on {server.node}) lives on; agents: {_agent_logs()}"
         )
     finally:
         line.close()
+        kubectl("delete", "networkpolicy", "-n", "z", "c-from-a", "--ignore-not-found")
 
 
 # With Local, kube-proxy sends outside clients only to backends on the receiving node

@@ -41,10 +41,32 @@ def live_state(kubectl: Kubectl) -> ClusterState:
     return ClusterState.from_objects(objects)
 
 
-def observed(namespaces: list[str], port: int, protocol: str) -> dict[str, dict[str, bool]]:
+Matrix = dict[str, dict[str, bool]]
+DIRECT = "direct"
+VIA_SERVICE = "via service"
+
+
+def observed(namespaces: list[str], port: int, protocol: str) -> Matrix:
+    return observed_routes(namespaces, port, protocol, {DIRECT: None})[DIRECT]
+
+
+def observed_routes(
+    namespaces: list[str], port: int, protocol: str, routes: dict[str, dict[str, str] | None]
+) -> dict[str, Matrix]:
+    """The observed matrix along each route, all probed at once from one event loop: a
+    route is None (each pod's own address) or pod ref -> the address probed instead
+    (its probe Service's ClusterIP); one listing of the pods serves them all."""
     pods = list_pods(core_api(lab.kubeconfig_path()), namespaces)
-    results = asyncio.run(probe_matrix(pods, port, protocol.upper()))
-    return {s: {d: r.outcome != "timeout" for d, r in row.items()} for s, row in results.items()}
+
+    async def every_route() -> list[dict]:
+        runs = (probe_matrix(pods, port, protocol.upper(), addresses=a) for a in routes.values())
+        return await asyncio.gather(*runs)
+
+    found = dict(zip(routes, asyncio.run(every_route()), strict=True))
+    return {
+        route: {s: {d: r.outcome != "timeout" for d, r in row.items()} for s, row in got.items()}
+        for route, got in found.items()
+    }
 
 
 def probe_once(source: str, target: str, port: str, timeout: float = 1.0) -> str:
@@ -75,14 +97,24 @@ def differences(want: dict, got: dict) -> list[str]:
 
 
 def converged(
-    kubectl: Kubectl, namespaces: list[str], port: int, protocol: str, timeout: float = 20.0
+    kubectl: Kubectl,
+    namespaces: list[str],
+    port: int,
+    protocol: str,
+    timeout: float = 20.0,
+    services: dict[str, str] | None = None,
 ) -> list[str]:
     """Differences between the lab and the oracle once the agents have had the time to
-    program the change (polled, so no timing is asserted); [] when they agree."""
+    program the change (polled, so no timing is asserted); [] when they agree. With
+    `services` (pod ref -> ClusterIP of a Service in front of it, one for every pod
+    probed) each poll also probes every pair through the Services, and both matrices
+    must equal the oracle's: NetworkPolicy acts below Services."""
     want = expected(kubectl, namespaces, port, protocol)
+    routes = {DIRECT: None} | ({VIA_SERVICE: services} if services is not None else {})
     deadline = time.monotonic() + timeout
     while True:
-        diff = differences(want, observed(namespaces, port, protocol))
+        found = observed_routes(namespaces, port, protocol, routes)
+        diff = [f"{route}: {d}" for route, got in found.items() for d in differences(want, got)]
         if not diff or time.monotonic() > deadline:
             return diff
         time.sleep(0.3)

@@ -10,6 +10,8 @@ from agent.portspec import parse_service_target
 from lab.cluster import LabPod, probe_destination
 from lab.probe_services import (
     PROBE_LABEL,
+    WantedPort,
+    probe_service_key,
     service_manifest,
     service_name,
     slice_manifest,
@@ -108,7 +110,7 @@ POD = LabPod("x/a", "198.18.1.5", "node-1", "picket-pod-1", True, False)
 
 
 def test_probe_service_and_slice_manifests():
-    service = service_manifest(POD, 81, "UDP")
+    service = service_manifest(POD, [(81, "UDP")])
     assert service["metadata"] == {
         "name": "picket-probe-a",
         "namespace": "x",
@@ -116,9 +118,9 @@ def test_probe_service_and_slice_manifests():
     }
     assert "selector" not in service["spec"]  # never the pod's labels: they decide verdicts
     assert service["spec"]["ports"] == [
-        {"name": "probe", "port": 81, "protocol": "UDP", "targetPort": 81}
+        {"name": "udp-81", "port": 81, "protocol": "UDP", "targetPort": 81}
     ]
-    piece = slice_manifest(POD, 81, "UDP")
+    piece = slice_manifest(POD, [(81, "UDP")])
     assert piece["metadata"]["labels"]["kubernetes.io/service-name"] == "picket-probe-a"
     assert piece["metadata"]["labels"][PROBE_LABEL] == "matrix"
     assert piece["addressType"] == "IPv4"
@@ -130,23 +132,38 @@ def test_probe_service_and_slice_manifests():
             "nodeName": "node-1",
         }
     ]
-    assert piece["ports"] == [{"name": "probe", "port": 81, "protocol": "UDP"}]
+    assert piece["ports"] == [{"name": "udp-81", "port": 81, "protocol": "UDP"}]
+
+
+def test_a_probe_service_has_every_probed_port_one_number_on_several_protocols():
+    ports = [(80, "TCP"), (80, "UDP"), (81, "SCTP")]
+    names = [p["name"] for p in service_manifest(POD, ports)["spec"]["ports"]]
+    assert names == ["tcp-80", "udp-80", "sctp-81"]
+    slice_ports = slice_manifest(POD, ports)["ports"]
+    assert [(p["name"], p["port"], p["protocol"]) for p in slice_ports] == [
+        ("tcp-80", 80, "TCP"),
+        ("udp-80", 80, "UDP"),
+        ("sctp-81", 81, "SCTP"),
+    ]
+    assert probe_service_key("x/a") == ("x", "picket-probe-a")
 
 
 def test_unprogrammed_compares_with_the_kube_proxy_status():
-    wanted = wanted_programming([POD], {"x/a": "198.19.240.33"}, 81, "UDP")
-    assert wanted == {"x/picket-probe-a": ("198.19.240.33", "81/UDP", "198.18.1.5:81")}
+    wanted = wanted_programming([POD], {"x/a": "198.19.240.33"}, [(81, "UDP")])
+    assert wanted == [WantedPort("x/picket-probe-a", "198.19.240.33", "81/UDP", "198.18.1.5:81")]
     ports = {"81/UDP": {"nodePort": None, "endpoints": ["198.18.1.5:81"]}}
     done = {"x/picket-probe-a": {"clusterIP": "198.19.240.33", "ports": ports}}
     assert unprogrammed(done, wanted) == []
-    assert unprogrammed({}, wanted) == ["x/picket-probe-a"]
-    assert unprogrammed(None, wanted) == ["x/picket-probe-a"]  # before the first apply
+    assert unprogrammed({}, wanted) == ["x/picket-probe-a 81/UDP"]
+    assert unprogrammed(None, wanted) == ["x/picket-probe-a 81/UDP"]  # before the first apply
     stale = {
         "x/picket-probe-a": {"clusterIP": "198.19.240.33", "ports": {"81/UDP": {"endpoints": []}}}
     }
-    assert unprogrammed(stale, wanted) == ["x/picket-probe-a"]
+    assert unprogrammed(stale, wanted) == ["x/picket-probe-a 81/UDP"]
     moved = {"x/picket-probe-a": {"clusterIP": "198.19.240.34", "ports": ports}}
-    assert unprogrammed(moved, wanted) == ["x/picket-probe-a"]
+    assert unprogrammed(moved, wanted) == ["x/picket-probe-a 81/UDP"]
+    two = wanted_programming([POD], {"x/a": "198.19.240.33"}, [(81, "UDP"), (80, "TCP")])
+    assert unprogrammed(done, two) == ["x/picket-probe-a 80/TCP"]  # one port of two
 
 
 def parse(*argv):
