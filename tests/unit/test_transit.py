@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 from ipaddress import ip_address
-from typing import Any
 
 import pytest
 
@@ -29,21 +28,9 @@ from tests.support.builders import (
     service,
     state_of,
 )
+from tests.support.transit import ISOLATE_Y, C, web
 
-# y/c (198.18.2.13) is on node-2; y/a (198.18.1.11) on node-1.
-ISOLATE_Y = policy("y", "isolate", {"podSelector": {}, "policyTypes": ["Ingress"]})
 EGRESS_ONLY_Y = policy("y", "egress", {"podSelector": {}, "policyTypes": ["Egress"]})
-C = endpoint("198.18.2.13", "y/c", node_name="node-2")
-
-
-def web(*objs: dict[str, Any], endpoints: list | None = None, **service_args: Any) -> list:
-    """The model cluster with Service y/web and its slice (y/c by default)."""
-    return [
-        *model_cluster(),
-        service("y", "web", **service_args),
-        endpoint_slice("y", "web-1", "web", [C] if endpoints is None else endpoints),
-        *objs,
-    ]
 
 
 def transit_on(objs: list, node: str = "node-1") -> list[str]:

@@ -16,7 +16,7 @@ from agent.dataplane.conntrack import real_ends
 from agent.dataplane.ebpf.planner import EbpfPlanner
 from agent.dataplane.iptables_render import render
 from tests.support.builders import model_cluster, policy, state_of
-from tests.unit.test_transit import ISOLATE_Y, web
+from tests.support.transit import ISOLATE_Y, web
 
 C_IP = "198.18.2.13"  # y/c, on node-2: a transit endpoint of node-1
 NODE_1, NODE_2 = ip_address("198.18.0.1"), ip_address("198.18.0.2")
