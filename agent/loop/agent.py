@@ -190,7 +190,10 @@ class Agent:
             # next: IptablesBackend.apply (agent/dataplane/iptables.py) or
             # EbpfBackend.apply (agent/dataplane/ebpf/backend.py): the kernel writes
             self.backend.apply(ir, change, full)
-        if self.ir is not None and narrows(change):
+        # The first sync also removes what policy denies: connections from before the
+        # agent started (a new node's, or those a policy change forbade while it was
+        # down) would otherwise live on as established.
+        if self.ir is None or narrows(change):
             with self._stage("conntrack"):
                 removed = self.backend.remove_denied(ir)
             if removed:

@@ -295,6 +295,25 @@ def test_stopped_agent_keeps_enforcing_and_restarts(kubectl, lab_with):
     assert converged(kubectl, ["x", "z"], 80, "TCP") == []
 
 
+def test_a_connection_forbidden_while_the_agents_were_down_stops_when_they_start(kubectl, lab_with):
+    ip = kubectl.json("get", "pod", "-n", "y", "c")["status"]["podIP"]
+    for node in ("node-1", "node-2"):
+        pid = int(Path(f"/run/picket-lab/pids/agent-{node}.pid").read_text())
+        subprocess.run(["kill", "-9", str(pid)], check=True)
+    doomed = Connection("x/b", ip, 80)
+    try:
+        assert wait_until(lambda: doomed.echoes_since(0) > 3, 10)
+        apply(kubectl, netpol("y", "c-closed", {"podSelector": sel(pod="c")}))
+        time.sleep(0.5)  # no agent runs: nothing can act on it yet
+        assert doomed.echoes_since(time.monotonic() - 0.3) > 0
+        picket("lab", "up", "--nodes", "2", "--backend", lab_with[1])
+        assert wait_until(lambda: doomed.last_echo() < time.monotonic() - 1.0, 10), (
+            "the connection the policy forbade before the agents started lives on"
+        )
+    finally:
+        doomed.close()
+
+
 def _programmed(backend: str, node: str) -> bool:
     """Whether anything of Picket is programmed on `node` for `backend`."""
     netns = ["ip", "netns", "exec", f"picket-{node}"]
