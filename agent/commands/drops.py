@@ -43,13 +43,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="show recent denied connections from the drop log",
         description="Show the agent's drop records (journald, SYSLOG_IDENTIFIER=picket) as a "
         "table, newest last. Rate limit summaries show as rows counting what was "
-        "suppressed, unless --namespace, --pod or --policy narrow the view (a summary names "
-        "no connection). Exit status 0, 1 when the journal cannot be read, 2 on bad usage.",
+        "suppressed, unless --namespace, --pod, --policy or --service narrow the view (a summary "
+        "names no connection). Exit status 0, 1 when the journal cannot be read, 2 on bad usage.",
     )
     p.add_argument("--namespace", help="only connections with this source or destination namespace")
     p.add_argument("--pod", help="only connections from or to this pod: NAME or NAMESPACE/NAME")
     p.add_argument(
         "--policy", help="only connections of pods isolated by this policy: NAME or NAMESPACE/NAME"
+    )
+    p.add_argument(
+        "--service",
+        help="only connections through this Service (ClusterIP, node port, externalIP): "
+        "NAME or NAMESPACE/NAME",
     )
     p.add_argument("--node", help="only records of this node's agent")
     p.add_argument("--verdict", choices=VERDICTS, help="only records with this verdict")
@@ -106,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         policy=args.policy,
         node=args.node,
         verdict=args.verdict,
+        service=args.service,
     )
     # Follow mode runs until a signal; SIGTERM must unwind like Ctrl-C so the journalctl
     # child is stopped rather than left following for nobody.

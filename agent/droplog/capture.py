@@ -9,14 +9,18 @@ The drop log knows neither backend: it is handed its source (`NflogSource`,
 from __future__ import annotations
 
 import ctypes
+import logging
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Any, Protocol
 
-from agent.droplog.events import PacketEvent, parse_ipv4
-from agent.droplog.nflog import NflogReader
+from agent.droplog.ct_attrs import original_destination
+from agent.droplog.events import PacketEvent, parse_ipv4, sent_to
+from agent.droplog.nflog import ConntrackUnavailable, NflogReader
+
+log = logging.getLogger("picket.droplog")
 
 
 class Capture(Protocol):
@@ -43,7 +47,8 @@ class NflogSource:
 @dataclass(frozen=True)
 class RingEventLayout:
     """How to read one ring-buffer record: `record` is its ctypes structure (fields
-    direction, reason, protocol, saddr, daddr in network order, sport, dport); `verdicts`
+    direction, reason, protocol, saddr, daddr and service_addr in network order, sport,
+    dport and service_port; service_addr 0 when DNAT left the destination); `verdicts`
     maps the reasons that are policy denials to a verdict ("drop", "would-drop"), other
     reasons are not the drop log's; `egress` is the direction value of egress."""
 
@@ -72,9 +77,17 @@ def open_capture(source: NflogSource | RingSource) -> Capture:
 
 
 class NflogCapture:
+    """Asks the kernel for each packet's conntrack entry, whose original tuple says
+    where the client sent it before kube-proxy's DNAT; a kernel that cannot give it
+    still gets a drop log, whose records then name no Service (said once, here)."""
+
     def __init__(self, source: NflogSource) -> None:
         self._prefixes = dict(source.prefixes)
-        self._reader = NflogReader(source.group)
+        try:
+            self._reader = NflogReader(source.group, conntrack=True)
+        except ConntrackUnavailable as exc:
+            log.warning("%s; drop records will not name the Service a connection went to", exc)
+            self._reader = NflogReader(source.group)
 
     def read(self, timeout: float) -> list[PacketEvent]:
         events = []
@@ -84,7 +97,12 @@ class NflogCapture:
             if kind is None or parsed is None:
                 continue  # another NFLOG user of the group, or not IPv4
             protocol, src, sport, dst, dport = parsed
-            events.append(PacketEvent(kind[0], kind[1], protocol, src, sport, dst, dport))
+            original = original_destination(packet.conntrack) if packet.conntrack else None
+            events.append(
+                PacketEvent(
+                    *kind, protocol, src, sport, dst, dport, sent_to(protocol, dst, dport, original)
+                )
+            )
         return events
 
     def lost(self) -> int:
@@ -112,6 +130,8 @@ class EbpfCapture:
         verdict = layout.verdicts.get(raw.reason)
         if verdict is None:
             return
+        dst = IPv4Address(socket.ntohl(raw.daddr))
+        original = (IPv4Address(socket.ntohl(raw.service_addr)), raw.service_port)
         self._batch.append(
             PacketEvent(
                 "egress" if raw.direction == layout.egress else "ingress",
@@ -119,8 +139,9 @@ class EbpfCapture:
                 raw.protocol,
                 IPv4Address(socket.ntohl(raw.saddr)),
                 raw.sport,
-                IPv4Address(socket.ntohl(raw.daddr)),
+                dst,
                 raw.dport,
+                sent_to(raw.protocol, dst, raw.dport, original),
             )
         )
 

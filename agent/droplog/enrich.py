@@ -3,7 +3,9 @@ cache (pure: the caller holds whatever lock guards the cache); and the journal r
 
 Addresses resolve to a pod (namespace/name), to a node, or stay external. The policies
 named are the ones isolating the local endpoint whose check denied the packet: the
-destination's for ingress, the source's for egress."""
+destination's for ingress, the source's for egress. A connection kube-proxy DNATed also
+names the address the client sent it to and the Service that address is a frontend of
+(frontends.py); the destination is the backend pod, which the policy judged."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from ipaddress import IPv4Address
 
 from agent.compiler.ir import NodeIR
 from agent.droplog.events import WOULD_DROP, PacketEvent
+from agent.droplog.frontends import Via, via
 from agent.model.annotations import drop_log_enabled
 from agent.model.live import LiveState
 
@@ -42,6 +45,7 @@ class Description:
     dst: Party
     policies: tuple[str, ...]
     logged: bool  # False when the local namespace opted out (picket.io/drop-log: "off")
+    via: Via | None = None  # where the client sent it, when DNAT changed that
 
 
 def _party(live: LiveState | None, ip: IPv4Address, port: int) -> Party:
@@ -66,7 +70,8 @@ def describe(event: PacketEvent, live: LiveState | None, ir: NodeIR | None) -> D
             break
     local = dst if event.direction == "ingress" else src
     namespace = live.namespaces.get(local.namespace) if live and local.kind == POD else None
-    return Description(src, dst, policies, drop_log_enabled(namespace))
+    through = via(live, event.sent_to, event.protocol_name)
+    return Description(src, dst, policies, drop_log_enabled(namespace), through)
 
 
 def message(event: PacketEvent, description: Description) -> str:
@@ -75,9 +80,10 @@ def message(event: PacketEvent, description: Description) -> str:
     isolated = ", ".join(description.policies) or "policies no longer known"
     protocol = event.protocol_name
     where = f" on {event.dst_port}/{protocol}" if event.dst_port else ""
+    through = f" {description.via}" if description.via is not None else ""
     text = (
         f"{'WOULD-DROP' if event.verdict == WOULD_DROP else 'DROP'} {event.direction} "
-        f"{protocol} {src} -> {dst}; {local.name} is isolated by {isolated}; "
+        f"{protocol} {src} -> {dst}{through}; {local.name} is isolated by {isolated}; "
         f"no rule admits {peer.name}{where}"
     )
     return text + (" (audit mode: let through)" if event.verdict == WOULD_DROP else "")
@@ -102,6 +108,11 @@ def record_fields(
         fields[f"PICKET_{side}_POD"] = party.pod
         fields[f"PICKET_{side}_IP"] = str(party.ip)
         fields[f"PICKET_{side}_PORT"] = str(party.port)
+    if description.via is not None:  # only DNATed connections: direct ones stay as they were
+        fields["PICKET_SERVICE"] = description.via.service
+        fields["PICKET_SERVICE_IP"] = str(description.via.ip)
+        fields["PICKET_SERVICE_PORT"] = str(description.via.port)
+        fields["PICKET_SERVICE_FRONTEND"] = description.via.frontend
     return fields
 
 

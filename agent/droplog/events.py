@@ -17,7 +17,9 @@ class PacketEvent:
     """One packet a policy denied. `direction` is "ingress" or "egress" (whose policy
     denied it: the destination's for ingress, the source's for egress); `verdict` is
     "drop", or "would-drop" where the namespace is in audit mode. Ports are 0 for
-    protocols without them."""
+    protocols without them. The addresses are the packet's as the policy check saw it,
+    after kube-proxy's DNAT; `sent_to` is where the client sent the connection (a
+    ClusterIP, a node address and node port) when DNAT changed that, else None."""
 
     direction: str
     verdict: str
@@ -26,6 +28,7 @@ class PacketEvent:
     src_port: int
     dst_ip: IPv4Address
     dst_port: int
+    sent_to: tuple[IPv4Address, int] | None = None
 
     @property
     def protocol_name(self) -> str:
@@ -44,6 +47,22 @@ class PacketEvent:
         )
 
 
+PORTED_PROTOCOLS = (6, 17, 132)  # TCP, UDP, SCTP: the protocols kube-proxy DNATs
+
+
+def sent_to(
+    protocol: int, dst_ip: IPv4Address, dst_port: int, original: tuple[IPv4Address, int] | None
+) -> tuple[IPv4Address, int] | None:
+    """The connection's original destination when it differs from the packet's (the
+    connection was DNATed), else None. Without ports (ICMP) only the address counts:
+    conntrack's tuple holds an ICMP id and type there, which never match."""
+    if original is None or int(original[0]) == 0:
+        return None
+    if protocol not in PORTED_PROTOCOLS:
+        return (original[0], 0) if original[0] != dst_ip else None
+    return original if original != (dst_ip, dst_port) else None
+
+
 def parse_ipv4(packet: bytes) -> tuple[int, IPv4Address, int, IPv4Address, int] | None:
     """(protocol, source, source port, destination, destination port) from an IPv4
     packet's first bytes; None when it is not IPv4 or too short. Non-first fragments and
@@ -55,6 +74,6 @@ def parse_ipv4(packet: bytes) -> tuple[int, IPv4Address, int, IPv4Address, int] 
     src, dst = IPv4Address(packet[12:16]), IPv4Address(packet[16:20])
     fragment_offset = struct.unpack("!H", packet[6:8])[0] & 0x1FFF
     sport = dport = 0
-    if protocol in (6, 17, 132) and fragment_offset == 0 and len(packet) >= header_len + 4:
+    if protocol in PORTED_PROTOCOLS and fragment_offset == 0 and len(packet) >= header_len + 4:
         sport, dport = struct.unpack("!HH", packet[header_len : header_len + 4])
     return protocol, src, sport, dst, dport

@@ -54,8 +54,19 @@ import select
 import socket
 import struct
 import time
-from dataclasses import dataclass
 from types import TracebackType
+
+from agent.droplog.ct_support import conntrack_refusal
+from agent.droplog.nflog_wire import (
+    BE32,
+    NFNL_SUBSYS_ULOG,
+    NFULNL_MSG_PACKET,
+    NLA,
+    NLMSGHDR,
+    NflogPacket,
+    decode_prefix,
+    packet_from,
+)
 
 NETLINK_NETFILTER = 12
 SOL_NETLINK = 270
@@ -66,19 +77,14 @@ NLM_F_ACK = 0x4
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
 
-NFNL_SUBSYS_ULOG = 4
-NFULNL_MSG_PACKET = (NFNL_SUBSYS_ULOG << 8) | 0
 NFULNL_MSG_CONFIG = (NFNL_SUBSYS_ULOG << 8) | 1
-
-NFULA_PAYLOAD, NFULA_PREFIX, NFULA_SEQ = 9, 10, 12
-NFULA_IFINDEX_INDEV, NFULA_IFINDEX_OUTDEV = 4, 5
-NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED / NLA_F_NET_BYTEORDER
 
 NFULA_CFG_CMD, NFULA_CFG_MODE, NFULA_CFG_NLBUFSIZ = 1, 2, 3
 NFULA_CFG_TIMEOUT, NFULA_CFG_QTHRESH, NFULA_CFG_FLAGS = 4, 5, 6
 NFULNL_CFG_CMD_BIND, NFULNL_CFG_CMD_UNBIND = 1, 2
 NFULNL_COPY_PACKET = 0x02
 NFULNL_CFG_F_SEQ = 0x0001
+NFULNL_CFG_F_CONNTRACK = 0x0004
 NFULNL_COPY_RANGE_MAX = 0xFFFF - 4  # the payload must fit one attribute
 
 # The kernel's batch buffer is max(nlbufsiz, one packet's message), nlbufsiz <= 128 KiB
@@ -89,30 +95,17 @@ RECV_BUFFER = 256 * 1024
 MAX_DATAGRAMS_PER_READ = 4096
 ACK_TIMEOUT = 5.0
 
-_NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, portid: host order
 _NFGENMSG = struct.Struct("!BBH")  # family, version, res_id (the group, big-endian)
-_NLA = struct.Struct("=HH")  # len, type: host order
-_BE32 = struct.Struct("!I")  # attribute values: network order
 _ERRNO = struct.Struct("=i")
 
 
-@dataclass(frozen=True, slots=True)
-class NflogPacket:
-    """One logged packet. `payload` is the packet from its network header on, cut at the
-    copy range; the sequence number is the instance's own counter (None only if the
-    kernel left it out); interface indexes are None where the hook has no such device
-    (no indev on OUTPUT, no outdev on INPUT)."""
-
-    prefix: str
-    payload: bytes
-    seq: int | None
-    indev: int | None
-    outdev: int | None
+class ConntrackUnavailable(OSError):
+    """The kernel will not attach conntrack entries to this group's packets."""
 
 
 def _nla(kind: int, value: bytes) -> bytes:
     length = 4 + len(value)
-    return _NLA.pack(length, kind) + value + b"\0" * (-length % 4)
+    return NLA.pack(length, kind) + value + b"\0" * (-length % 4)
 
 
 class NflogReader:
@@ -122,8 +115,9 @@ class NflogReader:
     with options); `rcvbuf` is the socket receive buffer (forced past rmem_max when we
     have CAP_NET_ADMIN), which is what absorbs a burst between two reads; `qthresh` and
     `flush_timeout_cs` batch packets into fewer datagrams (see the module docstring for
-    the rule-level threshold that can lower it). Not thread-safe: one reader, one
-    thread at a time."""
+    the rule-level threshold that can lower it); `conntrack` asks for each packet's
+    conntrack entry (ConntrackUnavailable when the kernel cannot give it). Not
+    thread-safe: one reader, one thread at a time."""
 
     def __init__(
         self,
@@ -132,6 +126,7 @@ class NflogReader:
         rcvbuf: int = 4 << 20,
         qthresh: int = 32,
         flush_timeout_cs: int = 1,
+        conntrack: bool = False,
     ) -> None:
         if not 0 <= group <= 0xFFFF:
             raise ValueError(f"NFLOG group {group} is not in 0..65535")
@@ -149,7 +144,6 @@ class NflogReader:
         self._msg_seq = int(time.monotonic_ns()) & 0x7FFFFFFF
         self._prefixes: dict[bytes, str] = {}
         self._buf = bytearray(RECV_BUFFER)
-        self._view = memoryview(self._buf)
         self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
         self._closed = False
         try:
@@ -158,7 +152,7 @@ class NflogReader:
             self._sock.bind((0, 0))
             self._poll = select.poll()
             self._poll.register(self._sock.fileno(), select.POLLIN)
-            self._configure(copy_range, qthresh, flush_timeout_cs)
+            self._configure(copy_range, qthresh, flush_timeout_cs, conntrack)
         except BaseException:
             self._sock.close()
             self._closed = True
@@ -170,24 +164,27 @@ class NflogReader:
         except PermissionError:  # without CAP_NET_ADMIN: capped at net.core.rmem_max
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
-    def _configure(self, copy_range: int, qthresh: int, flush_timeout_cs: int) -> None:
+    def _configure(
+        self, copy_range: int, qthresh: int, flush_timeout_cs: int, conntrack: bool
+    ) -> None:
         # No PF_UNBIND/PF_BIND (what old kernels needed and ulogd still sends): modern
         # kernels find NFLOG's logger by type, and PF_BIND would make nfnetlink_log the
         # namespace's default IPv4 logger (net.netfilter.nf_log.2) for good, sending
         # other users' kernel log lines (conntrack's log_invalid) to NFLOG group 0.
+        flags = NFULNL_CFG_F_SEQ | (NFULNL_CFG_F_CONNTRACK if conntrack else 0)
         attrs = [
             _nla(NFULA_CFG_CMD, bytes([NFULNL_CFG_CMD_BIND])),
             _nla(NFULA_CFG_MODE, struct.pack("!IBB", copy_range, NFULNL_COPY_PACKET, 0)),
-            _nla(NFULA_CFG_TIMEOUT, _BE32.pack(flush_timeout_cs)),
-            _nla(NFULA_CFG_QTHRESH, _BE32.pack(qthresh)),
-            _nla(NFULA_CFG_FLAGS, struct.pack("!H", NFULNL_CFG_F_SEQ)),
+            _nla(NFULA_CFG_TIMEOUT, BE32.pack(flush_timeout_cs)),
+            _nla(NFULA_CFG_QTHRESH, BE32.pack(qthresh)),
+            _nla(NFULA_CFG_FLAGS, struct.pack("!H", flags)),
         ]
         # The default batch buffer is about a page, which holds ~12 small packets; grow
         # it so `qthresh` packets fit. Values under the default are refused (silently),
         # so only ask for more than 8 KiB (the default is at most that).
         nlbufsiz = min(qthresh * (copy_range + 256), 128 * 1024)
         if nlbufsiz > 8192:
-            attrs.append(_nla(NFULA_CFG_NLBUFSIZ, _BE32.pack(nlbufsiz)))
+            attrs.append(_nla(NFULA_CFG_NLBUFSIZ, BE32.pack(nlbufsiz)))
         try:
             self._command(socket.AF_UNSPEC, self.group, b"".join(attrs))
         except OSError as err:
@@ -200,6 +197,9 @@ class NflogReader:
                     "in this network namespace (another reader: a second agent, ulogd, "
                     f"...); the kernel answered {errno.errorcode[err.errno]}",
                 ) from None
+            # The kernel checks the flag before binding: nothing is bound on refusal.
+            if conntrack and err.errno == errno.EOPNOTSUPP:
+                raise ConntrackUnavailable(err.errno, conntrack_refusal()) from None
             raise
 
     def _command(self, family: int, group: int, attrs: bytes) -> None:
@@ -209,8 +209,8 @@ class NflogReader:
             self._msg_seq = (self._msg_seq + 1) & 0xFFFFFFFF
             seq = self._msg_seq
             body = _NFGENMSG.pack(family, 0, group) + attrs
-            header = _NLMSGHDR.pack(
-                _NLMSGHDR.size + len(body), NFULNL_MSG_CONFIG, NLM_F_REQUEST | NLM_F_ACK, seq, 0
+            header = NLMSGHDR.pack(
+                NLMSGHDR.size + len(body), NFULNL_MSG_CONFIG, NLM_F_REQUEST | NLM_F_ACK, seq, 0
             )
             self._sock.sendto(header + body, (0, 0))
             error = self._await_ack(seq)
@@ -276,39 +276,17 @@ class NflogReader:
             self._parse(min(n, size), out)
 
     def _parse(self, end: int, out: list[NflogPacket]) -> None:
-        buf, view = self._buf, self._view
-        unpack_hdr, unpack_nla, unpack_be32 = (
-            _NLMSGHDR.unpack_from,
-            _NLA.unpack_from,
-            _BE32.unpack_from,
-        )
+        buf, unpack_hdr = self._buf, NLMSGHDR.unpack_from
         offset = 0
         while offset + 16 <= end:
             length, kind, _flags, msg_seq, _portid = unpack_hdr(buf, offset)
             if length < 16 or offset + length > end:
                 return  # malformed or cut short: nothing more to trust in this datagram
             if kind == NFULNL_MSG_PACKET:
-                prefix, payload, seq, indev, outdev = "", b"", None, None, None
-                attr, stop = offset + 20, offset + length  # past nlmsghdr + nfgenmsg
-                while attr + 4 <= stop:
-                    alen, atype = unpack_nla(buf, attr)
-                    if alen < 4 or attr + alen > stop:
-                        break
-                    atype &= NLA_TYPE_MASK
-                    if atype == NFULA_PAYLOAD:
-                        payload = bytes(view[attr + 4 : attr + alen])
-                    elif atype == NFULA_PREFIX:
-                        prefix = self._prefix(bytes(view[attr + 4 : attr + alen]))
-                    elif atype == NFULA_SEQ:
-                        seq = unpack_be32(buf, attr + 4)[0]
-                    elif atype == NFULA_IFINDEX_OUTDEV:
-                        outdev = unpack_be32(buf, attr + 4)[0]
-                    elif atype == NFULA_IFINDEX_INDEV:
-                        indev = unpack_be32(buf, attr + 4)[0]
-                    attr += (alen + 3) & ~3
-                if seq is not None:
-                    self._account(seq)
-                out.append(NflogPacket(prefix, payload, seq, indev, outdev))
+                packet = packet_from(buf, offset + 20, offset + length, self._prefix)
+                if packet.seq is not None:
+                    self._account(packet.seq)
+                out.append(packet)
             elif kind == NLMSG_ERROR and length >= 20:
                 self._acks[msg_seq] = -_ERRNO.unpack_from(buf, offset + 16)[0]
             # NLMSG_DONE closes a batch; anything else is not ours to read.
@@ -319,7 +297,7 @@ class NflogReader:
         if prefix is None:
             if len(self._prefixes) >= 1024:  # rules come and go; keep the cache bounded
                 self._prefixes.clear()
-            prefix = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+            prefix = decode_prefix(raw)
             self._prefixes[raw] = prefix
         return prefix
 
@@ -343,8 +321,8 @@ class NflogReader:
             body = _NFGENMSG.pack(socket.AF_UNSPEC, 0, self.group) + _nla(
                 NFULA_CFG_CMD, bytes([NFULNL_CFG_CMD_UNBIND])
             )
-            header = _NLMSGHDR.pack(
-                _NLMSGHDR.size + len(body), NFULNL_MSG_CONFIG, NLM_F_REQUEST, self._msg_seq, 0
+            header = NLMSGHDR.pack(
+                NLMSGHDR.size + len(body), NFULNL_MSG_CONFIG, NLM_F_REQUEST, self._msg_seq, 0
             )
             self._sock.sendto(header + body, (0, 0))
         self._sock.close()

@@ -29,7 +29,7 @@ COLUMNS = (
 )
 # Follow mode prints rows before it has seen them all, so it cannot size columns to the
 # data; these fit the usual values (a long pod name just pushes the rest of its row).
-FOLLOW_WIDTHS = (19, 12, 10, 7, 5, 28, 28, 30, 7)
+FOLLOW_WIDTHS = (19, 12, 10, 7, 5, 28, 36, 30, 7)
 SEPARATOR = "  "
 MISSING = "-"
 
@@ -39,20 +39,21 @@ _CRI_LINE = re.compile(r"^(\S+) (?:stdout|stderr) [FP] (.*)$")
 
 @dataclass(frozen=True)
 class DropFilter:
-    """What the user asked to see; None means any. `pod` and `policy` are "name" or
-    "namespace/name"."""
+    """What the user asked to see; None means any. `pod`, `policy` and `service` are
+    "name" or "namespace/name"."""
 
     namespace: str | None = None
     pod: str | None = None
     policy: str | None = None
     node: str | None = None
     verdict: str | None = None
+    service: str | None = None
 
     @property
     def names_a_connection(self) -> bool:
         """Whether the filter needs the connection's endpoints or policies, which a rate
         limit summary does not carry (it counts records it did not write, of any pod)."""
-        return any(x is not None for x in (self.namespace, self.pod, self.policy))
+        return any(x is not None for x in (self.namespace, self.pod, self.policy, self.service))
 
     def matches(self, record: dict[str, Any]) -> bool:
         if not is_drop_record(record):
@@ -70,6 +71,8 @@ class DropFilter:
             return False
         if self.pod is not None and not _pod_matches(record, self.pod):
             return False
+        if self.service is not None and not _named(record.get("PICKET_SERVICE"), self.service):
+            return False
         return self.policy is None or _policy_matches(record, self.policy)
 
 
@@ -82,6 +85,8 @@ def journal_matches(drop_filter: DropFilter) -> list[str]:
         matches.append(f"PICKET_NODE={drop_filter.node}")
     if drop_filter.verdict is not None:
         matches.append(f"PICKET_VERDICT={drop_filter.verdict}")
+    if drop_filter.service is not None and "/" in drop_filter.service:
+        matches.append(f"PICKET_SERVICE={drop_filter.service}")
     return matches
 
 
@@ -95,11 +100,15 @@ def _pod_matches(record: dict[str, Any], pod: str) -> bool:
     return False
 
 
+def _named(element: object, wanted: str) -> bool:
+    """`element` (namespace/name) is `wanted`, given as namespace/name or as name."""
+    if not isinstance(element, str) or not element:
+        return False
+    return element == wanted or ("/" not in wanted and element.rpartition("/")[2] == wanted)
+
+
 def _policy_matches(record: dict[str, Any], policy: str) -> bool:
-    for element in policy_list(record):
-        if element == policy or ("/" not in policy and element.rpartition("/")[2] == policy):
-            return True
-    return False
+    return any(_named(element, policy) for element in policy_list(record))
 
 
 def policy_list(record: dict[str, Any]) -> list[str]:
@@ -187,6 +196,19 @@ def format_time(record: dict[str, Any], tz: tzinfo | None = None) -> str:
     return datetime.fromtimestamp(micros / 1_000_000, tz).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def destination(record: dict[str, Any]) -> str:
+    """The destination's `endpoint`, and the Service (or the address, when no Service
+    was known) a DNATed connection went through: "y/b:80 via y/web"."""
+    where = endpoint(record, "DST")
+    if record.get("PICKET_SERVICE"):
+        return f"{where} via {record['PICKET_SERVICE']}"
+    if record.get("PICKET_SERVICE_IP"):
+        port = str(record.get("PICKET_SERVICE_PORT") or "")
+        address = record["PICKET_SERVICE_IP"] + ("" if port in ("", "0") else f":{port}")
+        return f"{where} via {address}"
+    return where
+
+
 def endpoint(record: dict[str, Any], side: str) -> str:
     """ns/pod:port for a pod, ip:port otherwise; no port for protocols without one."""
     pod = record.get(f"PICKET_{side}_POD") or ""
@@ -211,7 +233,7 @@ def row(record: dict[str, Any], tz: tzinfo | None = None) -> list[str]:
         record.get("PICKET_DIRECTION") or MISSING,
         record.get("PICKET_PROTOCOL") or MISSING,
         endpoint(record, "SRC"),
-        endpoint(record, "DST"),
+        destination(record),
         ",".join(policy_list(record)) or MISSING,
         str(record.get("PICKET_REPEATS") or "1"),
     ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gzip
 import os
 import secrets
 import shutil
@@ -18,11 +19,13 @@ import subprocess
 import time
 from collections.abc import Iterator
 from ipaddress import IPv4Address
+from pathlib import Path
 
 import pytest
 
+from agent.droplog.ct_attrs import original_destination
 from agent.droplog.events import parse_ipv4
-from agent.droplog.nflog import NflogPacket, NflogReader
+from agent.droplog.nflog import ConntrackUnavailable, NflogPacket, NflogReader
 from lab.netns import entered
 
 pytestmark = [
@@ -61,7 +64,7 @@ def netns() -> Iterator[str]:
         subprocess.run(["ip", "netns", "del", name], check=False, timeout=30)
 
 
-def reader_in(netns: str, **kwargs: int) -> NflogReader:
+def reader_in(netns: str, **kwargs: int | bool) -> NflogReader:
     with entered(netns):
         return NflogReader(GROUP, **kwargs)
 
@@ -191,3 +194,32 @@ def test_a_second_reader_for_the_group_fails_clearly(netns: str) -> None:
         assert first.read(0) == []  # the first reader is unharmed
     with reader_in(netns):  # closing released the group
         pass
+
+
+def _kernel_has_conntrack_glue() -> bool:
+    config = gzip.decompress(Path("/proc/config.gz").read_bytes()).decode()
+    return "CONFIG_NETFILTER_NETLINK_GLUE_CT=y" in config
+
+
+def test_a_reader_asking_for_conntrack_gets_the_original_destination_or_why_not(netns: str):
+    """A datagram to 198.18.250.9:9997, DNATed in nat OUTPUT to the logged UDP port: with
+    the kernel's conntrack glue the packet carries its entry, whose original tuple says
+    where it was sent; without it the reader is refused with the missing option named."""
+    sent_to = "198.18.250.9"
+    ns = ("ip", "netns", "exec", netns)
+    _run(*ns, "ip", "addr", "add", f"{sent_to}/32", "dev", "lo")
+    _run(*ns, "iptables", "-t", "nat", "-A", "OUTPUT", "-d", sent_to, "-p", "udp",
+         "--dport", "9997", "-j", "DNAT", "--to-destination", f"{ADDR}:{UDP_PORT}")  # fmt: skip
+    if not _kernel_has_conntrack_glue():
+        with pytest.raises(ConntrackUnavailable, match="CONFIG_NETFILTER_NETLINK_GLUE_CT"):
+            reader_in(netns, conntrack=True)
+        with reader_in(netns) as reader:  # nothing was left bound
+            assert reader.read(0) == []
+        return
+    with reader_in(netns, conntrack=True) as reader, udp_sender(netns) as sender:
+        with contextlib.suppress(PermissionError):
+            sender.sendto(b"via", (sent_to, 9997))
+        (packet,) = collect(reader, 1)
+        assert parse_ipv4(packet.payload)[3:] == (IPv4Address(ADDR), UDP_PORT)
+        assert packet.conntrack is not None
+        assert original_destination(packet.conntrack) == (IPv4Address(sent_to), 9997)

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 
 from lab.config import EXTERNAL_ADDRESS, EXTERNAL_NS, LabNode, state_dir
-from lab.kubeproxy.status import wait_programmed
 from lab.netns import entered
 from lab.probe import probe
 from tests.support.enforcement import apply
 from tests.support.lab_cli import Kubectl, LabPod, lab_pods, model_lab, wait_until
 from tests.support.policies import BACKENDS, netpol, ns_peer, pods_peer, sel
+from tests.support.services import published
 
 NODES = ["node-1", "node-2"]
 
@@ -49,19 +49,8 @@ def _service(
 
 
 def _published(kubectl: Kubectl, service: dict, backend: LabPod) -> dict[str, Any]:
-    """Apply `service` and wait until every node's kube-proxy DNATs it to `backend`;
-    returns the Service as the API server allocated it."""
-    apply(kubectl, service)
-    ns = service["metadata"]["namespace"]
-    name = f"{ns}/{service['metadata']['name']}"
-    port = f"{service['spec']['ports'][0]['port']}/TCP"
-
-    def ready(services: dict[str, Any]) -> bool:
-        entry = (services.get(name) or {}).get("ports", {}).get(port) or {}
-        return any(e.startswith(f"{backend.ip}:") for e in entry.get("endpoints", []))
-
-    wait_programmed(state_dir(), NODES, ready)
-    return kubectl.json("get", "service", "-n", ns, service["metadata"]["name"])
+    """Apply `service` and wait until every node's kube-proxy DNATs it to `backend`."""
+    return published(kubectl, service, backend.ip, NODES)
 
 
 def _probe(netns: str, ip: str, port: int, source: str | None = None) -> str:

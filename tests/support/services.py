@@ -4,7 +4,12 @@ Until the lab allocates and runs an EndpointSlice controller, tests write both."
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+from lab.config import state_dir
+from lab.kubeproxy.status import wait_programmed
+from tests.support.lab_cli import Kubectl
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
@@ -66,3 +71,21 @@ def endpoint_slice(
         ],
         "endpoints": endpoints,
     }
+
+
+def published(
+    kubectl: Kubectl, manifest: dict[str, Any], backend_ip: str, nodes: list[str]
+) -> dict[str, Any]:
+    """Apply a selector Service and wait until every node's kube-proxy DNATs its first
+    port to `backend_ip`; returns the Service as the API server allocated it."""
+    kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
+    ns, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+    first = manifest["spec"]["ports"][0]
+    port = f"{first['port']}/{first.get('protocol', 'TCP')}"
+
+    def ready(services: dict[str, Any]) -> bool:
+        entry = (services.get(f"{ns}/{name}") or {}).get("ports", {}).get(port) or {}
+        return any(e.startswith(f"{backend_ip}:") for e in entry.get("endpoints", []))
+
+    wait_programmed(state_dir(), nodes, ready)
+    return kubectl.json("get", "service", "-n", ns, name)
