@@ -63,7 +63,10 @@ def describe(event: PacketEvent, live: LiveState | None, ir: NodeIR | None) -> D
     dst = _party(live, event.dst_ip, event.dst_port)
     local_ip = event.dst_ip if event.direction == "ingress" else event.src_ip
     policies: tuple[str, ...] = ()
-    for endpoint in ir.endpoints.values() if ir is not None else ():
+    # A transit endpoint (a pod of another node whose ingress this node judged for a
+    # connection it DNATed) is named by its own policies too.
+    judged = [*ir.endpoints.values(), *ir.transit.values()] if ir is not None else []
+    for endpoint in judged:
         if local_ip in endpoint.ips:
             rules = endpoint.ingress if event.direction == "ingress" else endpoint.egress
             policies = rules.policies if rules is not None else ()

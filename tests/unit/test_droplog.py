@@ -27,6 +27,7 @@ from agent.droplog.service import DropLog, DropLogSettings
 from agent.loop.agent import Agent
 from agent.model.live import LiveState
 from tests.support.builders import model_cluster, policy, state_of
+from tests.support.transit import ISOLATE_Y, web
 
 DENY_Y = policy("y", "default-deny", {"podSelector": {}})
 ALLOW_B = policy(
@@ -110,6 +111,14 @@ def test_describe_names_pods_nodes_externals_and_isolating_policies():
     assert d.src.kind == "node" and d.src.name == "node 198.18.0.2"
     d = describe(syn(5, src="198.19.200.9", dst="198.18.1.12"), live, ir)
     assert (d.src.kind, d.src.namespace, d.src.pod) == ("external", "", "")
+
+
+def test_describe_names_the_policies_of_a_transit_pod():
+    # y/c runs on node-2; node-1 judged its ingress for a NodePort connection it DNATed.
+    live, ir = live_and_ir(web(ISOLATE_Y))
+    assert "y/c" in ir.transit
+    d = describe(syn(5, src="198.19.200.9", dst="198.18.2.13"), live, ir)
+    assert (d.dst.namespace, d.dst.pod) == ("y", "c") and d.policies == ("y/isolate",)
 
 
 def test_record_fields_and_message():
