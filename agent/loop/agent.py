@@ -107,6 +107,9 @@ class Agent:
         self.compiler = IncrementalCompiler(node)
         self.live: LiveState | None = None
         self.ir: NodeIR | None = None
+        # The IR being programmed: drops while the backend applies it are the new rules'
+        # (the drop log describes them with it), and it is not yet what is programmed.
+        self._programming: NodeIR | None = None
         self.ready = threading.Event()
         self.lock = threading.Lock()
         self._warned: set[str] = set()
@@ -159,7 +162,7 @@ class Agent:
         for readers on other threads (the wiring in agent/commands/agent_cmd.py hands
         this to them)."""
         with self.lock:
-            return read(self.live, self.ir)
+            return read(self.live, self._programming or self.ir)
 
     def view(self) -> AgentView:
         with self.lock:
@@ -186,19 +189,26 @@ class Agent:
             change = diff_ir(self.ir, ir)  # agent/compiler/diff.py: against what is programmed
         if change.empty and not full:
             return
-        with self._stage("program"):
-            # next: IptablesBackend.apply (agent/dataplane/iptables.py) or
-            # EbpfBackend.apply (agent/dataplane/ebpf/backend.py): the kernel writes
-            self.backend.apply(ir, change, full)
-        # The first sync also removes what policy denies: connections from before the
-        # agent started (a new node's, or those a policy change forbade while it was
-        # down) would otherwise live on as established.
-        if self.ir is None or narrows(change):
-            with self._stage("conntrack"):
-                removed = self.backend.remove_denied(ir)
-            if removed:
-                log.info("removed %d connections the change forbids", removed)
-        self.ir = ir
+        with self.lock:
+            self._programming = ir
+        try:
+            with self._stage("program"):
+                # next: IptablesBackend.apply (agent/dataplane/iptables.py) or
+                # EbpfBackend.apply (agent/dataplane/ebpf/backend.py): the kernel writes
+                self.backend.apply(ir, change, full)
+            # The first sync also removes what policy denies: connections from before
+            # the agent started (a new node's, or those a policy change forbade while it
+            # was down) would otherwise live on as established.
+            if self.ir is None or narrows(change):
+                with self._stage("conntrack"):
+                    removed = self.backend.remove_denied(ir)
+                if removed:
+                    log.info("removed %d connections the change forbids", removed)
+            with self.lock:
+                self.ir = ir
+        finally:
+            with self.lock:
+                self._programming = None
         done = time.monotonic()
         latency = done - requested if requested is not None and not change.empty else None
         self.observer.synced("full" if full else "incremental", done - start, latency)

@@ -235,3 +235,34 @@ def test_one_relabel_follows_the_trail_from_the_informer_to_backend_apply():
     assert not full
     (members,) = change.members.values()
     assert [str(ip) for ip in members.added] == ["198.18.1.11"] and not members.removed
+
+
+def test_the_drop_log_reads_the_ir_being_programmed_and_the_first_sync_cleans_conntrack():
+    """A packet the new rules drop while the backend applies them is described with the
+    new IR (its policies), not the one programmed before; and the first sync removes
+    the conntrack entries policy denies (connections from before the agent)."""
+    objs = [*model_cluster(), policy("y", "deny", {"podSelector": {}})]
+    kinds = [
+        Kind(kind, _Listed([o for o in objs if o["kind"] == kind]))
+        for kind in ("Namespace", "Node", "Pod", "NetworkPolicy")
+    ]
+    seen, cleaned = [], []
+
+    class Backend(_RecordingBackend):
+        def apply(self, ir, change=None, full=True):
+            seen.append(agent.read_cache(lambda live, current: current))
+            return super().apply(ir, change, full)
+
+        def remove_denied(self, ir):
+            cleaned.append(ir)
+            return 0
+
+    backend = Backend()
+    agent = Agent("node-1", backend, kinds)
+    for informer in agent.informers:
+        informer._relist()
+    agent.sync(full=True, requested=None)
+    programmed = backend.applied[-1][0]
+    assert seen == [programmed] and "y/a" in programmed.endpoints
+    assert cleaned == [programmed]
+    assert agent.read_cache(lambda live, current: current) is programmed
