@@ -101,7 +101,8 @@ def _register_probes(cmds: argparse._SubParsersAction) -> None:
     pr.add_argument(
         "source",
         metavar="SOURCE",
-        help="NS/POD, node/NAME, or an address: a node's, or an outside one (198.19.200.0/24)",
+        help="NS/POD, node/NAME, external (the outside host, from its own address), or "
+        "an address: a node's, or an outside one (198.19.200.0/24)",
     )
     pr.add_argument(
         "target",
