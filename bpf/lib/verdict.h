@@ -106,17 +106,22 @@ static __always_inline int picket_verdict(struct bpf_nf_ctx *ctx)
         return NF_ACCEPT;
     }
     /* A TCP connection whose first packet is no SYN: conntrack picked it up
-     * mid-stream, typically one whose entry a narrowing change removed. Picked up from
-     * the server's side (on the server's node, when the client is on another) it would
-     * be taken for a connection the server opened, often allowed, and the cut
-     * connection would live on: dropped in either direction, isolated or not, as the
-     * iptables backend does. */
+     * mid-stream, typically one whose entry a narrowing change removed. Which end is
+     * the client is then unknown: picked up from the server's side (on the server's
+     * node, when the client is on another) it would be taken for a connection the
+     * server opened, often allowed, and the cut connection would live on. So it is
+     * dropped where a local pod is isolated in either direction; between pods no
+     * policy isolates it passes, as if Picket were not there. */
     if (f.tracked && f.protocol == IPPROTO_TCP && !f.syn) {
-        if (to_pod)
+        __u32 isolated = EP_INGRESS_ISOLATED | EP_EGRESS_ISOLATED;
+        if (to_pod && (to_pod->flags & isolated)) {
             count_drop(to_pod->id, DIR_INGRESS, REASON_DROP_NO_SYN);
-        else if (from_pod)
+            return NF_DROP;
+        }
+        if (from_pod && (from_pod->flags & isolated)) {
             count_drop(from_pod->id, DIR_EGRESS, REASON_DROP_NO_SYN);
-        return NF_DROP;
+            return NF_DROP;
+        }
     }
     if (from_pod && !direction_admits(&f, from_pod, DIR_EGRESS, from_if))
         return NF_DROP;
