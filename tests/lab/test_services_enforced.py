@@ -191,12 +191,13 @@ def test_an_allowed_connection_through_a_cluster_ip_survives_unrelated_narrowing
 
 
 def _client_beside(pods: dict[str, LabPod], server: LabPod, placement: str) -> LabPod:
-    """An x pod on the server's node ("same node") or on the other ("across nodes"),
-    where the lab put them."""
-    for ref in sorted(r for r in pods if r.startswith("x/")):
-        if (pods[ref].node == server.node) == (placement == "same node"):
+    """A client on the server's node ("same node") or on the other ("across nodes"),
+    where the lab put the pods: one no earlier policy of the module isolates for egress
+    (x/a is, by the first test) and the forbidding policy does not admit (z/a)."""
+    for ref in ("x/b", "x/c", "y/a", "y/b", "y/c"):
+        if ref in pods and (pods[ref].node == server.node) == (placement == "same node"):
             return pods[ref]
-    pytest.fail(f"the lab put no x pod {placement} as {server.ref} ({server.node})")
+    pytest.fail(f"the lab put no client pod {placement} as {server.ref} ({server.node})")
 
 
 @pytest.mark.parametrize("route", ["direct", "cluster-ip"])
