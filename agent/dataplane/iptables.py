@@ -129,14 +129,22 @@ class IptablesBackend:
             self._ipset(update_script(ir, change))
             if change.peer_node_ips is not None:
                 self._ipset(swap_script(peers))
-        self._ipset([ipset_create(s) for s in transit])  # the rules name it: it must exist
+        transit_changed = (
+            full
+            or change is None
+            or change.transit_added
+            or change.transit_changed  # a pod recreated under its name has a new address
+            or change.transit_removed
+        )
+        if transit_changed:  # the rules name it: it must exist before them
+            self._ipset([ipset_create(s) for s in transit])
         chains = render_chains(
             ir, self._interfaces, self.nflog_group, self._uplinks, self.transit_dscp
         )
         rules_changed = self._apply_chains(chains, full or self._chains is None)
         # After the chains: a transit pod is marked (so trusted by its own node) only
         # once its ingress is judged here.
-        if full or change is None or change.transit_added or change.transit_removed:
+        if transit_changed:
             self._ipset(swap_script(transit))
         wanted = {set_name(sid) for sid in ir.sets} | {s.name for s in (*peers, *transit)}
         self._destroy_stale_sets(wanted, full)

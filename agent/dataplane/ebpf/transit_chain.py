@@ -57,16 +57,24 @@ class TransitChain:
             return
         peers, transit = render_sets(ir)
         self._swap(peers, full)
-        _run(["ipset", "restore"], script_text([ipset_create(s) for s in transit]))
+        # An incremental sync that changes none of this runs no command.
+        missing = [ipset_create(s) for s in transit if full or s.name not in self._sets]
+        if missing:
+            _run(["ipset", "restore"], script_text(missing))
         rules = chain_rules(ir, uplinks, self.dscp)
         if full or rules != self._rules:
+            first = self._rules is None
             text = restore_text(Ruleset({CHAIN: rules}, {}), table=TABLE)
             _run([self._tool("-restore"), "--noflush", "-w"], text)
             self._rules = rules
+            if full or first:  # a full sync also repairs a removed jump
+                self._ensure_jump()
+        self._destroy_unused({s.name for s in (*peers, *transit)}, full)
+
+    def _ensure_jump(self) -> None:
         iptables = [self._tool(), "-w", "-t", TABLE]
         if not _run([*iptables, "-C", *JUMP], check=False):
             _run([*iptables, "-I", JUMP[0], "1", *JUMP[1:]])
-        self._destroy_unused({s.name for s in (*peers, *transit)}, full)
 
     def after_maps(self, ir: NodeIR, full: bool) -> None:
         """The transit set, once the program judges every address in it: a pod is
