@@ -3,7 +3,7 @@
 Layout, in the mangle table (one jump from FORWARD; nothing else is touched):
 
     PICKET-FORWARD   ESTABLISHED,RELATED -> RETURN (replies are not new connections)
-                     INVALID -> DROP; NEW TCP without SYN -> DROP (no mid-stream pickup)
+                     NEW TCP without SYN -> PICKET-NO-SYN (no mid-stream pickup)
                      -> PICKET-TRANSIT (the transit mark: sets and reads, transit_mark.py)
                      connection marked judged upstream -> RETURN
                      -i <pod veth> -o <same> -> RETURN (a pod to itself via a Service)
@@ -11,8 +11,17 @@ Layout, in the mangle table (one jump from FORWARD; nothing else is touched):
                      -s <its node> -d <transit pod> DNAT -> RETURN
                      -d <transit pod> DNAT -> PICKET-IN-<h> (its ingress, judged here)
                      -o <pod veth> -> PICKET-IN-<h>   (traffic entering a pod: its ingress)
-    PICKET-EG-<h>    one rule per (peer set, protocol) of each clause -> RETURN (admitted)
+    PICKET-NO-SYN    -i/-o <veth of a pod isolated in either direction> -> DROP;
+                     -d <transit pod> DNAT -> DROP
+    PICKET-EG-<h>    INVALID -> DROP; then one rule per (peer set, protocol) of each
+                     clause -> RETURN (admitted)
     PICKET-IN-<h>    ... ; then NFLOG (the drop log) and DROP (in audit mode: NFLOG only)
+
+Picket's chains touch only policed directions, as the eBPF datapath does: a packet
+conntrack has no entry for (INVALID) is dropped in an isolated direction, a TCP packet
+that is NEW without a SYN where a pod it leaves or enters is isolated in either
+direction, and traffic between pods no policy selects passes as if Picket were not
+there (a flow whose conntrack entry was flushed is picked up and goes on).
 
 A transit pod is a pod of another node that this node may DNAT outside clients to (a
 NodePort backend, docs/agent.md): its ingress is judged here, on the client's own
@@ -52,6 +61,8 @@ from agent.dataplane.ipset_render import IpSet, render_sets, set_name
 
 TABLE = "mangle"
 FORWARD_CHAIN = "PICKET-FORWARD"
+NO_SYN_CHAIN = "PICKET-NO-SYN"
+INVALID_RULE = '-m conntrack --ctstate INVALID -m comment --comment "no conntrack entry" -j DROP'
 CHAIN_PREFIX = "PICKET-"
 DEFAULT_NFLOG_GROUP = 100
 MULTIPORT_LIMIT = 15  # xt_multiport: 15 ports, a range counting as two
@@ -141,7 +152,9 @@ def _direction_chain(
     direction: str, rules: DirectionRules, nflog_group: int, audit: bool = False
 ) -> tuple[str, list[str]]:
     peer_side = "src" if direction == "Ingress" else "dst"
-    body: list[str] = []
+    # No conntrack entry (conntrack refused the packet, or it is untracked): nothing
+    # to judge it as, so an isolated direction drops it.
+    body: list[str] = [INVALID_RULE]
     for clause in rules.clauses:
         body += _clause_rules(clause, peer_side)
     body.append(
@@ -166,16 +179,13 @@ def render_chains(
     endpoints without one (not wired yet) get no rules until they have one. `uplinks`
     are the interfaces holding the node's addresses (where the transit mark is read)."""
     chains: dict[str, list[str]] = {}
-    forward = [
-        "-m conntrack --ctstate ESTABLISHED,RELATED -j RETURN",
-        "-m conntrack --ctstate INVALID -j DROP",
-        # A TCP packet that opens nothing yet has no conntrack entry belongs to a
-        # connection whose entry we removed because policy now forbids it: conntrack's
-        # loose pickup would otherwise adopt it, possibly reversed (from the server) and
-        # so allowed, and the connection would live on.
-        '-p tcp ! --syn -m conntrack --ctstate NEW -m comment --comment "no mid-stream '
-        'pickup" -j DROP',
-    ]
+    forward = ["-m conntrack --ctstate ESTABLISHED,RELATED -j RETURN"]
+    # A TCP packet that opens nothing yet has no conntrack entry belongs to a
+    # connection whose entry we removed because policy now forbids it: conntrack's
+    # loose pickup would otherwise adopt it, possibly reversed (from the server) and so
+    # allowed, and the connection would live on. Which end is the client is unknown, so
+    # it is dropped where a pod it leaves or enters is isolated in either direction.
+    no_syn: list[str] = []
     transit_rules = transit_mark.chain_rules(ir, uplinks, transit_dscp)
     if transit_rules:
         chains[transit_mark.CHAIN] = transit_rules
@@ -190,6 +200,10 @@ def render_chains(
         if ifname is None:
             continue
         if endpoint.egress is not None or endpoint.ingress is not None:
+            no_syn += [
+                f'-i {ifname} -o {ifname} -m comment --comment "{ref}: itself" -j RETURN',
+                *(f'{flag} {ifname} -m comment --comment "{ref}" -j DROP' for flag in ("-i", "-o")),
+            ]
             # In and out of the same pod's interface: the pod reaching itself through a
             # Service that chose it (hairpin), which is always allowed.
             forward.append(
@@ -218,6 +232,10 @@ def render_chains(
                 if node_ip.version == 4
             ]
             forward.append(f'-d {ip} {dnat} -m comment --comment "{ref}: transit" -j {name}')
+            no_syn.append(f'-d {ip} {dnat} -m comment --comment "{ref}: transit" -j DROP')
+    if no_syn:
+        chains[NO_SYN_CHAIN] = no_syn
+        forward.insert(1, f"-p tcp ! --syn -m conntrack --ctstate NEW -j {NO_SYN_CHAIN}")
     chains[FORWARD_CHAIN] = forward + dispatch_in
     return dict(sorted(chains.items()))
 
@@ -260,26 +278,33 @@ CountedRule = tuple[tuple[str, str], tuple[str, str, str], int]
 
 
 def counted_rules(save_text: str) -> list[CountedRule]:
-    """The drop counters in `iptables-save -c` output: each direction chain's final DROP
-    (reason "policy") or, in audit mode, its NFLOG ("would_drop_policy"), with the
-    namespace of the policies named in its comment (a pod's isolating policies share its
-    namespace); and PICKET-FORWARD's INVALID and no-SYN drops, which no pod's policy
-    caused (namespace and direction "")."""
+    """The drop counters in `iptables-save -c` output: each direction chain's INVALID
+    drop (reason "invalid") and final DROP ("policy") or, in audit mode, its NFLOG
+    ("would_drop_policy"), with the namespace of the policies named in its comment (a
+    pod's isolating policies share its namespace); and PICKET-NO-SYN's drops ("no_syn"),
+    by the pod (or transit pod) whose interface or address the rule names."""
     out: list[CountedRule] = []
     namespace: dict[str, str] = {}
+    pending: list[tuple[str, int]] = []  # (chain, packets) of INVALID drops
     for line in save_text.splitlines():
         if not line.startswith("[") or f"-A {CHAIN_PREFIX}" not in line:
             continue
         counts, _, rule = line.partition(" -A ")
         chain, _, rest = rule.partition(" ")
         packets = int(counts.strip("[]").split(":")[0])
-        if chain == FORWARD_CHAIN:
+        if chain == NO_SYN_CHAIN:
             if rest.endswith("-j DROP"):
-                reason = "invalid" if "INVALID" in rest else "no_syn"
-                out.append(((chain, reason), ("", reason, ""), packets))
+                ref = rest.partition('--comment "')[2].partition('"')[0].partition(":")[0]
+                direction = "egress" if rest.startswith("-i ") else "ingress"
+                key = (chain, f"no_syn {direction} {ref}")
+                out.append((key, (direction, "no_syn", ref.partition("/")[0]), packets))
+            continue
+        if chain == FORWARD_CHAIN:
             continue
         direction = "ingress" if chain.startswith(f"{CHAIN_PREFIX}IN-") else "egress"
-        if "-j NFLOG" in rest:
+        if rest == INVALID_RULE:
+            pending.append((chain, packets))
+        elif "-j NFLOG" in rest:
             policies = rest.partition('--comment "isolated by ')[2].partition('"')[0]
             namespace[chain] = policies.partition("/")[0]
             if "picket audit" in rest:
@@ -288,4 +313,7 @@ def counted_rules(save_text: str) -> list[CountedRule]:
             out.append(
                 ((chain, "policy"), (direction, "policy", namespace.get(chain, "")), packets)
             )
+    for chain, packets in pending:
+        direction = "ingress" if chain.startswith(f"{CHAIN_PREFIX}IN-") else "egress"
+        out.append(((chain, "invalid"), (direction, "invalid", namespace.get(chain, "")), packets))
     return out

@@ -7,6 +7,7 @@ from agent.compiler.compile import compile_node
 from agent.compiler.ir import PortRange
 from agent.dataplane import transit_mark
 from agent.dataplane.iptables_render import (
+    INVALID_RULE,
     MULTIPORT_LIMIT,
     _multiport_chunks,
     render,
@@ -50,7 +51,7 @@ def test_unwired_endpoints_get_no_rules():
     spec = {"podSelector": {}}
     ir = compile_node(state_of([*model_cluster(), policy("y", "p", spec)]), "node-1")
     forward = render(ir, {}).chains["PICKET-FORWARD"]
-    assert len(forward) == 3 and not any("-j PICKET-" in rule for rule in forward)
+    assert len(forward) == 1 and not any("-j PICKET-" in rule for rule in forward)
 
 
 def test_multiport_chunks_respect_the_limit():
@@ -90,6 +91,9 @@ def test_audit_mode_logs_and_admits_instead_of_dropping():
     assert enforced_in and audited_in
     assert all(c[-1] == "-j DROP" and '"picket drop ingress"' in c[-2] for c in enforced_in)
     for chain in audited_in:
-        assert not any("DROP" in rule for rule in chain)
+        # Only what has no conntrack entry is dropped, as in an enforcing chain (the
+        # eBPF datapath does the same): audit mode reports what policy denies.
+        assert chain[0] == INVALID_RULE
+        assert not any("DROP" in rule for rule in chain[1:])
         assert '--nflog-prefix "picket audit ingress"' in chain[-1]
     assert set(enforced.chains) != set(audited.chains)  # never shared with enforcing pods

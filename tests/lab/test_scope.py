@@ -1,0 +1,118 @@
+"""What Picket touches, on both backends: only policed directions, and in them every
+ICMP message that is no error is policed like any protocol.
+
+- Between pods no policy selects Picket is as if it were not there: a connection whose
+  conntrack entry was flushed is picked up mid-stream and goes on, and ICMP requests
+  arrive. iptables once dropped INVALID and mid-stream TCP for every forwarded packet.
+  (What conntrack calls INVALID, an unknown ICMP type for one, kube-proxy's
+  KUBE-FORWARD drops for every forwarded packet on these nodes, as upstream does unless
+  `nf_conntrack_tcp_be_liberal` is set: so no test here can see Picket pass it.)
+- NetworkPolicy has no ICMP rule: echo, timestamp and unknown types are denied in an
+  isolated direction unless a rule with no ports admits the peer (the round-1 eBPF
+  datapath passed every type but echo as an "error").
+
+Arrivals are counted by the receiving pod's kernel (its /proc/net/snmp), not by Picket."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from lab.config import LabNode
+from tests.support.connection import Connection
+from tests.support.enforcement import apply, probe_once
+from tests.support.lab_cli import Kubectl, LabPod, lab_pods, model_lab, wait_until
+from tests.support.policies import BACKENDS, netpol, ns_peer, sel
+from tests.support.raw_packets import icmp_in, send_icmp
+
+COUNT = 5
+ECHO, TIMESTAMP, UNKNOWN = 8, 13, 42  # 42: no ICMP type conntrack knows (INVALID)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def scoped(request: pytest.FixtureRequest) -> Iterator[tuple[dict[str, LabPod], str]]:
+    with model_lab(request.param) as kubectl:
+        apply(
+            kubectl,
+            # z's pods isolated for ingress, nothing admitted.
+            netpol("z", "deny-in", {"podSelector": {}, "policyTypes": ["Ingress"]}),
+            # x/c may only open TCP 80 connections to y's pods.
+            netpol(
+                "x",
+                "c-out",
+                {
+                    "podSelector": sel(pod="c"),
+                    "policyTypes": ["Egress"],
+                    "egress": [
+                        {"to": [ns_peer(ns="y")], "ports": [{"protocol": "TCP", "port": 80}]}
+                    ],
+                },
+            ),
+        )
+        assert wait_until(lambda: probe_once("x/a", "z/c", "80") == "timeout")
+        assert wait_until(lambda: probe_once("x/c", "y/b", "81") == "timeout")
+        yield _pods(kubectl), request.param
+
+
+def _pods(kubectl: Kubectl) -> dict[str, LabPod]:
+    return lab_pods(kubectl)
+
+
+def _flush_conntrack() -> None:
+    for node in (LabNode(1), LabNode(2)):
+        subprocess.run(
+            ["ip", "netns", "exec", node.netns, "conntrack", "-F"],
+            check=True,
+            capture_output=True,
+        )
+
+
+def test_a_flushed_connection_between_unselected_pods_goes_on(scoped):
+    pods, backend = scoped
+    connection = Connection("x/a", pods["y/b"].ip, 80)
+    try:
+        assert wait_until(lambda: connection.echoes_since(0) > 3, 10)
+        _flush_conntrack()
+        flushed = time.monotonic()
+        assert wait_until(lambda: connection.echoes_since(flushed) > 10, 5), (
+            f"{backend}: the x/a -> y/b connection stopped when its conntrack entry went, "
+            "although no policy selects either pod"
+        )
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("kind", [ECHO, TIMESTAMP])
+def test_icmp_between_unselected_pods_arrives(scoped, kind):
+    pods, backend = scoped
+    target = pods["y/b"]
+    before = icmp_in(target.netns, kind)
+    send_icmp(pods["x/a"].netns, target.ip, kind, COUNT)
+    assert wait_until(lambda: icmp_in(target.netns, kind) - before >= COUNT, 5), (
+        f"{backend}: {icmp_in(target.netns, kind) - before} of {COUNT} type-{kind} "
+        "messages between unselected pods arrived"
+    )
+
+
+@pytest.mark.parametrize(("sender", "receiver"), [("x/c", "y/b"), ("x/a", "z/c")])
+@pytest.mark.parametrize("kind", [ECHO, TIMESTAMP, UNKNOWN])
+def test_icmp_is_denied_where_no_rule_without_ports_admits_it(scoped, kind, sender, receiver):
+    """x/c's egress admits only TCP 80; z/c's ingress admits nothing."""
+    pods, backend = scoped
+    target, control = pods[receiver], pods["y/b"]
+    before = icmp_in(target.netns, kind)
+    control_before = icmp_in(control.netns, ECHO)
+    send_icmp(pods[sender].netns, target.ip, kind, COUNT)
+    # The control (echo requests: unknown types meet kube-proxy's INVALID drop on any
+    # path) leaves after the case's messages, along a path Picket leaves alone: once it
+    # has arrived, whatever of the case's could arrive has.
+    send_icmp(pods["x/a"].netns, control.ip, ECHO, COUNT)
+    assert wait_until(lambda: icmp_in(control.netns, ECHO) - control_before >= COUNT, 5)
+    time.sleep(0.2)
+    arrived = icmp_in(target.netns, kind) - before
+    if receiver == control.ref and kind == ECHO:
+        arrived -= COUNT
+    assert arrived == 0, f"{backend}: {arrived} type-{kind} messages {sender} -> {receiver} arrived"
