@@ -34,10 +34,12 @@
 #define REASON_AUDIT_POLICY 8       /* audit mode: policy would drop, passed */
 #define REASON_DROP_INVALID 9       /* no conntrack entry (conntrack INVALID, untracked) */
 #define REASON_ALLOWED_UPSTREAM 10  /* judged by the node that DNATed it (the transit mark) */
-#define REASON_COUNT 11
+#define REASON_DROP_SPOOFED 11      /* from a pod's interface, not from one of its addresses */
+#define REASON_COUNT 12
 #define REASON_SLOTS 16     /* per direction in the pinned map: room for new reasons */
 #define DIRECTIONS 2
-/* Drop reasons counted per endpoint (policy, no SYN, audit, invalid) times directions. */
+/* Drop reasons counted per endpoint (policy, no SYN, audit, invalid) times directions;
+ * spoofed (egress only) fits beside them in a hash that is never full of them all. */
 #define DROP_COUNTS_PER_ENDPOINT 8
 
 /* Config slots (an array map the agent writes). Slots 0-3 held the connection
@@ -75,6 +77,13 @@ struct endpoint_value {
 struct transit_home_key {
     __u32 endpoint;
     __u32 addr;       /* network byte order */
+};
+
+/* A local pod's own source addresses: (host-side ifindex, address in network byte
+ * order). A packet from a pod's interface with any other source is dropped. */
+struct source_key {
+    __u32 ifindex;
+    __u32 addr;
 };
 
 /* LPM trie: (endpoint, direction, identity) exactly, then protocol and port as a

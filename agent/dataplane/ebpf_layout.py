@@ -32,15 +32,17 @@ REASON_EVENT_SUPPRESSED = 7
 REASON_AUDIT_POLICY = 8
 REASON_DROP_INVALID = 9
 REASON_ALLOWED_UPSTREAM = 10
-REASON_COUNT = 11
+REASON_DROP_SPOOFED = 11
+REASON_COUNT = 12
 REASON_SLOTS = 16  # per direction in the pinned verdicts map: room for new reasons
 DIRECTIONS = 2
-DROP_COUNTS_PER_ENDPOINT = 8  # (policy, no SYN, audit, invalid) x directions
+DROP_COUNTS_PER_ENDPOINT = 8  # (policy, no SYN, audit, invalid) x directions; spoofed fits
 DROP_COUNT_REASONS = (
     REASON_DROP_POLICY,
     REASON_DROP_NO_SYN,
     REASON_AUDIT_POLICY,
     REASON_DROP_INVALID,
+    REASON_DROP_SPOOFED,
 )
 REASON_NAMES = {
     REASON_ALLOWED_POLICY: "allowed_policy",
@@ -54,6 +56,7 @@ REASON_NAMES = {
     REASON_AUDIT_POLICY: "would_drop_policy",
     REASON_DROP_INVALID: "dropped_invalid",
     REASON_ALLOWED_UPSTREAM: "allowed_upstream",
+    REASON_DROP_SPOOFED: "dropped_spoofed",
 }
 
 TRUSTED_CTMARK = 16777216  # 0x01000000: agent/dataplane/transit_mark.py
@@ -85,6 +88,10 @@ class EndpointValue(ctypes.Structure):
 
 class TransitHomeKey(ctypes.Structure):
     _fields_ = [("endpoint", ctypes.c_uint32), ("addr", ctypes.c_uint32)]
+
+
+class SourceKey(ctypes.Structure):
+    _fields_ = [("ifindex", ctypes.c_uint32), ("addr", ctypes.c_uint32)]
 
 
 class PolicyKey(ctypes.Structure):
@@ -146,6 +153,7 @@ STRUCTS = {
     "addr_value": AddrValue,
     "endpoint_value": EndpointValue,
     "transit_home_key": TransitHomeKey,
+    "source_key": SourceKey,
     "policy_key": PolicyKey,
     "named_key": NamedKey,
     "drop_event": DropEvent,

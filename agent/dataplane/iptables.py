@@ -23,7 +23,7 @@ import threading
 
 from agent.compiler.diff import IRDiff
 from agent.compiler.ir import NodeIR
-from agent.dataplane import conntrack, transit_mark
+from agent.dataplane import conntrack, source_check, transit_mark
 from agent.dataplane.counters import DatapathCounters, MonotonicTotals, split_audit
 from agent.dataplane.errors import DataplaneError
 from agent.dataplane.ipset_render import (
@@ -138,6 +138,17 @@ class IptablesBackend:
         )
         if transit_changed:  # the rules name it: it must exist before them
             self._ipset([ipset_create(s) for s in transit])
+        sources = source_check.render_sets(ir, self._interfaces)
+        if (
+            full
+            or change is None
+            or change.endpoints_added
+            or change.endpoints_changed
+            or (change.endpoints_removed)
+        ):
+            # A pod's address before its interface: an interface in the links set whose
+            # pod's address is not yet in the sources set would have its traffic dropped.
+            self._ipset(swap_script(reversed(sources)))
         chains = render_chains(
             ir, self._interfaces, self.nflog_group, self._uplinks, self.transit_dscp
         )
@@ -146,7 +157,7 @@ class IptablesBackend:
         # once its ingress is judged here.
         if transit_changed:
             self._ipset(swap_script(transit))
-        wanted = {set_name(sid) for sid in ir.sets} | {s.name for s in (*peers, *transit)}
+        wanted = {set_name(sid) for sid in ir.sets} | {s.name for s in (*peers, *transit, *sources)}
         self._destroy_stale_sets(wanted, full)
         return rules_changed
 

@@ -55,7 +55,7 @@ from agent.compiler.ir import (
     PeerPortClause,
     PortRange,
 )
-from agent.dataplane import transit_mark
+from agent.dataplane import source_check, transit_mark
 from agent.dataplane.counters import AUDIT_REASON
 from agent.dataplane.ipset_render import IpSet, render_sets, set_name
 
@@ -180,6 +180,9 @@ def render_chains(
     are the interfaces holding the node's addresses (where the transit mark is read)."""
     chains: dict[str, list[str]] = {}
     forward = ["-m conntrack --ctstate ESTABLISHED,RELATED -j RETURN"]
+    if source_check.render_sets(ir, interfaces):
+        # Before everything: a forged source could ride another pod's connection.
+        forward.insert(0, source_check.forward_rule())
     # A TCP packet that opens nothing yet has no conntrack entry belongs to a
     # connection whose entry we removed because policy now forbids it: conntrack's
     # loose pickup would otherwise adopt it, possibly reversed (from the server) and so
@@ -235,7 +238,8 @@ def render_chains(
             no_syn.append(f'-d {ip} {dnat} -m comment --comment "{ref}: transit" -j DROP')
     if no_syn:
         chains[NO_SYN_CHAIN] = no_syn
-        forward.insert(1, f"-p tcp ! --syn -m conntrack --ctstate NEW -j {NO_SYN_CHAIN}")
+        at = forward.index("-m conntrack --ctstate ESTABLISHED,RELATED -j RETURN") + 1
+        forward.insert(at, f"-p tcp ! --syn -m conntrack --ctstate NEW -j {NO_SYN_CHAIN}")
     chains[FORWARD_CHAIN] = forward + dispatch_in
     return dict(sorted(chains.items()))
 
@@ -248,6 +252,7 @@ def render(
     transit_dscp: int = transit_mark.DEFAULT_DSCP,
 ) -> Ruleset:
     sets = render_sets(ir)
+    sets.update({s.name: s for s in source_check.render_sets(ir, interfaces)})
     if transit_dscp:
         peers, transit = transit_mark.render_sets(ir)
         sets.update({s.name: s for s in (*peers, *transit)})
@@ -300,6 +305,8 @@ def counted_rules(save_text: str) -> list[CountedRule]:
                 out.append((key, (direction, "no_syn", ref.partition("/")[0]), packets))
             continue
         if chain == FORWARD_CHAIN:
+            if source_check.COMMENT in rest:
+                out.append(((chain, "spoofed"), ("egress", "spoofed", ""), packets))
             continue
         direction = "ingress" if chain.startswith(f"{CHAIN_PREFIX}IN-") else "egress"
         if rest == INVALID_RULE:

@@ -77,6 +77,18 @@ static __always_inline __u8 skb_ip_protocol(void *skb)
     return protocol;
 }
 
+/* The packet's source address (network byte order; 0 if unreadable). */
+static __always_inline __u32 skb_ip_saddr(void *skb)
+{
+    unsigned char *head = 0;
+    __u16 network = 0;
+    __u32 saddr = 0;
+    bpf_probe_read_kernel(&head, sizeof(head), skb + PICKET_OFF_SKB_HEAD);
+    bpf_probe_read_kernel(&network, sizeof(network), skb + PICKET_OFF_SKB_NETWORK_HEADER);
+    bpf_probe_read_kernel(&saddr, sizeof(saddr), head + network + 12);
+    return saddr;
+}
+
 /* Fills `f` from the connection `nfct` points at (only read for a NEW packet). */
 static __always_inline void read_flow(void *skb, unsigned long nfct, struct flow *f)
 {

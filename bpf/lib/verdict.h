@@ -87,6 +87,16 @@ static __always_inline int picket_verdict(struct bpf_nf_ctx *ctx)
     asm volatile("" : "+r"(from_pod));
     if (!from_pod && !to_pod)
         return transit_verdict(ctx, to_if); /* between no local pods */
+    /* Identity comes from the source address: a pod may only send from its own, or it
+     * could pose as any peer a policy admits, or ride another pod's connection. So
+     * this comes before everything else, for every packet a pod sends. */
+    if (from_pod) {
+        struct source_key source = {.ifindex = from_if, .addr = skb_ip_saddr(ctx->skb)};
+        if (!picket_sources.lookup(&source)) {
+            count_drop(from_pod->id, DIR_EGRESS, REASON_DROP_SPOOFED);
+            return NF_DROP;
+        }
+    }
     /* In and out of the same pod's interface: the pod reaching itself through a
      * Service that chose it (hairpin), which is always allowed. */
     if (from_if == to_if) {

@@ -80,7 +80,7 @@ def test_programs_load_pin_and_clean_up(bpffs, tmp_path, scratch_netns):
     backend = EbpfBackend("node-test", bpffs / "picket", tmp_path / "state.json")
     pins = bpffs / "picket" / "node-test"
     maps = ["addr", "config", "drop_counts", "endpoints", "named", "policy"]
-    maps += ["transit", "transit_home", "verdicts"]
+    maps += ["sources", "transit", "transit_home", "verdicts"]
     assert sorted(p.name for p in pins.iterdir()) == maps
     assert backend.program.fd > 0
     assert "PICKET-CONNTRACK" not in _raw_rules(scratch_netns)
@@ -100,6 +100,7 @@ def test_programs_load_pin_and_clean_up(bpffs, tmp_path, scratch_netns):
         "picket_drop_counts": (ebpf_layout.DropCountKey, ctypes.c_uint64),
         "picket_transit": (ctypes.c_uint32, ebpf_layout.EndpointValue),
         "picket_transit_home": (ebpf_layout.TransitHomeKey, ctypes.c_uint8),
+        "picket_sources": (ebpf_layout.SourceKey, ctypes.c_uint8),
     }
     for name, (key, value) in mirrors.items():
         table = backend.bpf[name]

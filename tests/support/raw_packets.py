@@ -54,3 +54,25 @@ def snmp(netns: str) -> dict[str, dict[str, int]]:
 def icmp_in(netns: str, kind: int) -> int:
     """ICMP messages of type `kind` the pod's kernel received."""
     return snmp(netns).get("IcmpMsg", {}).get(f"InType{kind}", 0)
+
+
+def send_udp_from(netns: str, src: str, dst: str, port: int, count: int) -> None:
+    """`count` UDP datagrams to `dst`:`port` carrying `src` as their source, whatever
+    the pod's own address is (IP_HDRINCL: the kernel fills length and checksum)."""
+    payload = b"picket-abuse"
+    udp = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0) + payload  # no UDP checksum
+    with socket_in(netns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as sock:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
+        for n in range(count):
+            header = struct.pack(
+                "!BBHHHBBH4s4s",
+                0x45, 0, 20 + len(udp), 0x6000 + n, 0, 64, socket.IPPROTO_UDP, 0,
+                socket.inet_aton(src), socket.inet_aton(dst),
+            )  # fmt: skip
+            sock.sendto(header + udp, (dst, 0))
+
+
+def udp_in(netns: str) -> int:
+    """UDP datagrams the pod's kernel received, to a listening port or not."""
+    udp = snmp(netns)["Udp"]
+    return udp["InDatagrams"] + udp["NoPorts"]

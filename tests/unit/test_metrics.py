@@ -66,6 +66,8 @@ def test_drop_counters_are_read_per_direction_and_namespace():
         ("egress", "no_syn", "y"): 7,
         ("ingress", "no_syn", "x"): 7,
         ("egress", "no_syn", "x"): 7,
+        # Packets from a pod's interface with another source, whichever pod.
+        ("egress", "spoofed", ""): 7,
     }
 
 

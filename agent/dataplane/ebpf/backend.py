@@ -58,6 +58,7 @@ from agent.dataplane.ebpf_layout import (
     REASON_DROP_INVALID,
     REASON_DROP_NO_SYN,
     REASON_DROP_POLICY,
+    REASON_DROP_SPOOFED,
     REASON_NAMES,
     REASON_SLOTS,
 )
@@ -90,6 +91,7 @@ class EbpfBackend:
         self._interfaces: dict[str, str] = {}  # endpoint -> host-side interface
         self._indexes: dict[str, int] = {}  # endpoint -> that interface's index
         self._ifindex: dict[str, int] = {}  # endpoint -> the ifindex programmed
+        self._sources: dict[str, set[bytes]] = {}  # endpoint -> its source keys programmed
         self._programmed: MapState | None = None
         self._hooked = False
         self._drops = MonotonicTotals()
@@ -149,7 +151,7 @@ class EbpfBackend:
             stale: dict[str, list[bytes]] = {}
             if repair:
                 delta, stale = self._repair_delta()
-            self._write(delta, stale, every_endpoint=rewire)
+            self._write(ir, delta, stale, every_endpoint=rewire)
             self._retire_drop_counts(released, every_stale=repair)
             self._programmed = self.planner.state
         if not self._hooked or (repair and not loader.is_hooked(self.pin_dir)):
@@ -202,10 +204,12 @@ class EbpfBackend:
         present_homes = set(self.maps.keys("picket_transit_home"))
         delta.home_add = {e for k, e in home_keys.items() if k not in present_homes}
         self._ifindex = {}  # every endpoint entry is rewritten by ifindex
+        self._sources = {}
         stale = {
             "picket_policy": [k for k in present if k not in policy_keys],
             "picket_named": [k for k in present_named if k not in named_keys],
             "picket_endpoints": self.maps.keys("picket_endpoints"),
+            "picket_sources": self.maps.keys("picket_sources"),
             "picket_transit": [
                 k for k in self.maps.keys("picket_transit") if k not in transit_keys
             ],
@@ -213,7 +217,7 @@ class EbpfBackend:
         }
         return delta, stale
 
-    def _endpoint_writes(self, delta: MapDelta, every_endpoint: bool) -> EndpointWrites:
+    def _endpoint_writes(self, ir: NodeIR, delta: MapDelta, every_endpoint: bool) -> EndpointWrites:
         """Endpoint entries by interface index; all of them after interfaces were read
         again (an index may have changed), else those the delta names."""
         wanted = self.planner.state.endpoints
@@ -229,15 +233,27 @@ class EbpfBackend:
                 if old is not None and old != index:
                     out.delete.append(old)
                 self._ifindex[ref] = index
+            endpoint = ir.endpoints.get(ref)
+            ips = endpoint.ips if endpoint is not None else ()
+            keys = {codec.source_key(index, str(ip)) for ip in ips if ip.version == 4}
+            old_keys = self._sources.get(ref, set())
+            out.sources_put += sorted(keys - old_keys)
+            out.sources_delete += sorted(old_keys - keys)
+            self._sources[ref] = keys
         gone = self._ifindex if every_endpoint else delta.endpoint_del
         for ref in [r for r in gone if r not in wanted and r in self._ifindex]:
             out.delete.append(self._ifindex.pop(ref))
+            out.sources_delete += sorted(self._sources.pop(ref, set()))
         return out
 
-    def _write(self, delta: MapDelta, stale: dict[str, list[bytes]], every_endpoint: bool) -> None:
-        endpoints = self._endpoint_writes(delta, every_endpoint)
+    def _write(
+        self, ir: NodeIR, delta: MapDelta, stale: dict[str, list[bytes]], every_endpoint: bool
+    ) -> None:
+        endpoints = self._endpoint_writes(ir, delta, every_endpoint)
         live = {codec.endpoint_key(i) for i in self._ifindex.values()}
         stale["picket_endpoints"] = [r for r in stale.get("picket_endpoints", []) if r not in live]
+        sources = set().union(*self._sources.values())
+        stale["picket_sources"] = [r for r in stale.get("picket_sources", []) if r not in sources]
         for name, key, value in ordered_writes(delta, endpoints, stale):
             if value is None:
                 self.maps.delete(name, key)
@@ -342,6 +358,7 @@ DROP_REASON_LABELS = {
     REASON_DROP_POLICY: "policy",
     REASON_DROP_NO_SYN: "no_syn",
     REASON_DROP_INVALID: "invalid",
+    REASON_DROP_SPOOFED: "spoofed",
     REASON_AUDIT_POLICY: AUDIT_REASON,
 }
 ALLOWED_REASONS = (

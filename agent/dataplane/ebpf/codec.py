@@ -24,6 +24,7 @@ from agent.dataplane.ebpf_layout import (
     EndpointValue,
     NamedKey,
     PolicyKey,
+    SourceKey,
     TransitHomeKey,
 )
 
@@ -76,6 +77,7 @@ ENDPOINT_VALUE = Codec(EndpointValue)
 POLICY_KEY = Codec(PolicyKey)
 NAMED_KEY = Codec(NamedKey)
 TRANSIT_HOME_KEY = Codec(TransitHomeKey)
+SOURCE_KEY = Codec(SourceKey)
 U32 = scalar(ctypes.c_uint32)
 U64 = scalar(ctypes.c_uint64)
 PRESENT = b"\x01"  # the value of a set-like map (policy, named)
@@ -100,6 +102,11 @@ def endpoint_key(ifindex: int) -> bytes:
 
 def endpoint_value(number: int, flags: int) -> bytes:
     return ENDPOINT_VALUE.encode(id=number, flags=flags)
+
+
+def source_key(ifindex: int, ip: str) -> bytes:
+    """A local pod's own source address on its host-side interface."""
+    return SOURCE_KEY.encode(ifindex=ifindex, addr=IPv4Address(ip).packed)
 
 
 def policy_key(entry: PolicyEntry) -> bytes:

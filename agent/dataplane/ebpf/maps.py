@@ -17,6 +17,7 @@ MAP_NAMES = (
     "picket_named",
     "picket_transit",
     "picket_transit_home",
+    "picket_sources",
     "picket_verdicts",
     "picket_drop_counts",
     "picket_config",

@@ -24,6 +24,10 @@ class EndpointWrites:
 
     put: dict[int, tuple[int, int]] = field(default_factory=dict)  # ifindex -> number, flags
     delete: list[int] = field(default_factory=list)
+    # The pods' own source addresses (codec.source_key): written before the endpoint
+    # that would drop its traffic without them, deleted after it.
+    sources_put: list[bytes] = field(default_factory=list)
+    sources_delete: list[bytes] = field(default_factory=list)
 
 
 def ordered_writes(
@@ -48,6 +52,7 @@ def ordered_writes(
         ("picket_transit_home", codec.transit_home_key(e), codec.PRESENT)
         for e in order(delta.home_add)
     ]
+    out += [("picket_sources", k, codec.PRESENT) for k in order(endpoints.sources_put)]
     out += [
         ("picket_endpoints", codec.endpoint_key(i), codec.endpoint_value(*v))
         for i, v in order(endpoints.put.items())
@@ -60,6 +65,8 @@ def ordered_writes(
     out += [("picket_transit", codec.transit_key(ip), None) for ip in order(delta.transit_del)]
     for name in ("picket_endpoints", "picket_transit"):
         out += [(name, raw, None) for raw in stale.get(name, ())]
+    out += [("picket_sources", k, None) for k in order(endpoints.sources_delete)]
+    out += [("picket_sources", raw, None) for raw in stale.get("picket_sources", ())]
     out += [("picket_transit_home", codec.transit_home_key(e), None) for e in order(delta.home_del)]
     out += [("picket_transit_home", raw, None) for raw in stale.get("picket_transit_home", ())]
     out += [("picket_addr", codec.addr_key(k), None) for k in order(delta.addr_del)]

@@ -1,5 +1,6 @@
-"""What Picket touches, on both backends: only policed directions, and in them every
-ICMP message that is no error is policed like any protocol.
+"""What an attacker in a pod sends, on both backends; and what Picket touches: only
+policed directions, and in them every ICMP message that is no error is policed like any
+protocol; a pod sends only from its own address.
 
 - Between pods no policy selects Picket is as if it were not there: a connection whose
   conntrack entry was flushed is picked up mid-stream and goes on, and ICMP requests
@@ -10,6 +11,10 @@ ICMP message that is no error is policed like any protocol.
 - NetworkPolicy has no ICMP rule: echo, timestamp and unknown types are denied in an
   isolated direction unless a rule with no ports admits the peer (the round-1 eBPF
   datapath passed every type but echo as an "error").
+
+- A packet leaving a pod's interface with a source that is not the pod's is dropped,
+  whoever sends it: a pod no policy selects forging the one peer an isolated pod admits
+  gets nothing through (both backends took a packet's identity from its source alone).
 
 Arrivals are counted by the receiving pod's kernel (its /proc/net/snmp), not by Picket."""
 
@@ -25,8 +30,8 @@ from lab.config import LabNode
 from tests.support.connection import Connection
 from tests.support.enforcement import apply, probe_once
 from tests.support.lab_cli import Kubectl, LabPod, lab_pods, model_lab, wait_until
-from tests.support.policies import BACKENDS, netpol, ns_peer, sel
-from tests.support.raw_packets import icmp_in, send_icmp
+from tests.support.policies import BACKENDS, netpol, ns_peer, pods_peer, sel
+from tests.support.raw_packets import icmp_in, send_icmp, send_udp_from, udp_in
 
 COUNT = 5
 ECHO, TIMESTAMP, UNKNOWN = 8, 13, 42  # 42: no ICMP type conntrack knows (INVALID)
@@ -39,6 +44,15 @@ def scoped(request: pytest.FixtureRequest) -> Iterator[tuple[dict[str, LabPod], 
             kubectl,
             # z's pods isolated for ingress, nothing admitted.
             netpol("z", "deny-in", {"podSelector": {}, "policyTypes": ["Ingress"]}),
+            # y/c admits x/a only.
+            netpol(
+                "y",
+                "c-from-x-a",
+                {
+                    "podSelector": sel(pod="c"),
+                    "ingress": [{"from": [{**ns_peer(ns="x"), **pods_peer(pod="a")}]}],
+                },
+            ),
             # x/c may only open TCP 80 connections to y's pods.
             netpol(
                 "x",
@@ -116,3 +130,20 @@ def test_icmp_is_denied_where_no_rule_without_ports_admits_it(scoped, kind, send
     if receiver == control.ref and kind == ECHO:
         arrived -= COUNT
     assert arrived == 0, f"{backend}: {arrived} type-{kind} messages {sender} -> {receiver} arrived"
+
+
+def test_a_forged_source_gets_nothing_through(scoped):
+    """x/b (no policy selects it) sends as x/a, the one peer y/c admits; then as
+    itself to y/b, the control: once that arrived, the forged datagrams would have."""
+    pods, backend = scoped
+    forger, posed, target, control = pods["x/b"], pods["x/a"], pods["y/c"], pods["y/b"]
+    before, control_before = udp_in(target.netns), udp_in(control.netns)
+    send_udp_from(forger.netns, posed.ip, target.ip, 80, COUNT)
+    send_udp_from(forger.netns, forger.ip, control.ip, 80, COUNT)
+    assert wait_until(lambda: udp_in(control.netns) - control_before >= COUNT, 5)
+    time.sleep(0.2)
+    arrived = udp_in(target.netns) - before
+    assert arrived == 0, f"{backend}: {arrived} of {COUNT} datagrams forged as x/a reached y/c"
+    # The real x/a still reaches y/c: the check keys on the interface, not the address.
+    send_udp_from(posed.netns, posed.ip, target.ip, 80, COUNT)
+    assert wait_until(lambda: udp_in(target.netns) - before >= COUNT, 5)
