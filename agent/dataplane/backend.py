@@ -8,6 +8,7 @@ from typing import Protocol
 from agent.compiler.diff import IRDiff
 from agent.compiler.ir import NodeIR
 from agent.dataplane.counters import DatapathCounters
+from agent.model.objects import IPAddress
 
 
 class Backend(Protocol):
@@ -21,8 +22,9 @@ class Backend(Protocol):
         set members or addresses, changed."""
         ...
 
-    def remove_denied(self, ir: NodeIR) -> int:
-        """Forget the connections `ir` no longer admits; returns how many."""
+    def remove_denied(self, ir: NodeIR, gone: frozenset[IPAddress] = frozenset()) -> int:
+        """Forget the connections `ir` no longer admits, and those with an end in `gone`
+        (addresses whose pod went); returns how many."""
         ...
 
     def rule_count(self) -> int: ...

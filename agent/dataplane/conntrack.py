@@ -9,7 +9,9 @@ judged as the same connection to the backend pod, as the datapath judged it when
 began; one this node DNATed to a pod of another node (a transit endpoint) on that pod's
 ingress, and one another node DNATed and judged (the transit mark's connection-mark
 bit) as judged there. Only entries now denied are removed: a connection that stays
-allowed is never disturbed."""
+allowed is never disturbed. Entries of addresses whose pod went (deleted, or its address
+now another pod's) go too, whatever policy says: a new pod at a reused address must
+inherit nothing, so that a replayed old 5-tuple is a new connection, judged as one."""
 
 from __future__ import annotations
 
@@ -63,13 +65,19 @@ def real_ends(orig: NFCTAttrTuple, reply: NFCTAttrTuple) -> RealEnds | None:
     return RealEnds(client, server, protocol, port, dnat)
 
 
-def remove_denied(ir: NodeIR, node_addresses: frozenset[IPAddress]) -> int:
-    """Delete the entries of connections the IR no longer admits; returns how many."""
+def remove_denied(
+    ir: NodeIR, node_addresses: frozenset[IPAddress], gone: frozenset[IPAddress] = frozenset()
+) -> int:
+    """Delete the entries of connections the IR no longer admits, and those with an end
+    in `gone` (addresses whose pod went); returns how many."""
     local, transit = endpoints_by_ip(ir), transit_by_ip(ir)
     removed = 0
     with Conntrack() as ct:
         for entry in list(ct.dump_entries()):
             ends = real_ends(entry.tuple_orig, entry.tuple_reply)
+            if ends is not None and gone and _touches(entry.tuple_orig, ends, gone):
+                removed += _delete(ct, entry.tuple_orig)
+                continue
             if ends is None or not (
                 ends.client in local
                 or ends.server in local
@@ -89,19 +97,34 @@ def remove_denied(ir: NodeIR, node_addresses: frozenset[IPAddress]) -> int:
                 judged_upstream=trusted(entry.mark or 0),
             ):
                 continue
-            orig = entry.tuple_orig
-            try:
-                ct.entry(
-                    "del",
-                    tuple_orig=NFCTAttrTuple(
-                        saddr=orig.saddr,
-                        daddr=orig.daddr,
-                        proto=orig.proto,
-                        sport=orig.sport,
-                        dport=orig.dport,
-                    ),
-                )
-                removed += 1
-            except Exception as exc:  # gone meanwhile, or a race with the kernel
-                log.debug("conntrack delete %s: %s", orig, exc)
+            removed += _delete(ct, entry.tuple_orig)
     return removed
+
+
+def _touches(orig: NFCTAttrTuple, ends: RealEnds, gone: frozenset[IPAddress]) -> bool:
+    """Either real end, or the address the client sent it to, is in `gone`."""
+    if ends.client in gone or ends.server in gone:
+        return True
+    try:
+        return ip_address(orig.daddr) in gone
+    except (TypeError, ValueError):
+        return False
+
+
+def _delete(ct: Conntrack, orig: NFCTAttrTuple) -> int:
+    """1 when the entry was deleted."""
+    try:
+        ct.entry(
+            "del",
+            tuple_orig=NFCTAttrTuple(
+                saddr=orig.saddr,
+                daddr=orig.daddr,
+                proto=orig.proto,
+                sport=orig.sport,
+                dport=orig.dport,
+            ),
+        )
+        return 1
+    except Exception as exc:  # gone meanwhile, or a race with the kernel
+        log.debug("conntrack delete %s: %s", orig, exc)
+        return 0

@@ -49,6 +49,7 @@ from agent.dataplane.iptables_render import (
     restore_text,
 )
 from agent.dataplane.pod_interfaces import host_interfaces, node_addresses, uplink_interfaces
+from agent.model.objects import IPAddress
 
 log = logging.getLogger("picket.iptables")
 JUMP = list(JUMP_RULE)
@@ -215,9 +216,10 @@ class IptablesBackend:
     def conntrack_entries(self) -> int | None:
         return conntrack.entry_count()
 
-    def remove_denied(self, ir: NodeIR) -> int:
-        """Conntrack entries of connections the IR no longer admits (netfilter's)."""
-        return conntrack.remove_denied(ir, node_addresses())
+    def remove_denied(self, ir: NodeIR, gone: frozenset[IPAddress] = frozenset()) -> int:
+        """Conntrack entries of connections the IR no longer admits (netfilter's), and
+        of addresses whose pod went."""
+        return conntrack.remove_denied(ir, node_addresses(), gone)
 
     def rule_count(self) -> int:
         return sum(len(rules) for rules in (self._chains or {}).values())

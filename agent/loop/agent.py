@@ -27,7 +27,8 @@ from agent.loop.sync import SyncRunner
 from agent.loop.watch import Informer, Kind
 from agent.model.annotations import problems as annotation_problems
 from agent.model.live import LiveState
-from agent.model.objects import Namespace
+from agent.model.objects import IPAddress, Namespace
+from agent.model.view import is_endpoint
 
 log = logging.getLogger("picket.agent")
 T = TypeVar("T")
@@ -110,6 +111,7 @@ class Agent:
         # The IR being programmed: drops while the backend applies it are the new rules'
         # (the drop log describes them with it), and it is not yet what is programmed.
         self._programming: NodeIR | None = None
+        self._holders: dict[IPAddress, str] = {}  # address -> the pod holding it, last sync
         self.ready = threading.Event()
         self.lock = threading.Lock()
         self._warned: set[str] = set()
@@ -182,12 +184,27 @@ class Agent:
             self.observer.failed(stage)
             raise
 
+    def _addresses_gone(self) -> frozenset[IPAddress]:
+        """Addresses whose pod went since the last sync (deleted, finished, or the
+        address now another pod's): their connections must not outlive them, or a new
+        pod at the address would inherit them. Pods anywhere in the cluster: this
+        node's conntrack holds its pods' connections with remote pods too."""
+        holders: dict[IPAddress, str] = {}
+        if self.live is not None:
+            for pod in self.live.pods.values():
+                if is_endpoint(pod):
+                    holders.update((ip, pod.ref) for ip in pod.ips)
+        gone = frozenset(ip for ip, ref in self._holders.items() if holders.get(ip) != ref)
+        self._holders = holders
+        return gone
+
     def sync(self, full: bool, requested: float | None) -> None:
         start = time.monotonic()
         with self._stage("compile"):
             ir = self._compile(full)  # next: _compile, which takes the pending changes
             change = diff_ir(self.ir, ir)  # agent/compiler/diff.py: against what is programmed
-        if change.empty and not full:
+            gone = self._addresses_gone()
+        if change.empty and not full and not gone:
             return
         with self.lock:
             self._programming = ir
@@ -199,9 +216,9 @@ class Agent:
             # The first sync also removes what policy denies: connections from before
             # the agent started (a new node's, or those a policy change forbade while it
             # was down) would otherwise live on as established.
-            if self.ir is None or narrows(change):
+            if self.ir is None or narrows(change) or gone:
                 with self._stage("conntrack"):
-                    removed = self.backend.remove_denied(ir)
+                    removed = self.backend.remove_denied(ir, gone)
                 if removed:
                     log.info("removed %d connections the change forbids", removed)
             with self.lock:

@@ -16,6 +16,9 @@ protocol; a pod sends only from its own address.
   whoever sends it: a pod no policy selects forging the one peer an isolated pod admits
   gets nothing through (both backends took a packet's identity from its source alone).
 
+- A pod's connection state goes with the pod: once it is deleted no conntrack entry of
+  its address is left on any node, so a new pod there inherits nothing.
+
 Arrivals are counted by the receiving pod's kernel (its /proc/net/snmp), not by Picket."""
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ ECHO, TIMESTAMP, UNKNOWN = 8, 13, 42  # 42: no ICMP type conntrack knows (INVALI
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-def scoped(request: pytest.FixtureRequest) -> Iterator[tuple[dict[str, LabPod], str]]:
+def scoped(request: pytest.FixtureRequest) -> Iterator[tuple[dict[str, LabPod], str, Kubectl]]:
     with model_lab(request.param) as kubectl:
         apply(
             kubectl,
@@ -68,7 +71,7 @@ def scoped(request: pytest.FixtureRequest) -> Iterator[tuple[dict[str, LabPod], 
         )
         assert wait_until(lambda: probe_once("x/a", "z/c", "80") == "timeout")
         assert wait_until(lambda: probe_once("x/c", "y/b", "81") == "timeout")
-        yield _pods(kubectl), request.param
+        yield _pods(kubectl), request.param, kubectl
 
 
 def _pods(kubectl: Kubectl) -> dict[str, LabPod]:
@@ -85,7 +88,7 @@ def _flush_conntrack() -> None:
 
 
 def test_a_flushed_connection_between_unselected_pods_goes_on(scoped):
-    pods, backend = scoped
+    pods, backend, _ = scoped
     connection = Connection("x/a", pods["y/b"].ip, 80)
     try:
         assert wait_until(lambda: connection.echoes_since(0) > 3, 10)
@@ -101,7 +104,7 @@ def test_a_flushed_connection_between_unselected_pods_goes_on(scoped):
 
 @pytest.mark.parametrize("kind", [ECHO, TIMESTAMP])
 def test_icmp_between_unselected_pods_arrives(scoped, kind):
-    pods, backend = scoped
+    pods, backend, _ = scoped
     target = pods["y/b"]
     before = icmp_in(target.netns, kind)
     send_icmp(pods["x/a"].netns, target.ip, kind, COUNT)
@@ -115,7 +118,7 @@ def test_icmp_between_unselected_pods_arrives(scoped, kind):
 @pytest.mark.parametrize("kind", [ECHO, TIMESTAMP, UNKNOWN])
 def test_icmp_is_denied_where_no_rule_without_ports_admits_it(scoped, kind, sender, receiver):
     """x/c's egress admits only TCP 80; z/c's ingress admits nothing."""
-    pods, backend = scoped
+    pods, backend, _ = scoped
     target, control = pods[receiver], pods["y/b"]
     before = icmp_in(target.netns, kind)
     control_before = icmp_in(control.netns, ECHO)
@@ -135,7 +138,7 @@ def test_icmp_is_denied_where_no_rule_without_ports_admits_it(scoped, kind, send
 def test_a_forged_source_gets_nothing_through(scoped):
     """x/b (no policy selects it) sends as x/a, the one peer y/c admits; then as
     itself to y/b, the control: once that arrived, the forged datagrams would have."""
-    pods, backend = scoped
+    pods, backend, _ = scoped
     forger, posed, target, control = pods["x/b"], pods["x/a"], pods["y/c"], pods["y/b"]
     before, control_before = udp_in(target.netns), udp_in(control.netns)
     send_udp_from(forger.netns, posed.ip, target.ip, 80, COUNT)
@@ -147,3 +150,30 @@ def test_a_forged_source_gets_nothing_through(scoped):
     # The real x/a still reaches y/c: the check keys on the interface, not the address.
     send_udp_from(posed.netns, posed.ip, target.ip, 80, COUNT)
     assert wait_until(lambda: udp_in(target.netns) - before >= COUNT, 5)
+
+
+def _entries_with(ip: str) -> list[str]:
+    """Conntrack entries, on either node, with `ip` at either end."""
+    found = []
+    for node in (LabNode(1), LabNode(2)):
+        for flag in ("--src", "--dst", "--reply-src", "--reply-dst"):
+            out = subprocess.run(
+                ["ip", "netns", "exec", node.netns, "conntrack", "-L", flag, ip],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            found += [f"{node.name}: {line}" for line in out.stdout.splitlines() if line]
+    return found
+
+
+def test_a_deleted_pods_connections_go_with_it(scoped):
+    """Last in the module: it deletes y/a."""
+    pods, backend, kubectl = scoped
+    gone = pods["y/a"]
+    send_udp_from(pods["x/a"].netns, pods["x/a"].ip, gone.ip, 80, COUNT)
+    assert wait_until(lambda: len(_entries_with(gone.ip)) > 0, 5)
+    kubectl("delete", "pod", "-n", "y", "a", "--wait=true")
+    assert wait_until(lambda: not _entries_with(gone.ip), 10), (
+        f"{backend}: entries of deleted y/a left: {_entries_with(gone.ip)}"
+    )

@@ -6,6 +6,7 @@ import copy
 import json
 import threading
 import time
+from ipaddress import ip_address
 
 import pytest
 
@@ -200,7 +201,7 @@ class _RecordingBackend:
         self.applied.append((ir, change, full))
         return True
 
-    def remove_denied(self, ir):
+    def remove_denied(self, ir, gone=frozenset()):
         return 0
 
     def rule_count(self):
@@ -253,7 +254,7 @@ def test_the_drop_log_reads_the_ir_being_programmed_and_the_first_sync_cleans_co
             seen.append(agent.read_cache(lambda live, current: current))
             return super().apply(ir, change, full)
 
-        def remove_denied(self, ir):
+        def remove_denied(self, ir, gone=frozenset()):
             cleaned.append(ir)
             return 0
 
@@ -266,3 +267,42 @@ def test_the_drop_log_reads_the_ir_being_programmed_and_the_first_sync_cleans_co
     assert seen == [programmed] and "y/a" in programmed.endpoints
     assert cleaned == [programmed]
     assert agent.read_cache(lambda live, current: current) is programmed
+
+
+def test_connections_of_an_address_whose_pod_went_are_removed_and_a_relabel_keeps_them():
+    """A pod deleted (here, or on another node: this node's conntrack holds connections
+    with remote pods too) hands its address to remove_denied, so that a new pod there
+    inherits nothing; a relabelled pod keeps its address and its connections."""
+    objs = model_cluster()
+    kinds = [
+        Kind(kind, _Listed([o for o in objs if o["kind"] == kind]))
+        for kind in ("Namespace", "Node", "Pod", "NetworkPolicy")
+    ]
+    gone_seen = []
+
+    class Backend(_RecordingBackend):
+        def remove_denied(self, ir, gone=frozenset()):
+            gone_seen.append(gone)
+            return 0
+
+    agent = Agent("node-1", Backend(), kinds)
+    for informer in agent.informers:
+        informer._relist()
+    agent.sync(full=True, requested=None)
+    assert gone_seen == [frozenset()]
+    pods = next(i for i in agent.informers if i.kind.name == "Pod")
+    by_ref = {
+        f"{o['metadata']['namespace']}/{o['metadata']['name']}": o
+        for o in objs
+        if o["kind"] == "Pod"
+    }
+    relabelled = copy.deepcopy(by_ref["y/a"])
+    relabelled["metadata"]["labels"] = {**relabelled["metadata"]["labels"], "extra": "1"}
+    pods._apply("MODIFIED", relabelled)
+    agent.sync(full=False, requested=time.monotonic())
+    assert all(not gone for gone in gone_seen[1:])
+    for ref in ("x/b", "z/c"):  # one of each node (the model spreads them)
+        pods._apply("DELETED", by_ref[ref])
+    agent.sync(full=False, requested=time.monotonic())
+    want = {ip_address(by_ref[r]["status"]["podIP"]) for r in ("x/b", "z/c")}
+    assert gone_seen[-1] == want

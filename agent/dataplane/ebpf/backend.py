@@ -262,9 +262,10 @@ class EbpfBackend:
 
     # --- connections, counters, cleanup ---------------------------------------------------
 
-    def remove_denied(self, ir: NodeIR) -> int:
-        """Delete the conntrack entries of connections the IR no longer admits."""
-        return conntrack.remove_denied(ir, frozenset(self._host_addresses(ir)))
+    def remove_denied(self, ir: NodeIR, gone: frozenset[IPAddress] = frozenset()) -> int:
+        """Delete the conntrack entries of connections the IR no longer admits, and of
+        addresses whose pod went."""
+        return conntrack.remove_denied(ir, frozenset(self._host_addresses(ir)), gone)
 
     def counters(self) -> dict[str, int]:
         """Packets by verdict reason, both directions."""
