@@ -62,6 +62,7 @@ from agent.dataplane.ipset_render import IpSet, render_sets, set_name
 TABLE = "mangle"
 FORWARD_CHAIN = "PICKET-FORWARD"
 NO_SYN_CHAIN = "PICKET-NO-SYN"
+ESTABLISHED_RULE = "-m conntrack --ctstate ESTABLISHED,RELATED -j RETURN"
 INVALID_RULE = '-m conntrack --ctstate INVALID -m comment --comment "no conntrack entry" -j DROP'
 CHAIN_PREFIX = "PICKET-"
 DEFAULT_NFLOG_GROUP = 100
@@ -179,8 +180,8 @@ def render_chains(
     endpoints without one (not wired yet) get no rules until they have one. `uplinks`
     are the interfaces holding the node's addresses (where the transit mark is read)."""
     chains: dict[str, list[str]] = {}
-    forward = ["-m conntrack --ctstate ESTABLISHED,RELATED -j RETURN"]
-    if source_check.render_sets(ir, interfaces):
+    forward = [ESTABLISHED_RULE]
+    if source_check.applies(ir, interfaces):
         # Before everything: a forged source could ride another pod's connection.
         forward.insert(0, source_check.forward_rule())
     # A TCP packet that opens nothing yet has no conntrack entry belongs to a
@@ -238,7 +239,7 @@ def render_chains(
             no_syn.append(f'-d {ip} {dnat} -m comment --comment "{ref}: transit" -j DROP')
     if no_syn:
         chains[NO_SYN_CHAIN] = no_syn
-        at = forward.index("-m conntrack --ctstate ESTABLISHED,RELATED -j RETURN") + 1
+        at = forward.index(ESTABLISHED_RULE) + 1
         forward.insert(at, f"-p tcp ! --syn -m conntrack --ctstate NEW -j {NO_SYN_CHAIN}")
     chains[FORWARD_CHAIN] = forward + dispatch_in
     return dict(sorted(chains.items()))
@@ -290,7 +291,7 @@ def counted_rules(save_text: str) -> list[CountedRule]:
     by the pod (or transit pod) whose interface or address the rule names."""
     out: list[CountedRule] = []
     namespace: dict[str, str] = {}
-    pending: list[tuple[str, int]] = []  # (chain, packets) of INVALID drops
+    pending: list[tuple[str, str, int]] = []  # (chain, direction, packets) of INVALID drops
     for line in save_text.splitlines():
         if not line.startswith("[") or f"-A {CHAIN_PREFIX}" not in line:
             continue
@@ -310,7 +311,7 @@ def counted_rules(save_text: str) -> list[CountedRule]:
             continue
         direction = "ingress" if chain.startswith(f"{CHAIN_PREFIX}IN-") else "egress"
         if rest == INVALID_RULE:
-            pending.append((chain, packets))
+            pending.append((chain, direction, packets))
         elif "-j NFLOG" in rest:
             policies = rest.partition('--comment "isolated by ')[2].partition('"')[0]
             namespace[chain] = policies.partition("/")[0]
@@ -320,7 +321,6 @@ def counted_rules(save_text: str) -> list[CountedRule]:
             out.append(
                 ((chain, "policy"), (direction, "policy", namespace.get(chain, "")), packets)
             )
-    for chain, packets in pending:
-        direction = "ingress" if chain.startswith(f"{CHAIN_PREFIX}IN-") else "egress"
+    for chain, direction, packets in pending:  # the namespace comes from a later rule
         out.append(((chain, "invalid"), (direction, "invalid", namespace.get(chain, "")), packets))
     return out

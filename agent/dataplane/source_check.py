@@ -2,7 +2,7 @@
 interface must carry one of that pod's addresses as its source.
 
 Both backends take a packet's identity from its source address, so without this a pod
-with NET_RAW could send as any peer a policy admits (docs/agent.md, "Threat model"). The
+with NET_RAW could send as any peer a policy admits (docs/ebpf.md, "Threat model"). The
 check runs on every packet from a pod, established or not (a forged packet could
 otherwise ride another pod's established connection), for pods no policy selects too.
 It costs two ipset lookups whatever the number of pods:
@@ -28,6 +28,11 @@ LINKS_SET = "picket-pod-links"
 SOURCES_SET = "picket-pod-sources"
 SETS = (LINKS_SET, SOURCES_SET)
 COMMENT = "picket: not the pod's own address"
+
+
+def applies(ir: NodeIR, interfaces: Mapping[str, str]) -> bool:
+    """Some local pod has an interface: the sets and the rule exist."""
+    return any(ref in ir.endpoints for ref in interfaces)
 
 
 def render_sets(ir: NodeIR, interfaces: Mapping[str, str]) -> list[IpSet]:

@@ -28,7 +28,7 @@ from agent.loop.watch import Informer, Kind
 from agent.model.annotations import problems as annotation_problems
 from agent.model.live import LiveState
 from agent.model.objects import IPAddress, Namespace
-from agent.model.view import is_endpoint
+from agent.model.view import released_addresses
 
 log = logging.getLogger("picket.agent")
 T = TypeVar("T")
@@ -111,20 +111,28 @@ class Agent:
         # The IR being programmed: drops while the backend applies it are the new rules'
         # (the drop log describes them with it), and it is not yet what is programmed.
         self._programming: NodeIR | None = None
-        self._holders: dict[IPAddress, str] = {}  # address -> the pod holding it, last sync
         self.ready = threading.Event()
         self.lock = threading.Lock()
         self._warned: set[str] = set()
 
-    def _compile(self, full: bool) -> NodeIR:
+    def _compile(self, full: bool) -> tuple[NodeIR, frozenset[IPAddress]]:
+        """The IR, and the addresses pods anywhere in the cluster released since the
+        last sync (this node's conntrack holds its pods' connections with remote pods
+        too)."""
         if full or self.live is None:
-            return self._compile_all()
+            before = self.live
+            ir = self._compile_all()
+            if before is None:
+                return ir, frozenset()
+            pairs = ((pod, self.live.pods.get(ref)) for ref, pod in before.pods.items())
+            return ir, released_addresses(pairs)
         with self.lock:  # readers on other threads (read_cache, view) see whole changes
             for informer in self.informers:
                 self._take_pending(informer)
+        gone = released_addresses(self.live.changes.pods)
         # next: IncrementalCompiler.update (agent/compiler/incremental.py) compiles what
         # the live state recorded as changed
-        return self.compiler.update(self.live)
+        return self.compiler.update(self.live), gone
 
     def _compile_all(self) -> NodeIR:
         """From scratch, from every informer's objects (start, periodic resync)."""
@@ -184,26 +192,13 @@ class Agent:
             self.observer.failed(stage)
             raise
 
-    def _addresses_gone(self) -> frozenset[IPAddress]:
-        """Addresses whose pod went since the last sync (deleted, finished, or the
-        address now another pod's): their connections must not outlive them, or a new
-        pod at the address would inherit them. Pods anywhere in the cluster: this
-        node's conntrack holds its pods' connections with remote pods too."""
-        holders: dict[IPAddress, str] = {}
-        if self.live is not None:
-            for pod in self.live.pods.values():
-                if is_endpoint(pod):
-                    holders.update((ip, pod.ref) for ip in pod.ips)
-        gone = frozenset(ip for ip, ref in self._holders.items() if holders.get(ip) != ref)
-        self._holders = holders
-        return gone
-
     def sync(self, full: bool, requested: float | None) -> None:
         start = time.monotonic()
         with self._stage("compile"):
-            ir = self._compile(full)  # next: _compile, which takes the pending changes
+            # next: _compile, which takes the pending changes; `gone`: addresses whose
+            # pod went, whose connections a new pod there must not inherit
+            ir, gone = self._compile(full)
             change = diff_ir(self.ir, ir)  # agent/compiler/diff.py: against what is programmed
-            gone = self._addresses_gone()
         if change.empty and not full and not gone:
             return
         with self.lock:

@@ -7,7 +7,7 @@ neither needs to know which it was handed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Protocol, runtime_checkable
 
 from agent.model.objects import (
@@ -25,6 +25,20 @@ def is_endpoint(pod: Pod) -> bool:
     """A pod policies can select and peers can match: not hostNetwork (those share the
     node's address and are not selected for isolation), not finished."""
     return not pod.host_network and not pod.is_terminal
+
+
+def released_addresses(
+    pairs: Iterable[tuple[Pod | None, Pod | None]],
+) -> frozenset[IPAddress]:
+    """The addresses an endpoint pod held in (old, new) pairs and holds no longer (it
+    was deleted, finished or readdressed)."""
+    out: set[IPAddress] = set()
+    for old, new in pairs:
+        if old is None or not is_endpoint(old):
+            continue
+        kept = set(new.ips) if new is not None and is_endpoint(new) else set()
+        out.update(ip for ip in old.ips if ip not in kept)
+    return frozenset(out)
 
 
 def is_local_endpoint(pod: Pod, node: str) -> bool:

@@ -65,27 +65,29 @@ static __always_inline void tuple_side(void *tuple, __u32 addr_off, __u32 port_o
     *port = bpf_ntohs(raw);
 }
 
-/* The packet's own protocol, for packets conntrack has no entry for. */
-static __always_inline __u8 skb_ip_protocol(void *skb)
+/* Where the packet's IP header starts (a kernel address, read with probe reads). */
+static __always_inline unsigned char *skb_ip_header(void *skb)
 {
     unsigned char *head = 0;
     __u16 network = 0;
-    __u8 protocol = 0;
     bpf_probe_read_kernel(&head, sizeof(head), skb + PICKET_OFF_SKB_HEAD);
     bpf_probe_read_kernel(&network, sizeof(network), skb + PICKET_OFF_SKB_NETWORK_HEADER);
-    bpf_probe_read_kernel(&protocol, 1, head + network + 9);
+    return head + network;
+}
+
+/* The packet's own protocol, for packets conntrack has no entry for. */
+static __always_inline __u8 skb_ip_protocol(void *skb)
+{
+    __u8 protocol = 0;
+    bpf_probe_read_kernel(&protocol, 1, skb_ip_header(skb) + 9);
     return protocol;
 }
 
 /* The packet's source address (network byte order; 0 if unreadable). */
 static __always_inline __u32 skb_ip_saddr(void *skb)
 {
-    unsigned char *head = 0;
-    __u16 network = 0;
     __u32 saddr = 0;
-    bpf_probe_read_kernel(&head, sizeof(head), skb + PICKET_OFF_SKB_HEAD);
-    bpf_probe_read_kernel(&network, sizeof(network), skb + PICKET_OFF_SKB_NETWORK_HEADER);
-    bpf_probe_read_kernel(&saddr, sizeof(saddr), head + network + 12);
+    bpf_probe_read_kernel(&saddr, sizeof(saddr), skb_ip_header(skb) + 12);
     return saddr;
 }
 

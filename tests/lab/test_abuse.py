@@ -71,11 +71,7 @@ def scoped(request: pytest.FixtureRequest) -> Iterator[tuple[dict[str, LabPod], 
         )
         assert wait_until(lambda: probe_once("x/a", "z/c", "80") == "timeout")
         assert wait_until(lambda: probe_once("x/c", "y/b", "81") == "timeout")
-        yield _pods(kubectl), request.param, kubectl
-
-
-def _pods(kubectl: Kubectl) -> dict[str, LabPod]:
-    return lab_pods(kubectl)
+        yield lab_pods(kubectl), request.param, kubectl
 
 
 def _flush_conntrack() -> None:
