@@ -35,11 +35,14 @@
 #define REASON_DROP_INVALID 9       /* no conntrack entry (conntrack INVALID, untracked) */
 #define REASON_ALLOWED_UPSTREAM 10  /* judged by the node that DNATed it (the transit mark) */
 #define REASON_DROP_SPOOFED 11      /* from a pod's interface, not from one of its addresses */
-#define REASON_COUNT 12
+#define REASON_DROP_UNPARSED 12     /* no conntrack entry, and headers that do not parse */
+#define REASON_DROP_FRAGMENT 13     /* an IP fragment at the hook (defragmentation bypassed) */
+#define REASON_COUNT 14
 #define REASON_SLOTS 16     /* per direction in the pinned map: room for new reasons */
 #define DIRECTIONS 2
-/* Drop reasons counted per endpoint (policy, no SYN, audit, invalid) times directions;
- * spoofed (egress only) fits beside them in a hash that is never full of them all. */
+/* Room per endpoint in the drop counts: policy, no SYN, audit, invalid, unparsed and
+ * fragment times directions, and spoofed, are 13 keys, but an endpoint holds those it
+ * met, rarely more than four; the size stays that of the maps earlier agents pinned. */
 #define DROP_COUNTS_PER_ENDPOINT 8
 
 /* Config slots (an array map the agent writes). Slots 0-3 held the connection

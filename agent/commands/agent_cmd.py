@@ -82,6 +82,7 @@ def capture_source(args: argparse.Namespace, backend: Backend) -> NflogSource | 
 
     if args.backend == "ebpf":
         return ring_source(backend)
+    from agent.dataplane import source_check
     from agent.dataplane.iptables_render import nflog_prefix
 
     prefixes = {
@@ -89,12 +90,13 @@ def capture_source(args: argparse.Namespace, backend: Backend) -> NflogSource | 
         for audit in (False, True)
         for direction in ("Ingress", "Egress")
     }
-    return NflogSource(args.nflog_group, prefixes)
+    return NflogSource(args.nflog_group, prefixes, spoofed=source_check.NFLOG_PREFIX)
 
 
 def ring_source(backend: EbpfBackend) -> RingSource:
     """The eBPF backend's `picket_drops` ring buffer, read with the layout a unit test
-    holds to bpf/picket.h; policy denials only (no-SYN drops are not the drop log's)."""
+    holds to bpf/picket.h; policy denials and forged sources (no-SYN drops are not the
+    drop log's)."""
     from agent.dataplane import ebpf_layout as layout
     from agent.droplog.capture import RingEventLayout, RingSource
     from agent.droplog.events import DROP, WOULD_DROP
@@ -104,7 +106,9 @@ def ring_source(backend: EbpfBackend) -> RingSource:
         open=backend.bpf["picket_drops"].open_ring_buffer,
         poll=backend.bpf.ring_buffer_poll,
         suppressed=lambda: backend.counters().get("event_suppressed", 0),
-        layout=RingEventLayout(layout.DropEvent, verdicts, layout.DIR_EGRESS),
+        layout=RingEventLayout(
+            layout.DropEvent, verdicts, layout.DIR_EGRESS, spoofed=layout.REASON_DROP_SPOOFED
+        ),
     )
 
 
@@ -115,6 +119,7 @@ def start_drop_log(
     It is handed its capture source and the agent, as the reader of its cache."""
     if args.drop_log == "off":
         return None
+    from agent.dataplane.pod_interfaces import interface_owner
     from agent.droplog.capture import open_capture
     from agent.droplog.journal import RecordWriter
     from agent.droplog.service import DropLog, DropLogSettings
@@ -125,7 +130,9 @@ def start_drop_log(
         logging.getLogger("picket.droplog").error("drop log not started: %s", exc)
         return None
     settings = DropLogSettings(args.drop_log_rate, args.drop_log_burst, args.drop_log_window)
-    droplog = DropLog(args.node, capture, agent, RecordWriter(), settings)
+    droplog = DropLog(
+        args.node, capture, agent, RecordWriter(), settings, interface_owner=interface_owner
+    )
     thread = threading.Thread(target=droplog.run, args=(stop,), name="droplog", daemon=True)
     thread.start()
     return thread, droplog

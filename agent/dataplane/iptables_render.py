@@ -2,7 +2,9 @@
 
 Layout, in the mangle table (one jump from FORWARD; nothing else is touched):
 
-    PICKET-FORWARD   ESTABLISHED,RELATED -> RETURN (replies are not new connections)
+    PICKET-FORWARD   from a pod's interface, not its address -> PICKET-SPOOFED
+                     (source_check.py: NFLOG, DROP)
+                     ESTABLISHED,RELATED -> RETURN (replies are not new connections)
                      NEW TCP without SYN -> PICKET-NO-SYN (no mid-stream pickup)
                      -> PICKET-TRANSIT (the transit mark: sets and reads, transit_mark.py)
                      connection marked judged upstream -> RETURN
@@ -184,6 +186,7 @@ def render_chains(
     if source_check.applies(ir, interfaces):
         # Before everything: a forged source could ride another pod's connection.
         forward.insert(0, source_check.forward_rule())
+        chains[source_check.CHAIN] = source_check.chain_rules(nflog_group)
     # A TCP packet that opens nothing yet has no conntrack entry belongs to a
     # connection whose entry we removed because policy now forbids it: conntrack's
     # loose pickup would otherwise adopt it, possibly reversed (from the server) and so
@@ -305,8 +308,11 @@ def counted_rules(save_text: str) -> list[CountedRule]:
                 key = (chain, f"no_syn {direction} {ref}")
                 out.append((key, (direction, "no_syn", ref.partition("/")[0]), packets))
             continue
+        if chain == source_check.CHAIN:
+            continue  # counted by the jump to it
         if chain == FORWARD_CHAIN:
-            if source_check.COMMENT in rest:
+            # By its target: iptables-save escapes the comment's quote ("pod\'s").
+            if rest.endswith(f"-j {source_check.CHAIN}"):
                 out.append(((chain, "spoofed"), ("egress", "spoofed", ""), packets))
             continue
         direction = "ingress" if chain.startswith(f"{CHAIN_PREFIX}IN-") else "egress"

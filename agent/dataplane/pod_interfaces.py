@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from ipaddress import ip_address
 
 from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 
 from agent.compiler.ir import NodeIR
 from agent.model.objects import IPAddress
@@ -29,6 +30,25 @@ def host_interfaces(ir: NodeIR) -> dict[str, str]:
                 found[ref] = names[oif]
                 break
     return found
+
+
+def interface_owner(ifindex: int) -> tuple[str, tuple[IPAddress, ...]]:
+    """The interface's name and the host addresses routed to it: who sits behind a pod's
+    host-side interface ("" and () when it is gone)."""
+    with IPRoute() as ipr:
+        try:
+            links = ipr.get_links(ifindex) if ifindex else []
+        except NetlinkError:  # gone since the packet was dropped
+            links = []
+        if not links:
+            return "", ()
+        name = links[0].get_attr("IFLA_IFNAME") or ""
+        owned = tuple(
+            ip_address(route.get_attr("RTA_DST"))
+            for route in ipr.get_routes(family=2, table=254, oif=ifindex)
+            if route["dst_len"] == 32 and route.get_attr("RTA_DST")
+        )
+    return name, owned
 
 
 def node_addresses() -> frozenset[IPAddress]:

@@ -8,10 +8,13 @@ otherwise ride another pod's established connection), for pods no policy selects
 It costs two ipset lookups whatever the number of pods:
 
     PICKET-FORWARD  -m set --match-set picket-pod-links src,src
-                    -m set ! --match-set picket-pod-sources src,src -> DROP  (first rule)
+                    -m set ! --match-set picket-pod-sources src,src -> PICKET-SPOOFED
+                    (first rule)
+    PICKET-SPOOFED  NFLOG "picket spoofed" (the drop log), DROP
 
-Dropped packets are counted (`picket_dropped_packets_total{reason="spoofed"}`), not yet
-logged.
+Dropped packets are counted by the jump rule's counter
+(`picket_dropped_packets_total{reason="spoofed"}`) and logged: the drop log names the
+pod by the interface NFLOG reports, and folds its packets into one record per window.
 
 `picket-pod-links` (hash:net,iface) holds 0.0.0.0/1 and 128.0.0.0/1 with each pod's
 host-side interface (hash:net holds no /0): "arrived on a pod's interface";
@@ -28,6 +31,8 @@ LINKS_SET = "picket-pod-links"
 SOURCES_SET = "picket-pod-sources"
 SETS = (LINKS_SET, SOURCES_SET)
 COMMENT = "picket: not the pod's own address"
+CHAIN = "PICKET-SPOOFED"
+NFLOG_PREFIX = "picket spoofed"
 
 
 def applies(ir: NodeIR, interfaces: Mapping[str, str]) -> bool:
@@ -59,5 +64,10 @@ _HALVES = ("0.0.0.0/1", "128.0.0.0/1")
 def forward_rule() -> str:
     return (
         f"-m set --match-set {LINKS_SET} src,src -m set ! --match-set {SOURCES_SET} src,src "
-        f'-m comment --comment "{COMMENT}" -j DROP'
+        f'-m comment --comment "{COMMENT}" -j {CHAIN}'
     )
+
+
+def chain_rules(nflog_group: int) -> list[str]:
+    """What a forged packet meets: the drop log's NFLOG, then DROP."""
+    return [f'-j NFLOG --nflog-group {nflog_group} --nflog-prefix "{NFLOG_PREFIX}"', "-j DROP"]

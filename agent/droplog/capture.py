@@ -17,7 +17,7 @@ from ipaddress import IPv4Address
 from typing import Any, Protocol
 
 from agent.droplog.ct_attrs import original_destination
-from agent.droplog.events import PacketEvent, parse_ipv4, sent_to
+from agent.droplog.events import DROP, SPOOFED, PacketEvent, parse_ipv4, sent_to
 from agent.droplog.nflog import ConntrackUnavailable, NflogReader
 
 log = logging.getLogger("picket.droplog")
@@ -38,10 +38,12 @@ class Capture(Protocol):
 @dataclass(frozen=True)
 class NflogSource:
     """What the iptables rules send to userspace: the NFLOG `group`, and for the prefix
-    each denying rule logs with, (direction, verdict): ("ingress", "drop"), ..."""
+    each denying rule logs with, (direction, verdict): ("ingress", "drop"), ...;
+    `spoofed`, the prefix of the anti-spoofing drop, if it logs one."""
 
     group: int
     prefixes: Mapping[str, tuple[str, str]]
+    spoofed: str | None = None
 
 
 @dataclass(frozen=True)
@@ -50,11 +52,13 @@ class RingEventLayout:
     direction, reason, protocol, saddr, daddr and service_addr in network order, sport,
     dport and service_port; service_addr 0 when DNAT left the destination); `verdicts`
     maps the reasons that are policy denials to a verdict ("drop", "would-drop"), other
-    reasons are not the drop log's; `egress` is the direction value of egress."""
+    reasons are not the drop log's; `egress` is the direction value of egress;
+    `spoofed` the reason of a forged source (a "drop" of its own kind), if reported."""
 
     record: type[ctypes.Structure]
     verdicts: Mapping[int, str]
     egress: int
+    spoofed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class NflogCapture:
 
     def __init__(self, source: NflogSource) -> None:
         self._prefixes = dict(source.prefixes)
+        self._spoofed = source.spoofed
         try:
             self._reader = NflogReader(source.group, conntrack=True)
         except ConntrackUnavailable as exc:
@@ -92,8 +97,16 @@ class NflogCapture:
     def read(self, timeout: float) -> list[PacketEvent]:
         events = []
         for packet in self._reader.read(timeout):
-            kind = self._prefixes.get(packet.prefix)
             parsed = parse_ipv4(packet.payload)
+            if packet.prefix == self._spoofed and parsed is not None:
+                protocol, src, _, dst, _ = parsed
+                events.append(
+                    PacketEvent(
+                        "egress", DROP, protocol, src, 0, dst, 0, None, SPOOFED, packet.indev or 0
+                    )
+                )
+                continue
+            kind = self._prefixes.get(packet.prefix)
             if kind is None or parsed is None:
                 continue  # another NFLOG user of the group, or not IPv4
             protocol, src, sport, dst, dport = parsed
@@ -127,6 +140,22 @@ class EbpfCapture:
     def _on_event(self, _ctx: Any, data: Any, _size: int) -> None:
         raw = ctypes.cast(data, self._record).contents
         layout = self._source.layout
+        if layout.spoofed is not None and raw.reason == layout.spoofed:
+            self._batch.append(
+                PacketEvent(
+                    "egress",
+                    DROP,
+                    raw.protocol,
+                    IPv4Address(socket.ntohl(raw.saddr)),
+                    0,
+                    IPv4Address(socket.ntohl(raw.daddr)),
+                    0,
+                    None,
+                    SPOOFED,
+                    raw.ifindex,
+                )
+            )
+            return
         verdict = layout.verdicts.get(raw.reason)
         if verdict is None:
             return

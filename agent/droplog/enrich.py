@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from agent.compiler.ir import NodeIR
-from agent.droplog.events import WOULD_DROP, PacketEvent
+from agent.droplog.events import SPOOFED, WOULD_DROP, PacketEvent
 from agent.droplog.frontends import Via, via
 from agent.model.annotations import drop_log_enabled
 from agent.model.live import LiveState
@@ -46,6 +46,10 @@ class Description:
     policies: tuple[str, ...]
     logged: bool  # False when the local namespace opted out (picket.io/drop-log: "off")
     via: Via | None = None  # where the client sent it, when DNAT changed that
+    # A forged source: the pod behind the interface it came from (`src` is whoever
+    # owns the forged address), and that interface's name
+    sender: Party | None = None
+    interface: str = ""
 
 
 def _party(live: LiveState | None, ip: IPv4Address, port: int) -> Party:
@@ -77,7 +81,40 @@ def describe(event: PacketEvent, live: LiveState | None, ir: NodeIR | None) -> D
     return Description(src, dst, policies, drop_log_enabled(namespace), through)
 
 
+def describe_spoofed(
+    event: PacketEvent, live: LiveState | None, interface: str, owned: tuple[IPv4Address, ...]
+) -> Description:
+    """A packet from the interface named `interface`, which routes `owned` (the sending
+    pod's addresses), with a source that is none of them."""
+    sender = next(
+        (p for p in (_party(live, ip, 0) for ip in owned) if p.kind == POD),
+        Party(EXTERNAL, owned[0] if owned else event.src_ip, 0),
+    )
+    namespace = live.namespaces.get(sender.namespace) if live and sender.kind == POD else None
+    return Description(
+        _party(live, event.src_ip, 0),
+        _party(live, event.dst_ip, 0),
+        (),
+        drop_log_enabled(namespace),
+        sender=sender,
+        interface=interface,
+    )
+
+
+def _spoofed_message(event: PacketEvent, description: Description) -> str:
+    sender = description.sender
+    who = sender.name if sender is not None and sender.kind == POD else "an unknown pod"
+    return (
+        f"DROP spoofed {event.protocol_name} from {who} (interface "
+        f"{description.interface or event.interface}) with source {event.src_ip}"
+        f"{'' if description.src.kind == EXTERNAL else f' ({description.src.name})'} "
+        f"-> {description.dst.name}; the source is not one of {who}'s addresses"
+    )
+
+
 def message(event: PacketEvent, description: Description) -> str:
+    if event.reason == SPOOFED:
+        return _spoofed_message(event, description)
     src, dst = description.src, description.dst
     local, peer = (dst, src) if event.direction == "ingress" else (src, dst)
     isolated = ", ".join(description.policies) or "policies no longer known"
@@ -99,6 +136,7 @@ def record_fields(
     fields = {
         "MESSAGE": message(event, description),
         "PICKET_VERDICT": event.verdict,
+        "PICKET_REASON": event.reason,
         "PICKET_DIRECTION": event.direction,
         "PICKET_PROTOCOL": event.protocol_name,
         "PICKET_POLICIES": ",".join(description.policies),
@@ -111,6 +149,10 @@ def record_fields(
         fields[f"PICKET_{side}_POD"] = party.pod
         fields[f"PICKET_{side}_IP"] = str(party.ip)
         fields[f"PICKET_{side}_PORT"] = str(party.port)
+    if description.sender is not None:  # only forged sources
+        fields["PICKET_SENDER_NAMESPACE"] = description.sender.namespace
+        fields["PICKET_SENDER_POD"] = description.sender.pod
+        fields["PICKET_SENDER_INTERFACE"] = description.interface
     if description.via is not None:  # only DNATed connections: direct ones stay as they were
         fields["PICKET_SERVICE"] = description.via.service
         fields["PICKET_SERVICE_IP"] = str(description.via.ip)

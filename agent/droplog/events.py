@@ -10,6 +10,9 @@ from ipaddress import IPv4Address
 from agent.model.objects import IP_PROTOCOL_NAMES
 
 DROP, WOULD_DROP = "drop", "would-drop"
+# Why: a policy denied the connection, or the packet left a pod's interface with a
+# source address that is not one of the pod's (docs/droplog.md).
+POLICY, SPOOFED = "policy", "spoofed"
 
 
 @dataclass(frozen=True)
@@ -19,7 +22,11 @@ class PacketEvent:
     "drop", or "would-drop" where the namespace is in audit mode. Ports are 0 for
     protocols without them. The addresses are the packet's as the policy check saw it,
     after kube-proxy's DNAT; `sent_to` is where the client sent the connection (a
-    ClusterIP, a node address and node port) when DNAT changed that, else None."""
+    ClusterIP, a node address and node port) when DNAT changed that, else None.
+
+    A `reason` of SPOOFED is a packet dropped before any policy: `src_ip` is the source
+    it forged and `interface` the index of the host-side interface it came from, which
+    names the pod that really sent it."""
 
     direction: str
     verdict: str
@@ -29,14 +36,19 @@ class PacketEvent:
     dst_ip: IPv4Address
     dst_port: int
     sent_to: tuple[IPv4Address, int] | None = None
+    reason: str = POLICY
+    interface: int = 0
 
     @property
     def protocol_name(self) -> str:
         return IP_PROTOCOL_NAMES.get(self.protocol, str(self.protocol))
 
     @property
-    def flow(self) -> tuple[str, int, IPv4Address, int, IPv4Address, int]:
-        """The connection this packet belongs to, as the log folds it."""
+    def flow(self) -> tuple[object, ...]:
+        """The connection this packet belongs to, as the log folds it; for a forged
+        source, the interface: one record per pod and window, whatever it forges."""
+        if self.reason == SPOOFED:
+            return (SPOOFED, self.interface)
         return (
             self.direction,
             self.protocol,

@@ -1,8 +1,9 @@
 """The drop log's thread: capture -> fold per connection -> budget -> describe ->
 write, plus a summary of what the budget held back or the capture lost.
 
-It is handed what it reads: its capture (agent/droplog/capture.py) and a `CacheReader`
-(the agent satisfies it, without knowing of the drop log)."""
+It is handed what it reads: its capture (agent/droplog/capture.py), a `CacheReader`
+(the agent satisfies it, without knowing of the drop log), and for packets with a forged
+source a lookup of the interface they came from (`InterfaceOwner`)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from ipaddress import IPv4Address
 from typing import Protocol, TypeVar
 
 from agent.compiler.ir import NodeIR
 from agent.droplog.capture import Capture
-from agent.droplog.enrich import Description, describe, record_fields, summary_fields
-from agent.droplog.events import PacketEvent
+from agent.droplog.enrich import (
+    Description,
+    describe,
+    describe_spoofed,
+    record_fields,
+    summary_fields,
+)
+from agent.droplog.events import SPOOFED, PacketEvent
 from agent.droplog.folding import Folder, OpenRecord
 from agent.droplog.journal import RecordWriter
 from agent.model.live import LiveState
@@ -32,6 +40,14 @@ class CacheReader(Protocol):
     def read_cache(self, read: Callable[[LiveState | None, NodeIR | None], T]) -> T:
         """`read(live state, node IR)` under the lock that guards them; its result."""
         ...
+
+
+# ifindex -> (interface name, the addresses routed to it): which pod an interface is.
+InterfaceOwner = Callable[[int], tuple[str, tuple[IPv4Address, ...]]]
+
+
+def _unknown_interface(_ifindex: int) -> tuple[str, tuple[IPv4Address, ...]]:
+    return "", ()
 
 
 @dataclass(frozen=True)
@@ -60,8 +76,10 @@ class DropLog:
         writer: RecordWriter,
         settings: DropLogSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
+        interface_owner: InterfaceOwner = _unknown_interface,
     ) -> None:
         self.node = node
+        self.interface_owner = interface_owner
         self.capture = capture
         self.cache = cache
         self.writer = writer
@@ -81,8 +99,8 @@ class DropLog:
         for event in events:
             if self.folder.fold(event):
                 continue
-            description = self.cache.read_cache(partial(describe, event))
-            if event.verdict == "drop":
+            description = self._describe(event)
+            if event.verdict == "drop" and event.reason != SPOOFED:
                 local = description.dst if event.direction == "ingress" else description.src
                 key = (event.direction, local.namespace or "")
                 self.connections[key] = self.connections.get(key, 0) + 1
@@ -92,6 +110,14 @@ class DropLog:
                 continue
             self.folder.open(event, now, description)
         self.stats.suppressed = self.folder.suppressed
+
+    def _describe(self, event: PacketEvent) -> Description:
+        if event.reason != SPOOFED:
+            return self.cache.read_cache(partial(describe, event))
+        # Once per pod and window (the fold key is the interface): a netlink dump is
+        # affordable here, and names the pod by what the node routes to it.
+        name, owned = self.interface_owner(event.interface)
+        return self.cache.read_cache(lambda live, _ir: describe_spoofed(event, live, name, owned))
 
     def flush(self, now: float, final: bool = False) -> None:
         closed = self.folder.close_all() if final else self.folder.due(now)

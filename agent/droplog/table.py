@@ -33,6 +33,11 @@ FOLLOW_WIDTHS = (19, 12, 10, 7, 5, 28, 36, 30, 7)
 SEPARATOR = "  "
 MISSING = "-"
 
+# Who a record names: source, destination, and, for a forged source, the pod that sent
+# it (PICKET_SENDER_*), which filters by pod or namespace find as well.
+SIDES = ("SRC", "DST", "SENDER")
+SPOOFED = "spoofed"
+
 # A kubelet container log line (CRI format): "<RFC 3339 time> <stream> <F|P> <text>".
 _CRI_LINE = re.compile(r"^(\S+) (?:stdout|stderr) [FP] (.*)$")
 
@@ -65,8 +70,7 @@ class DropFilter:
         if is_summary(record):
             return not self.names_a_connection
         if self.namespace is not None and self.namespace not in (
-            record.get("PICKET_SRC_NAMESPACE"),
-            record.get("PICKET_DST_NAMESPACE"),
+            record.get(f"PICKET_{side}_NAMESPACE") for side in SIDES
         ):
             return False
         if self.pod is not None and not _pod_matches(record, self.pod):
@@ -92,7 +96,7 @@ def journal_matches(drop_filter: DropFilter) -> list[str]:
 
 def _pod_matches(record: dict[str, Any], pod: str) -> bool:
     namespace, _, name = pod.rpartition("/")
-    for side in ("SRC", "DST"):
+    for side in SIDES:
         if record.get(f"PICKET_{side}_POD") != name or not name:
             continue
         if not namespace or record.get(f"PICKET_{side}_NAMESPACE") == namespace:
@@ -227,16 +231,29 @@ def row(record: dict[str, Any], tz: tzinfo | None = None) -> list[str]:
     verdict = record.get("PICKET_VERDICT") or MISSING
     if is_summary(record):
         return [*head, verdict, summary_text(record)]
+    spoofed = record.get("PICKET_REASON") == SPOOFED
     return [
         *head,
         verdict,
         record.get("PICKET_DIRECTION") or MISSING,
         record.get("PICKET_PROTOCOL") or MISSING,
-        endpoint(record, "SRC"),
+        source(record),
         destination(record),
-        ",".join(policy_list(record)) or MISSING,
+        "(spoofed source)" if spoofed else ",".join(policy_list(record)) or MISSING,
         str(record.get("PICKET_REPEATS") or "1"),
     ]
+
+
+def source(record: dict[str, Any]) -> str:
+    """The source's `endpoint`; for a forged source, the pod that sent it and whom it
+    posed as: "x/b as x/a" (or as an address no pod has)."""
+    claimed = endpoint(record, "SRC")
+    if record.get("PICKET_REASON") != SPOOFED:
+        return claimed
+    sender = record.get("PICKET_SENDER_POD") or ""
+    namespace = record.get("PICKET_SENDER_NAMESPACE") or ""
+    who = f"{namespace}/{sender}" if sender else record.get("PICKET_SENDER_INTERFACE") or "?"
+    return f"{who} as {claimed}"
 
 
 def summary_text(record: dict[str, Any]) -> str:

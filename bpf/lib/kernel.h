@@ -33,6 +33,7 @@ struct flow {
     __u16 service_port;
     __u8 protocol;
     __u8 tracked;         /* 0: no conntrack entry (INVALID or untracked) */
+    __u8 untracked;       /* then the drop reason: invalid, unparsed or fragment */
     __u8 new;             /* the connection's first packet(s): judged by policy */
     __u8 syn;             /* TCP: the connection began with a SYN */
     __u8 upstream;        /* another node DNATed and judged it (the transit mark) */
@@ -75,20 +76,70 @@ static __always_inline unsigned char *skb_ip_header(void *skb)
     return head + network;
 }
 
-/* The packet's own protocol, for packets conntrack has no entry for. */
-static __always_inline __u8 skb_ip_protocol(void *skb)
+/* The fixed part of an IPv4 header. The kernel keeps it in linear data from ip_rcv on
+ * (which also checked its version, length and checksum): this is the only part of a
+ * packet the program reads itself; conntrack read the transport header, with
+ * skb_header_pointer, wherever it lay. */
+struct ip_fields {
+    __u8 version_ihl;
+    __u8 tos;
+    __u16 tot_len;        /* network byte order, like the rest */
+    __u16 id;
+    __u16 frag_off;
+    __u8 ttl;
+    __u8 protocol;
+    __u16 check;
+    __u32 saddr;
+    __u32 daddr;
+};
+
+#define IP_MF 0x2000
+#define IP_OFFSET 0x1FFF
+
+/* 0, or the error of the read (then `ip` is zeroes: no address, no protocol). */
+static __always_inline long skb_ip_fields(void *skb, struct ip_fields *ip)
 {
-    __u8 protocol = 0;
-    bpf_probe_read_kernel(&protocol, 1, skb_ip_header(skb) + 9);
-    return protocol;
+    long err = bpf_probe_read_kernel(ip, sizeof(*ip), skb_ip_header(skb));
+    if (err)
+        __builtin_memset(ip, 0, sizeof(*ip));
+    return err;
 }
 
-/* The packet's source address (network byte order; 0 if unreadable). */
-static __always_inline __u32 skb_ip_saddr(void *skb)
+/* The smallest transport header conntrack accepts for `protocol` (0: no minimum). */
+static __always_inline __u32 transport_minimum(__u8 protocol)
 {
-    __u32 saddr = 0;
-    bpf_probe_read_kernel(&saddr, sizeof(saddr), skb_ip_header(skb) + 12);
-    return saddr;
+    switch (protocol) {
+    case IPPROTO_TCP:
+        return 20;
+    case IPPROTO_UDP:
+    case IPPROTO_ICMP:
+        return 8;
+    case 132: /* SCTP's common header */
+        return 12;
+    }
+    return 0;
+}
+
+/* Why conntrack holds no entry for a packet, as far as its IP header tells: a fragment
+ * (the hook asks the kernel to reassemble before it, so one here means that was
+ * bypassed), a header that does not parse (a transport header shorter than its
+ * protocol's minimum, or an IP header the program could not read), or else conntrack's
+ * own judgment: INVALID (a bad checksum, TCP flags no state admits, ...). */
+static __always_inline __u8 untracked_reason(void *skb, __u8 *protocol)
+{
+    struct ip_fields ip;
+    if (skb_ip_fields(skb, &ip))
+        return REASON_DROP_UNPARSED;
+    *protocol = ip.protocol;
+    __u32 header = (ip.version_ihl & 0xF) * 4;
+    __u32 total = bpf_ntohs(ip.tot_len);
+    if ((ip.version_ihl >> 4) != 4 || header < 20 || total < header)
+        return REASON_DROP_UNPARSED;
+    if (bpf_ntohs(ip.frag_off) & (IP_MF | IP_OFFSET))
+        return REASON_DROP_FRAGMENT;
+    if (total - header < transport_minimum(ip.protocol))
+        return REASON_DROP_UNPARSED;
+    return REASON_DROP_INVALID;
 }
 
 /* Fills `f` from the connection `nfct` points at (only read for a NEW packet). */
@@ -96,7 +147,7 @@ static __always_inline void read_flow(void *skb, unsigned long nfct, struct flow
 {
     void *ct = (void *)(nfct & ~CTINFO_MASK);
     if (!ct) {
-        f->protocol = skb_ip_protocol(skb);
+        f->untracked = untracked_reason(skb, &f->protocol);
         return;
     }
     f->tracked = 1;

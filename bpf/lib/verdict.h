@@ -24,7 +24,7 @@ static __always_inline int direction_admits(struct flow *f, struct endpoint_valu
         return 1;
     }
     if (!f->tracked) {
-        count_drop(ep->id, direction, REASON_DROP_INVALID);
+        count_drop(ep->id, direction, f->untracked);
         return 0;
     }
     if (direction == DIR_INGRESS && f->upstream) {
@@ -91,9 +91,14 @@ static __always_inline int picket_verdict(struct bpf_nf_ctx *ctx)
      * could pose as any peer a policy admits, or ride another pod's connection. So
      * this comes before everything else, for every packet a pod sends. */
     if (from_pod) {
-        struct source_key source = {.ifindex = from_if, .addr = skb_ip_saddr(ctx->skb)};
+        struct ip_fields ip;
+        skb_ip_fields(ctx->skb, &ip);
+        struct source_key source = {.ifindex = from_if, .addr = ip.saddr};
         if (!picket_sources.lookup(&source)) {
-            count_drop(from_pod->id, DIR_EGRESS, REASON_DROP_SPOOFED);
+            /* Reported like a policy drop (the drop log folds them per pod). */
+            struct flow claimed = {.saddr = ip.saddr, .daddr = ip.daddr,
+                                   .protocol = ip.protocol};
+            report_drop(&claimed, from_pod->id, DIR_EGRESS, REASON_DROP_SPOOFED, from_if);
             return NF_DROP;
         }
     }

@@ -30,13 +30,16 @@ from collections.abc import Iterator
 import pytest
 
 from lab.config import LabNode
+from tests.support.agent_metrics import metric_sum, node_of
 from tests.support.connection import Connection
 from tests.support.enforcement import apply, probe_once
-from tests.support.lab_cli import Kubectl, LabPod, lab_pods, model_lab, wait_until
+from tests.support.lab_cli import Kubectl, LabPod, drop_records, lab_pods, model_lab, wait_until
 from tests.support.policies import BACKENDS, netpol, ns_peer, pods_peer, sel
 from tests.support.raw_packets import icmp_in, send_icmp, send_udp_from, udp_in
 
 COUNT = 5
+DROPPED = "picket_dropped_packets_total"
+DROP_LOG_WINDOW = 5.0  # the agent's default --drop-log-window: a record is written when it closes
 ECHO, TIMESTAMP, UNKNOWN = 8, 13, 42  # 42: no ICMP type conntrack knows (INVALID)
 
 
@@ -133,9 +136,13 @@ def test_icmp_is_denied_where_no_rule_without_ports_admits_it(scoped, kind, send
 
 def test_a_forged_source_gets_nothing_through(scoped):
     """x/b (no policy selects it) sends as x/a, the one peer y/c admits; then as
-    itself to y/b, the control: once that arrived, the forged datagrams would have."""
+    itself to y/b, the control: once that arrived, the forged datagrams would have.
+    The forger's node counts them (reason "spoofed") and logs one record naming x/b."""
     pods, backend, _ = scoped
     forger, posed, target, control = pods["x/b"], pods["x/a"], pods["y/c"], pods["y/b"]
+    node = node_of(forger.node)
+    since = time.time()
+    counted = metric_sum(node, DROPPED, reason="spoofed")
     before, control_before = udp_in(target.netns), udp_in(control.netns)
     send_udp_from(forger.netns, posed.ip, target.ip, 80, COUNT)
     send_udp_from(forger.netns, forger.ip, control.ip, 80, COUNT)
@@ -146,6 +153,22 @@ def test_a_forged_source_gets_nothing_through(scoped):
     # The real x/a still reaches y/c: the check keys on the interface, not the address.
     send_udp_from(posed.netns, posed.ip, target.ip, 80, COUNT)
     assert wait_until(lambda: udp_in(target.netns) - before >= COUNT, 5)
+    assert wait_until(lambda: metric_sum(node, DROPPED, reason="spoofed") - counted >= COUNT, 5)
+
+    def forged_records() -> list[dict]:
+        return [
+            r
+            for r in drop_records(since, "--pod", "x/b")
+            if r.get("PICKET_REASON") == "spoofed"
+            and (r.get("PICKET_SENDER_NAMESPACE"), r.get("PICKET_SENDER_POD")) == ("x", "b")
+        ]
+
+    assert wait_until(lambda: forged_records(), DROP_LOG_WINDOW + 5), f"{backend}: no record"
+    (record,) = forged_records()  # one per pod and window, however many packets
+    assert (record["PICKET_SRC_IP"], record["PICKET_SRC_POD"]) == (posed.ip, "a")
+    assert (record["PICKET_DST_IP"], record["PICKET_DST_POD"]) == (target.ip, "c")
+    assert record["PICKET_REPEATS"] == str(COUNT), record
+    assert record["PICKET_SENDER_INTERFACE"], record
 
 
 def _entries_with(ip: str) -> list[str]:

@@ -23,6 +23,7 @@ from lab import processes
 from lab.config import EXTERNAL_ADDRESS, LabNode, state_dir
 from tests.support.enforcement import apply, probe_once
 from tests.support.lab_cli import PICKET, Kubectl, model_lab, picket, wait_until
+from tests.support.lab_cli import drop_records as drops
 from tests.support.policies import BACKENDS, netpol, pods_peer, sel
 from tests.support.services import published
 
@@ -61,13 +62,6 @@ def pods(kubectl: Kubectl) -> dict[str, dict[str, str]]:
             "node": item["spec"]["nodeName"],
         }
     return found
-
-
-def drops(since: float, *filters: str) -> list[dict]:
-    """What `picket drops --json` reads back from the journal, written since `since`."""
-    out = picket("drops", "--json", "--since", f"@{int(since) - 1}", "-n", "100000", *filters)
-    records = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
-    return [r for r in records if int(r["__REALTIME_TIMESTAMP"]) >= since * 1e6]
 
 
 def probe(source: str, target: str, port: str) -> str:

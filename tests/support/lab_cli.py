@@ -31,6 +31,14 @@ def picket(*args: str, check: bool = True, timeout: float = 120) -> subprocess.C
     return proc
 
 
+def drop_records(since: float, *filters: str) -> list[dict]:
+    """What `picket drops --json` reads back from the journal, written since `since`
+    (a time.time())."""
+    out = picket("drops", "--json", "--since", f"@{int(since) - 1}", "-n", "100000", *filters)
+    records = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    return [r for r in records if int(r["__REALTIME_TIMESTAMP"]) >= since * 1e6]
+
+
 class Kubectl:
     def __init__(self, kubeconfig: str) -> None:
         self.env = {**os.environ, "KUBECONFIG": kubeconfig}

@@ -19,8 +19,8 @@ from agent.compiler.compile import compile_node
 from agent.dataplane import ebpf_layout
 from agent.dataplane.iptables_render import render_chains
 from agent.droplog.capture import open_capture
-from agent.droplog.enrich import describe, record_fields
-from agent.droplog.events import DROP, WOULD_DROP, PacketEvent, parse_ipv4
+from agent.droplog.enrich import describe, describe_spoofed, record_fields
+from agent.droplog.events import DROP, SPOOFED, WOULD_DROP, PacketEvent, parse_ipv4
 from agent.droplog.folding import Folder
 from agent.droplog.journal import RecordWriter
 from agent.droplog.service import DropLog, DropLogSettings
@@ -132,6 +132,7 @@ def test_record_fields_and_message():
     assert fields | {"MESSAGE": ""} == {
         "MESSAGE": "",
         "PICKET_VERDICT": "drop",
+        "PICKET_REASON": "policy",
         "PICKET_DIRECTION": "ingress",
         "PICKET_PROTOCOL": "TCP",
         "PICKET_POLICIES": "y/default-deny",
@@ -228,6 +229,7 @@ def test_the_agent_is_the_drop_logs_cache_reader_and_holds_its_lock():
 def test_the_nflog_source_reads_the_prefixes_the_iptables_renderer_writes():
     source = capture_source(argparse.Namespace(backend="iptables", nflog_group=7), None)
     assert source.group == 7
+    assert source.spoofed == "picket spoofed"
     assert source.prefixes == {
         "picket drop ingress": ("ingress", DROP),
         "picket drop egress": ("egress", DROP),
@@ -240,7 +242,7 @@ def test_the_nflog_source_reads_the_prefixes_the_iptables_renderer_writes():
     written = {
         m for rules in chains.values() for r in rules for m in re.findall(r'prefix "([^"]+)"', r)
     }
-    assert written == {"picket drop ingress", "picket drop egress"}
+    assert written == {"picket drop ingress", "picket drop egress", "picket spoofed"}
 
 
 class FakeRing:
@@ -284,12 +286,78 @@ def test_the_ring_source_decodes_policy_denials_with_the_ebpf_layout():
         event(ebpf_layout.DIR_INGRESS, ebpf_layout.REASON_DROP_POLICY, 1),
         event(ebpf_layout.DIR_EGRESS, ebpf_layout.REASON_AUDIT_POLICY, 2),
         event(ebpf_layout.DIR_INGRESS, ebpf_layout.REASON_DROP_NO_SYN, 3),  # not a policy's
+        event(ebpf_layout.DIR_EGRESS, ebpf_layout.REASON_DROP_SPOOFED, 0),
     ]
+    ring.events[-1].ifindex = 42
     ring.suppressed = 7
     assert capture.read(0.2) == [
         syn(1, dst="198.18.1.12"),
         PacketEvent(
             "egress", WOULD_DROP, 6, IPv4Address("198.18.1.1"), 2, IPv4Address("198.18.1.12"), 80
         ),
+        spoofed(42, src="198.18.1.1", dst="198.18.1.12", protocol=6),
     ]
     assert capture.lost() == 4  # counted from the reader's start
+
+
+def spoofed(interface: int, src: str, dst: str = "198.18.1.12", protocol: int = 17):
+    return PacketEvent(
+        "egress", DROP, protocol, IPv4Address(src), 0, IPv4Address(dst), 0, None, SPOOFED, interface
+    )
+
+
+def test_forged_sources_fold_per_interface_whatever_they_forge():
+    folder = Folder(window=5, rate=10, burst=10)
+    assert folder.open(spoofed(7, "198.18.1.1"), now=0.0)
+    assert folder.fold(spoofed(7, "198.18.9.9", dst="198.18.1.11"))  # same pod
+    assert not folder.fold(spoofed(8, "198.18.1.1"))  # another pod's interface
+    (record,) = folder.due(5.0)
+    assert record.repeats == 2
+
+
+def test_a_forged_source_names_the_pod_behind_the_interface_and_whom_it_posed_as():
+    live, _ir = live_and_ir([*model_cluster(), DENY_Y])
+    # x/b (198.18.1.2) posing as x/a (198.18.1.1) towards y/b
+    event = spoofed(7, "198.18.1.1")
+    d = describe_spoofed(event, live, "veth-xb", (IPv4Address("198.18.1.2"),))
+    assert (d.sender.namespace, d.sender.pod) == ("x", "b") and d.logged
+    fields = record_fields(event, d, 3, "node-1")
+    assert fields["MESSAGE"] == (
+        "DROP spoofed UDP from x/b (interface veth-xb) with source 198.18.1.1 (x/a) -> y/b; "
+        "the source is not one of x/b's addresses"
+    )
+    assert fields["PICKET_REASON"] == "spoofed"
+    assert (fields["PICKET_SENDER_NAMESPACE"], fields["PICKET_SENDER_POD"]) == ("x", "b")
+    assert fields["PICKET_SENDER_INTERFACE"] == "veth-xb"
+    assert (fields["PICKET_SRC_POD"], fields["PICKET_REPEATS"]) == ("a", "3")
+    gone = describe_spoofed(spoofed(9, "198.19.0.1"), live, "", ())
+    assert (
+        "from an unknown pod (interface 9) with source 198.19.0.1 ->"
+        in record_fields(spoofed(9, "198.19.0.1"), gone, 1, "node-1")["MESSAGE"]
+    )
+
+
+def test_the_service_asks_for_the_interfaces_owner_once_per_record():
+    live, ir = live_and_ir([*model_cluster(), DENY_Y])
+    out = io.StringIO()
+    asked = []
+
+    def owner(ifindex):
+        asked.append(ifindex)
+        return "veth-xb", (IPv4Address("198.18.1.2"),)
+
+    droplog = DropLog(
+        "node-1",
+        ListCapture(),
+        FixedCache(live, ir),
+        RecordWriter(Path("/nonexistent/journal.socket"), out),
+        DropLogSettings(window=5),
+        clock=lambda: 0.0,
+        interface_owner=owner,
+    )
+    droplog.handle([spoofed(7, f"198.18.1.{i}") for i in range(1, 40)], now=0.0)
+    droplog.flush(now=5.0)
+    (record,) = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert asked == [7] and record["PICKET_REPEATS"] == "39"
+    assert record["PICKET_SENDER_POD"] == "b"
+    assert droplog.connections == {}  # not a denied connection: counted as packets

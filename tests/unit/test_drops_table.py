@@ -118,6 +118,36 @@ def test_select_keeps_the_last_n_after_filtering_in_order():
     assert select(records, DropFilter(), 0) == []
 
 
+def spoofed_record() -> dict[str, str]:
+    """x/b forging x/a's address towards y/db, as the agent writes it."""
+    return drop(
+        PICKET_REASON="spoofed",
+        PICKET_DIRECTION="egress",
+        PICKET_PROTOCOL="UDP",
+        PICKET_POLICIES="",
+        PICKET_SENDER_NAMESPACE="x",
+        PICKET_SENDER_POD="b",
+        PICKET_SENDER_INTERFACE="veth-x-b",
+        PICKET_SRC_PORT="0",
+        PICKET_DST_PORT="0",
+    )
+
+
+def test_a_forged_source_is_found_by_its_sender_too():
+    record = spoofed_record()
+    assert DropFilter(pod="x/b").matches(record)
+    assert DropFilter(pod="x/a").matches(record)  # whom it posed as
+    assert not DropFilter(pod="x/c").matches(record)
+    assert DropFilter(namespace="x").matches(drop(**{**record, "PICKET_SRC_NAMESPACE": "w"}))
+
+
+def test_a_forged_source_row_names_the_sender_and_whom_it_posed_as():
+    cells = row(spoofed_record(), UTC)
+    assert cells[5:8] == ["x/b as x/a", "y/db", "(spoofed source)"]
+    unknown = drop(**{**spoofed_record(), "PICKET_SENDER_POD": "", "PICKET_SRC_POD": ""})
+    assert row(unknown, UTC)[5] == "veth-x-b as 10.1.0.5"
+
+
 # --- rows and the table ------------------------------------------------------------
 
 

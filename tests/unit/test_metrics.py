@@ -43,10 +43,14 @@ def test_audit_totals_are_kept_apart_from_drops():
 
 
 def _save_text(chains: dict[str, list[str]], packets: int) -> str:
-    """What `iptables-save -c` prints for these chains, every rule at `packets`."""
+    """What `iptables-save -c` prints for these chains, every rule at `packets` (it
+    escapes a quote inside a comment: "picket: not the pod\\'s own address")."""
     lines = ["*filter"] + [f":{name} - [0:0]" for name in chains]
     for name, rules in chains.items():
-        lines += [f"[{packets}:{packets * 60}] -A {name} {rule}" for rule in rules]
+        lines += [
+            f"[{packets}:{packets * 60}] -A {name} {rule.replace(chr(39), chr(92) + chr(39))}"
+            for rule in rules
+        ]
     return "\n".join([*lines, "COMMIT"]) + "\n"
 
 

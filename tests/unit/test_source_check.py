@@ -36,9 +36,14 @@ def test_no_pod_wired_yet_means_no_sets_and_no_rule():
 
 def test_the_check_is_the_first_rule_for_every_pod_selected_or_not():
     ir = compile_node(state_of(model_cluster()), "node-1")  # no policy selects anyone
-    forward = render(ir, VETHS).chains[FORWARD_CHAIN]
-    assert forward[0] == source_check.forward_rule()
-    assert forward[0].endswith("-j DROP")
+    chains = render(ir, VETHS, nflog_group=7).chains
+    assert chains[FORWARD_CHAIN][0] == source_check.forward_rule()
+    assert chains[FORWARD_CHAIN][0].endswith(f"-j {source_check.CHAIN}")
+    # The forged packet is logged (the drop log names the sender), then dropped.
+    assert chains[source_check.CHAIN] == [
+        '-j NFLOG --nflog-group 7 --nflog-prefix "picket spoofed"',
+        "-j DROP",
+    ]
 
 
 def test_ebpf_writes_a_pods_sources_before_its_endpoint_and_deletes_them_after():
