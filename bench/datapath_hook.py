@@ -48,6 +48,7 @@ from bench.hook_figures import (  # noqa: E402
 from lab.config import pod_netns  # noqa: E402
 
 MODEL = ROOT / "tests" / "lab" / "manifests" / "model.yaml"
+MODEL_NAMESPACES = ("x", "y", "z")
 BACKENDS = ("none", "iptables", "ebpf")
 BULK_PORT = 5201  # iperf3's
 CONNECT_PORT = 9000  # the connection server's; the lab's responders hold 80 and 81
@@ -92,6 +93,7 @@ def cast_of(items: list[dict]) -> Cast:
                 pod_netns(p["metadata"]["uid"]),
             )
             for p in items
+            if p["metadata"]["namespace"] in MODEL_NAMESPACES  # not the lab's DNS pods
         ),
         key=lambda p: p.ref,
     )

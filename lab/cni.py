@@ -58,6 +58,7 @@ class Sandbox:
     container_id: str  # the pod UID
     netns_path: str  # /run/netns/<name>
     ifname: str = "eth0"
+    args: str = ""  # CNI_ARGS, e.g. "IgnoreUnknown=1;IP=198.18.1.9" (host-local's request)
 
 
 def _invoke(
@@ -72,6 +73,8 @@ def _invoke(
         "CNI_IFNAME": ifname,
         "CNI_PATH": str(CNI_BIN_DIR),
     }
+    if sandbox.args:
+        env["CNI_ARGS"] = sandbox.args
     proc = subprocess.run(
         ["ip", "netns", "exec", runtime_netns, str(plugin)],
         input=json.dumps(plugin_conf).encode(),

@@ -35,6 +35,10 @@ from lab.kubelet.watcher import SYNCED, PodWatcher
 
 log = logging.getLogger("picket.lab.kubelet")
 HOSTNAME_LABEL = "kubernetes.io/hostname"
+# A pod annotated with an address gets that one from host-local (CNI_ARGS IP=...), if it
+# is free and in the node's range: how the tests put a new pod at a deleted pod's address
+# (host-local hands addresses out round-robin, so reuse would otherwise take a whole range).
+REQUESTED_IP = "lab.picket.io/ip"
 
 
 @dataclass
@@ -174,7 +178,8 @@ class Kubelet:
                 None,
             )
         else:
-            sandbox = await self._network(uid, pod, node, ports)
+            requested = (obj["metadata"].get("annotations") or {}).get(REQUESTED_IP, "")
+            sandbox = await self._network(uid, pod, node, ports, requested)
         await sandbox.responder.start()
         self.sandboxes[uid] = sandbox
         if dns_pod.runs_dnsmasq(obj):
@@ -188,13 +193,14 @@ class Kubelet:
         log.info("pod %s on %s at %s", pod.ref, node.name, sandbox.ip)
 
     async def _network(
-        self, uid: str, pod: Pod, node: LabNode, ports: list[tuple[int, str]]
+        self, uid: str, pod: Pod, node: LabNode, ports: list[tuple[int, str]], requested: str
     ) -> Sandbox:
         name = pod_netns(uid)
         result = await self._adopt(uid, name, node) if name in netns.listnetns() else None
         if result is None:
             await asyncio.to_thread(netns.create, name)
-            sandbox = cni.Sandbox(uid, f"/run/netns/{name}")
+            args = f"IgnoreUnknown=1;IP={requested}" if requested else ""
+            sandbox = cni.Sandbox(uid, f"/run/netns/{name}", args=args)
             result = await asyncio.to_thread(cni.add, self.conflist(node), sandbox, node.netns)
             cni.save_result(self._result_file(uid), result)
         ip = cni.result_ipv4(result)

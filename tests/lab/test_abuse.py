@@ -31,6 +31,7 @@ Arrivals are counted by the receiving pod's kernel (its /proc/net/snmp), not by 
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import threading
@@ -68,6 +69,7 @@ DNS_PORT, DENIED_PORT, BULK_PORT = 5353, 5354, 7000
 DATAGRAM = 4000  # bytes of UDP payload: three fragments at the pods' 1500-byte MTU
 ECHO, TIMESTAMP, UNKNOWN = 8, 13, 42  # 42: no ICMP type conntrack knows (INVALID)
 UNREACHABLE = 3
+REPLAYED_PORT = 40123  # x/a's source port of the flow replayed at a reused address
 MAX_FLOOD_FLOWS = 1_200_000  # bounds the flood: about 15 s from Python
 
 
@@ -469,12 +471,66 @@ def test_a_flood_of_new_flows_leaves_established_connections_alone(scoped):
 
 
 def test_a_deleted_pods_connections_go_with_it(scoped):
-    """Last in the module: it deletes y/a."""
+    """Last in the module: it deletes y/a. x/a holds a UDP flow with y/a (answered, so
+    conntrack has it ESTABLISHED); once y/a is deleted no entry of its address is left
+    on any node, and a new pod at that address (z/reused: z admits nothing from x/a)
+    gets nothing of the same 5-tuple replayed: a new flow, judged and denied."""
     pods, backend, kubectl = scoped
-    gone = pods["y/a"]
-    send_udp_from(pods["x/a"].netns, pods["x/a"].ip, gone.ip, 80, COUNT)
-    assert wait_until(lambda: len(_entries_with(gone.ip)) > 0, 5)
-    kubectl("delete", "pod", "-n", "y", "a", "--wait=true")
-    assert wait_until(lambda: not _entries_with(gone.ip), 10), (
-        f"{backend}: entries of deleted y/a left: {_entries_with(gone.ip)}"
-    )
+    gone, client = pods["y/a"], pods["x/a"]
+    flow = socket_in(client.netns, socket.AF_INET, socket.SOCK_DGRAM)
+    flow.setblocking(True)
+    flow.settimeout(2)
+    with flow:
+        flow.bind((client.ip, REPLAYED_PORT))
+        flow.sendto(b"first", (gone.ip, 80))
+        assert flow.recv(200).startswith(b"y/a"), "y/a did not answer"
+        assert wait_until(lambda: len(_entries_with(gone.ip)) > 0, 5)
+        kubectl("delete", "pod", "-n", "y", "a", "--wait=true")
+        assert wait_until(lambda: not _entries_with(gone.ip), 10), (
+            f"{backend}: entries of deleted y/a left: {_entries_with(gone.ip)}"
+        )
+        reused = _pod_at(kubectl, "z", "reused", gone)
+        assert wait_until(lambda: probe_once("x/a", "z/reused", "80") == "timeout"), (
+            f"{backend}: z/reused admits x/a"
+        )
+        before, control_before = udp_in(reused.netns), udp_in(pods["y/b"].netns)
+        for _ in range(COUNT):
+            flow.sendto(b"replayed", (gone.ip, 80))
+        for _ in range(COUNT):  # the control: once these arrived, the replays would have
+            flow.sendto(b"control", (pods["y/b"].ip, 80))
+        assert wait_until(lambda: udp_in(pods["y/b"].netns) - control_before >= COUNT, 5)
+        time.sleep(0.2)
+    arrived = udp_in(reused.netns) - before
+    assert arrived == 0, f"{backend}: {arrived} replayed datagrams reached z/reused at {gone.ip}"
+
+
+def _pod_at(kubectl: Kubectl, namespace: str, name: str, where: LabPod) -> LabPod:
+    """A new pod with `where`'s address, on its node (the lab's IP annotation)."""
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"pod": name},
+            "annotations": {"lab.picket.io/ip": where.ip},
+        },
+        "spec": {
+            "nodeName": where.node,
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "agnhost",
+                    "ports": [
+                        {"containerPort": 80, "protocol": "TCP"},
+                        {"containerPort": 80, "protocol": "UDP"},
+                    ],
+                }
+            ],
+        },
+    }
+    kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
+    kubectl("wait", "--for=condition=Ready", "pod", "-n", namespace, name, "--timeout=30s")
+    pod = lab_pods(kubectl)[f"{namespace}/{name}"]
+    assert pod.ip == where.ip, f"{pod.ref} got {pod.ip}, not {where.ip}"
+    return pod
