@@ -83,32 +83,39 @@ def capture_source(args: argparse.Namespace, backend: Backend) -> NflogSource | 
     if args.backend == "ebpf":
         return ring_source(backend)
     from agent.dataplane import source_check
-    from agent.dataplane.iptables_render import nflog_prefix
+    from agent.dataplane.iptables_render import invalid_prefix, nflog_prefix
+    from agent.droplog.events import INVALID, SPOOFED
 
     prefixes = {
         nflog_prefix(direction, audit): (direction.lower(), WOULD_DROP if audit else DROP)
         for audit in (False, True)
         for direction in ("Ingress", "Egress")
     }
-    return NflogSource(args.nflog_group, prefixes, spoofed=source_check.NFLOG_PREFIX)
+    others = {source_check.NFLOG_PREFIX: ("egress", SPOOFED)}
+    others |= {invalid_prefix(d): (d.lower(), INVALID) for d in ("Ingress", "Egress")}
+    return NflogSource(args.nflog_group, prefixes, others)
 
 
 def ring_source(backend: EbpfBackend) -> RingSource:
     """The eBPF backend's `picket_drops` ring buffer, read with the layout a unit test
-    holds to bpf/picket.h; policy denials and forged sources (no-SYN drops are not the
-    drop log's)."""
+    holds to bpf/picket.h; policy denials, forged sources and untracked packets (no-SYN
+    drops are not the drop log's)."""
     from agent.dataplane import ebpf_layout as layout
     from agent.droplog.capture import RingEventLayout, RingSource
-    from agent.droplog.events import DROP, WOULD_DROP
+    from agent.droplog.events import DROP, FRAGMENT, INVALID, SPOOFED, UNPARSED, WOULD_DROP
 
     verdicts = {layout.REASON_DROP_POLICY: DROP, layout.REASON_AUDIT_POLICY: WOULD_DROP}
+    others = {
+        layout.REASON_DROP_SPOOFED: SPOOFED,
+        layout.REASON_DROP_INVALID: INVALID,
+        layout.REASON_DROP_UNPARSED: UNPARSED,
+        layout.REASON_DROP_FRAGMENT: FRAGMENT,
+    }
     return RingSource(
         open=backend.bpf["picket_drops"].open_ring_buffer,
         poll=backend.bpf.ring_buffer_poll,
         suppressed=lambda: backend.counters().get("event_suppressed", 0),
-        layout=RingEventLayout(
-            layout.DropEvent, verdicts, layout.DIR_EGRESS, spoofed=layout.REASON_DROP_SPOOFED
-        ),
+        layout=RingEventLayout(layout.DropEvent, verdicts, layout.DIR_EGRESS, others),
     )
 
 

@@ -15,7 +15,8 @@ Layout, in the mangle table (one jump from FORWARD; nothing else is touched):
                      -o <pod veth> -> PICKET-IN-<h>   (traffic entering a pod: its ingress)
     PICKET-NO-SYN    -i/-o <veth of a pod isolated in either direction> -> DROP;
                      -d <transit pod> DNAT -> DROP
-    PICKET-EG-<h>    INVALID -> DROP; then one rule per (peer set, protocol) of each
+    PICKET-EG-<h>    INVALID -> NFLOG "picket invalid egress" (the drop log), DROP;
+                     then one rule per (peer set, protocol) of each
                      clause -> RETURN (admitted)
     PICKET-IN-<h>    ... ; then NFLOG (the drop log) and DROP (in audit mode: NFLOG only)
 
@@ -65,7 +66,8 @@ TABLE = "mangle"
 FORWARD_CHAIN = "PICKET-FORWARD"
 NO_SYN_CHAIN = "PICKET-NO-SYN"
 ESTABLISHED_RULE = "-m conntrack --ctstate ESTABLISHED,RELATED -j RETURN"
-INVALID_RULE = '-m conntrack --ctstate INVALID -m comment --comment "no conntrack entry" -j DROP'
+INVALID_MATCH = "-m conntrack --ctstate INVALID"
+INVALID_RULE = f'{INVALID_MATCH} -m comment --comment "no conntrack entry" -j DROP'
 CHAIN_PREFIX = "PICKET-"
 DEFAULT_NFLOG_GROUP = 100
 MULTIPORT_LIMIT = 15  # xt_multiport: 15 ports, a range counting as two
@@ -145,6 +147,18 @@ def _clause_rules(clause: Clause, peer_side: str) -> list[str]:
     return rules
 
 
+def invalid_prefix(direction: str) -> str:
+    """The drop log's prefix of an isolated direction's INVALID drop."""
+    return f"picket invalid {'ingress' if direction == 'Ingress' else 'egress'}"
+
+
+def _invalid_log_rule(direction: str, nflog_group: int) -> str:
+    return (
+        f"{INVALID_MATCH} -j NFLOG --nflog-group {nflog_group} "
+        f'--nflog-prefix "{invalid_prefix(direction)}"'
+    )
+
+
 def nflog_prefix(direction: str, audit: bool) -> str:
     """What the drop log reads back to know the direction and whether it dropped."""
     word = "ingress" if direction == "Ingress" else "egress"
@@ -156,8 +170,9 @@ def _direction_chain(
 ) -> tuple[str, list[str]]:
     peer_side = "src" if direction == "Ingress" else "dst"
     # No conntrack entry (conntrack refused the packet, or it is untracked): nothing
-    # to judge it as, so an isolated direction drops it.
-    body: list[str] = [INVALID_RULE]
+    # to judge it as, so an isolated direction drops it, and the drop log says so once
+    # per pod, direction and window.
+    body: list[str] = [_invalid_log_rule(direction, nflog_group), INVALID_RULE]
     for clause in rules.clauses:
         body += _clause_rules(clause, peer_side)
     body.append(
@@ -318,6 +333,8 @@ def counted_rules(save_text: str) -> list[CountedRule]:
         direction = "ingress" if chain.startswith(f"{CHAIN_PREFIX}IN-") else "egress"
         if rest == INVALID_RULE:
             pending.append((chain, direction, packets))
+        elif rest.startswith(f"{INVALID_MATCH} -j NFLOG"):
+            continue  # the drop log's copy of the INVALID drop after it
         elif "-j NFLOG" in rest:
             policies = rest.partition('--comment "isolated by ')[2].partition('"')[0]
             namespace[chain] = policies.partition("/")[0]

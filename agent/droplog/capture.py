@@ -12,12 +12,12 @@ import ctypes
 import logging
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 from typing import Any, Protocol
 
 from agent.droplog.ct_attrs import original_destination
-from agent.droplog.events import DROP, SPOOFED, PacketEvent, parse_ipv4, sent_to
+from agent.droplog.events import DROP, PacketEvent, parse_ipv4, sent_to
 from agent.droplog.nflog import ConntrackUnavailable, NflogReader
 
 log = logging.getLogger("picket.droplog")
@@ -39,11 +39,12 @@ class Capture(Protocol):
 class NflogSource:
     """What the iptables rules send to userspace: the NFLOG `group`, and for the prefix
     each denying rule logs with, (direction, verdict): ("ingress", "drop"), ...;
-    `spoofed`, the prefix of the anti-spoofing drop, if it logs one."""
+    `others`, for the prefix of each drop that is no policy's, (direction, reason):
+    ("egress", "spoofed"), ("ingress", "invalid"), ... (events.py's reasons)."""
 
     group: int
     prefixes: Mapping[str, tuple[str, str]]
-    spoofed: str | None = None
+    others: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -53,12 +54,13 @@ class RingEventLayout:
     dport and service_port; service_addr 0 when DNAT left the destination); `verdicts`
     maps the reasons that are policy denials to a verdict ("drop", "would-drop"), other
     reasons are not the drop log's; `egress` is the direction value of egress;
-    `spoofed` the reason of a forged source (a "drop" of its own kind), if reported."""
+    `others` maps the reasons of drops that are no policy's to events.py's reason
+    names (a forged source, an untracked packet)."""
 
     record: type[ctypes.Structure]
     verdicts: Mapping[int, str]
     egress: int
-    spoofed: int | None = None
+    others: Mapping[int, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,7 @@ class NflogCapture:
 
     def __init__(self, source: NflogSource) -> None:
         self._prefixes = dict(source.prefixes)
-        self._spoofed = source.spoofed
+        self._others = dict(source.others)
         try:
             self._reader = NflogReader(source.group, conntrack=True)
         except ConntrackUnavailable as exc:
@@ -98,13 +100,12 @@ class NflogCapture:
         events = []
         for packet in self._reader.read(timeout):
             parsed = parse_ipv4(packet.payload)
-            if packet.prefix == self._spoofed and parsed is not None:
-                protocol, src, _, dst, _ = parsed
-                events.append(
-                    PacketEvent(
-                        "egress", DROP, protocol, src, 0, dst, 0, None, SPOOFED, packet.indev or 0
-                    )
-                )
+            other = self._others.get(packet.prefix)
+            if other is not None and parsed is not None:
+                direction, reason = other
+                protocol, src, sport, dst, dport = parsed
+                event = PacketEvent(direction, DROP, protocol, src, sport, dst, dport)
+                events.append(replace(event, reason=reason, interface=packet.indev or 0))
                 continue
             kind = self._prefixes.get(packet.prefix)
             if kind is None or parsed is None:
@@ -140,18 +141,20 @@ class EbpfCapture:
     def _on_event(self, _ctx: Any, data: Any, _size: int) -> None:
         raw = ctypes.cast(data, self._record).contents
         layout = self._source.layout
-        if layout.spoofed is not None and raw.reason == layout.spoofed:
+        direction = "egress" if raw.direction == layout.egress else "ingress"
+        other = layout.others.get(raw.reason)
+        if other is not None:
             self._batch.append(
                 PacketEvent(
-                    "egress",
+                    direction,
                     DROP,
                     raw.protocol,
                     IPv4Address(socket.ntohl(raw.saddr)),
-                    0,
+                    raw.sport,
                     IPv4Address(socket.ntohl(raw.daddr)),
-                    0,
+                    raw.dport,
                     None,
-                    SPOOFED,
+                    other,
                     raw.ifindex,
                 )
             )
@@ -163,7 +166,7 @@ class EbpfCapture:
         original = (IPv4Address(socket.ntohl(raw.service_addr)), raw.service_port)
         self._batch.append(
             PacketEvent(
-                "egress" if raw.direction == layout.egress else "ingress",
+                direction,
                 verdict,
                 raw.protocol,
                 IPv4Address(socket.ntohl(raw.saddr)),

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from agent.compiler.ir import NodeIR
-from agent.droplog.events import SPOOFED, WOULD_DROP, PacketEvent
+from agent.droplog.events import FRAGMENT, INVALID, SPOOFED, UNPARSED, WOULD_DROP, PacketEvent
 from agent.droplog.frontends import Via, via
 from agent.model.annotations import drop_log_enabled
 from agent.model.live import LiveState
@@ -112,12 +112,26 @@ def _spoofed_message(event: PacketEvent, description: Description) -> str:
     )
 
 
+# Why a packet without a connection was dropped, as the record says it.
+UNTRACKED_WHY = {
+    INVALID: "conntrack holds no connection for it (INVALID: a bad checksum, TCP flags "
+    "no state admits, an ICMP error of no connection, ...)",
+    UNPARSED: "its headers do not parse (truncated or malformed), so no rule can judge it",
+    FRAGMENT: "an IP fragment reached the check without its datagram (reassembly bypassed)",
+}
+
+
 def message(event: PacketEvent, description: Description) -> str:
     if event.reason == SPOOFED:
         return _spoofed_message(event, description)
     src, dst = description.src, description.dst
     local, peer = (dst, src) if event.direction == "ingress" else (src, dst)
     isolated = ", ".join(description.policies) or "policies no longer known"
+    if event.reason in UNTRACKED_WHY:
+        return (
+            f"DROP {event.direction} {event.reason} {event.protocol_name} {src} -> {dst}; "
+            f"{local.name} is isolated by {isolated}; {UNTRACKED_WHY[event.reason]}"
+        )
     protocol = event.protocol_name
     where = f" on {event.dst_port}/{protocol}" if event.dst_port else ""
     through = f" {description.via}" if description.via is not None else ""

@@ -10,9 +10,13 @@ from ipaddress import IPv4Address
 from agent.model.objects import IP_PROTOCOL_NAMES
 
 DROP, WOULD_DROP = "drop", "would-drop"
-# Why: a policy denied the connection, or the packet left a pod's interface with a
-# source address that is not one of the pod's (docs/droplog.md).
+# Why: a policy denied the connection; the packet left a pod's interface with a source
+# address that is not one of the pod's; or, in an isolated direction, conntrack holds no
+# connection for it: INVALID in conntrack's judgment, headers that do not parse, an IP
+# fragment (docs/droplog.md, "Untracked packets").
 POLICY, SPOOFED = "policy", "spoofed"
+INVALID, UNPARSED, FRAGMENT = "invalid", "unparsed", "fragment"
+UNTRACKED = (INVALID, UNPARSED, FRAGMENT)
 
 
 @dataclass(frozen=True)
@@ -26,7 +30,8 @@ class PacketEvent:
 
     A `reason` of SPOOFED is a packet dropped before any policy: `src_ip` is the source
     it forged and `interface` the index of the host-side interface it came from, which
-    names the pod that really sent it."""
+    names the pod that really sent it. One of UNTRACKED is a packet without a
+    connection dropped in an isolated direction (its ports may be 0: unparsed)."""
 
     direction: str
     verdict: str
@@ -46,9 +51,14 @@ class PacketEvent:
     @property
     def flow(self) -> tuple[object, ...]:
         """The connection this packet belongs to, as the log folds it; for a forged
-        source, the interface: one record per pod and window, whatever it forges."""
+        source, the interface: one record per pod and window, whatever it forges; for
+        an untracked packet, the reason, direction and local pod's address: one record
+        per pod, direction and reason a window, whatever the peer sends."""
         if self.reason == SPOOFED:
             return (SPOOFED, self.interface)
+        if self.reason in UNTRACKED:
+            local = self.dst_ip if self.direction == "ingress" else self.src_ip
+            return (self.reason, self.direction, local)
         return (
             self.direction,
             self.protocol,

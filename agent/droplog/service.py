@@ -25,7 +25,7 @@ from agent.droplog.enrich import (
     record_fields,
     summary_fields,
 )
-from agent.droplog.events import SPOOFED, PacketEvent
+from agent.droplog.events import POLICY, SPOOFED, PacketEvent
 from agent.droplog.folding import Folder, OpenRecord
 from agent.droplog.journal import RecordWriter
 from agent.model.live import LiveState
@@ -100,7 +100,7 @@ class DropLog:
             if self.folder.fold(event):
                 continue
             description = self._describe(event)
-            if event.verdict == "drop" and event.reason != SPOOFED:
+            if event.verdict == "drop" and event.reason == POLICY:
                 local = description.dst if event.direction == "ingress" else description.src
                 key = (event.direction, local.namespace or "")
                 self.connections[key] = self.connections.get(key, 0) + 1

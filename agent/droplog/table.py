@@ -231,7 +231,12 @@ def row(record: dict[str, Any], tz: tzinfo | None = None) -> list[str]:
     verdict = record.get("PICKET_VERDICT") or MISSING
     if is_summary(record):
         return [*head, verdict, summary_text(record)]
-    spoofed = record.get("PICKET_REASON") == SPOOFED
+    reason = record.get("PICKET_REASON") or "policy"
+    policies = ",".join(policy_list(record)) or MISSING
+    if reason == SPOOFED:
+        policies = "(spoofed source)"
+    elif reason != "policy":  # dropped without a connection: say why before whose pod
+        policies = f"({reason}) {policies}"
     return [
         *head,
         verdict,
@@ -239,7 +244,7 @@ def row(record: dict[str, Any], tz: tzinfo | None = None) -> list[str]:
         record.get("PICKET_PROTOCOL") or MISSING,
         source(record),
         destination(record),
-        "(spoofed source)" if spoofed else ",".join(policy_list(record)) or MISSING,
+        policies,
         str(record.get("PICKET_REPEATS") or "1"),
     ]
 

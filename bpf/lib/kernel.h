@@ -125,12 +125,15 @@ static __always_inline __u32 transport_minimum(__u8 protocol)
  * bypassed), a header that does not parse (a transport header shorter than its
  * protocol's minimum, or an IP header the program could not read), or else conntrack's
  * own judgment: INVALID (a bad checksum, TCP flags no state admits, ...). */
-static __always_inline __u8 untracked_reason(void *skb, __u8 *protocol)
+static __always_inline __u8 untracked_reason(void *skb, struct flow *f)
 {
     struct ip_fields ip;
     if (skb_ip_fields(skb, &ip))
         return REASON_DROP_UNPARSED;
-    *protocol = ip.protocol;
+    /* For the drop log: which pod it was for (no ports: conntrack read none). */
+    f->protocol = ip.protocol;
+    f->saddr = ip.saddr;
+    f->daddr = ip.daddr;
     __u32 header = (ip.version_ihl & 0xF) * 4;
     __u32 total = bpf_ntohs(ip.tot_len);
     if ((ip.version_ihl >> 4) != 4 || header < 20 || total < header)
@@ -147,7 +150,7 @@ static __always_inline void read_flow(void *skb, unsigned long nfct, struct flow
 {
     void *ct = (void *)(nfct & ~CTINFO_MASK);
     if (!ct) {
-        f->untracked = untracked_reason(skb, &f->protocol);
+        f->untracked = untracked_reason(skb, f);
         return;
     }
     f->tracked = 1;

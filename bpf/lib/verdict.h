@@ -17,15 +17,17 @@ static __always_inline int direction_admits(struct flow *f, struct endpoint_valu
         count_packet(direction, REASON_ALLOWED_NOT_ISOLATED);
         return 1;
     }
+    if (!f->tracked) {
+        /* Nothing to judge it as, from any peer (iptables drops INVALID first in a
+         * direction chain too); the drop log folds these per pod and direction. */
+        report_drop(f, ep->id, direction, f->untracked, ifindex);
+        return 0;
+    }
     struct addr_value peer = peer_identity(direction == DIR_EGRESS ? f->daddr : f->saddr);
     /* Traffic between a pod and its own node is always allowed. */
     if (peer.pod_identity == IDENTITY_HOST) {
         count_packet(direction, REASON_ALLOWED_HOST);
         return 1;
-    }
-    if (!f->tracked) {
-        count_drop(ep->id, direction, f->untracked);
-        return 0;
     }
     if (direction == DIR_INGRESS && f->upstream) {
         /* Masqueraded by the node that DNATed it, which judged this very ingress on

@@ -279,6 +279,7 @@ def test_headers_that_do_not_parse_get_nothing_through(scoped):
     sender, target, control = pods["x/a"], pods["y/c"], pods["y/b"]
     reason = "unparsed" if backend == "ebpf" else "invalid"
     node = node_of(target.node)
+    since = time.time()
     counted = metric_sum(node, DROPPED, reason=reason, direction="ingress", namespace="y")
 
     def arrived(pod: LabPod) -> tuple[int, int]:
@@ -307,6 +308,19 @@ def test_headers_that_do_not_parse_get_nothing_through(scoped):
         ),
         5,
     ), f"{backend}: not counted as {reason}"
+
+    def records() -> list[dict]:
+        return [
+            r
+            for r in drop_records(since, "--pod", "y/c")
+            if (r.get("PICKET_REASON"), r.get("PICKET_DIRECTION")) == (reason, "ingress")
+        ]
+
+    # One record for y/c's ingress and this reason in the window, whatever the peer sent.
+    assert wait_until(records, DROP_LOG_WINDOW + 5), f"{backend}: no {reason} record"
+    (record,) = records()
+    assert (record["PICKET_SRC_POD"], record["PICKET_POLICIES"]) == ("a", "y/c-from-x-a"), record
+    assert record["PICKET_REPEATS"] == str(2 * COUNT), record
 
 
 def _fragments_in(pod: LabPod) -> tuple[int, int]:

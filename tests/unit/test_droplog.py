@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import dataclasses
 import io
 import json
 import re
@@ -20,7 +21,15 @@ from agent.dataplane import ebpf_layout
 from agent.dataplane.iptables_render import render_chains
 from agent.droplog.capture import open_capture
 from agent.droplog.enrich import describe, describe_spoofed, record_fields
-from agent.droplog.events import DROP, SPOOFED, WOULD_DROP, PacketEvent, parse_ipv4
+from agent.droplog.events import (
+    DROP,
+    INVALID,
+    SPOOFED,
+    UNPARSED,
+    WOULD_DROP,
+    PacketEvent,
+    parse_ipv4,
+)
 from agent.droplog.folding import Folder
 from agent.droplog.journal import RecordWriter
 from agent.droplog.service import DropLog, DropLogSettings
@@ -229,7 +238,11 @@ def test_the_agent_is_the_drop_logs_cache_reader_and_holds_its_lock():
 def test_the_nflog_source_reads_the_prefixes_the_iptables_renderer_writes():
     source = capture_source(argparse.Namespace(backend="iptables", nflog_group=7), None)
     assert source.group == 7
-    assert source.spoofed == "picket spoofed"
+    assert source.others == {
+        "picket spoofed": ("egress", SPOOFED),
+        "picket invalid ingress": ("ingress", INVALID),
+        "picket invalid egress": ("egress", INVALID),
+    }
     assert source.prefixes == {
         "picket drop ingress": ("ingress", DROP),
         "picket drop egress": ("egress", DROP),
@@ -242,7 +255,7 @@ def test_the_nflog_source_reads_the_prefixes_the_iptables_renderer_writes():
     written = {
         m for rules in chains.values() for r in rules for m in re.findall(r'prefix "([^"]+)"', r)
     }
-    assert written == {"picket drop ingress", "picket drop egress", "picket spoofed"}
+    assert written == {"picket drop ingress", "picket drop egress", *source.others}
 
 
 class FakeRing:
@@ -287,8 +300,10 @@ def test_the_ring_source_decodes_policy_denials_with_the_ebpf_layout():
         event(ebpf_layout.DIR_EGRESS, ebpf_layout.REASON_AUDIT_POLICY, 2),
         event(ebpf_layout.DIR_INGRESS, ebpf_layout.REASON_DROP_NO_SYN, 3),  # not a policy's
         event(ebpf_layout.DIR_EGRESS, ebpf_layout.REASON_DROP_SPOOFED, 0),
+        event(ebpf_layout.DIR_INGRESS, ebpf_layout.REASON_DROP_UNPARSED, 0),
     ]
-    ring.events[-1].ifindex = 42
+    ring.events[-2].ifindex = 42
+    ring.events[-2].dport = ring.events[-1].dport = 0
     ring.suppressed = 7
     assert capture.read(0.2) == [
         syn(1, dst="198.18.1.12"),
@@ -296,8 +311,55 @@ def test_the_ring_source_decodes_policy_denials_with_the_ebpf_layout():
             "egress", WOULD_DROP, 6, IPv4Address("198.18.1.1"), 2, IPv4Address("198.18.1.12"), 80
         ),
         spoofed(42, src="198.18.1.1", dst="198.18.1.12", protocol=6),
+        untracked(UNPARSED, "198.18.1.1", "198.18.1.12", protocol=6),
     ]
     assert capture.lost() == 4  # counted from the reader's start
+
+
+def untracked(reason: str, src: str, dst: str, protocol: int = 17, direction: str = "ingress"):
+    event = PacketEvent(direction, DROP, protocol, IPv4Address(src), 0, IPv4Address(dst), 0)
+    return dataclasses.replace(event, reason=reason)
+
+
+def test_untracked_packets_fold_per_pod_direction_and_reason_whatever_the_peer():
+    folder = Folder(window=5, rate=10, burst=10)
+    assert folder.open(untracked(INVALID, "198.18.1.1", "198.18.1.12"), now=0.0)
+    assert folder.fold(untracked(INVALID, "198.18.9.9", "198.18.1.12", protocol=6))
+    assert not folder.fold(untracked(UNPARSED, "198.18.1.1", "198.18.1.12"))  # another reason
+    assert not folder.fold(untracked(INVALID, "198.18.1.1", "198.18.1.13"))  # another pod
+    egress = untracked(INVALID, "198.18.1.12", "198.18.1.1", direction="egress")
+    assert not folder.fold(egress)  # y/b's egress, not its ingress
+
+
+def test_an_untracked_packet_says_why_and_names_the_isolated_pod():
+    live, ir = live_and_ir([*model_cluster(), DENY_Y])
+    event = untracked(UNPARSED, "198.18.1.1", "198.18.1.12", protocol=6)
+    d = describe(event, live, ir)
+    fields = record_fields(event, d, 3, "node-1")
+    assert fields["MESSAGE"] == (
+        "DROP ingress unparsed TCP x/a -> y/b; y/b is isolated by y/default-deny; its "
+        "headers do not parse (truncated or malformed), so no rule can judge it"
+    )
+    assert (fields["PICKET_REASON"], fields["PICKET_POLICIES"]) == ("unparsed", "y/default-deny")
+    assert "PICKET_SENDER_POD" not in fields
+
+
+def test_untracked_packets_are_recorded_but_not_counted_as_denied_connections():
+    live, ir = live_and_ir([*model_cluster(), DENY_Y])
+    out = io.StringIO()
+    droplog = DropLog(
+        "node-1",
+        ListCapture(),
+        FixedCache(live, ir),
+        RecordWriter(Path("/nonexistent/journal.socket"), out),
+        DropLogSettings(window=5),
+        clock=lambda: 0.0,
+    )
+    droplog.handle([untracked(INVALID, f"198.18.1.{i}", "198.18.1.12") for i in (1, 2)], 0.0)
+    droplog.flush(now=5.0)
+    (record,) = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert (record["PICKET_REASON"], record["PICKET_REPEATS"]) == ("invalid", "2")
+    assert droplog.connections == {}
 
 
 def spoofed(interface: int, src: str, dst: str = "198.18.1.12", protocol: int = 17):

@@ -148,6 +148,12 @@ def test_a_forged_source_row_names_the_sender_and_whom_it_posed_as():
     assert row(unknown, UTC)[5] == "veth-x-b as 10.1.0.5"
 
 
+def test_an_untracked_packets_row_says_why_before_the_policies():
+    cells = row(drop(PICKET_REASON="unparsed", PICKET_SRC_PORT="0", PICKET_DST_PORT="0"), UTC)
+    assert cells[5:8] == ["x/a", "y/db", "(unparsed) y/default-deny,y/allow-backend"]
+    assert row(drop(PICKET_REASON="policy"), UTC)[7] == "y/default-deny,y/allow-backend"
+
+
 # --- rows and the table ------------------------------------------------------------
 
 

@@ -94,7 +94,8 @@ def test_audit_mode_logs_and_admits_instead_of_dropping():
     for chain in audited_in:
         # Only what has no conntrack entry is dropped, as in an enforcing chain (the
         # eBPF datapath does the same): audit mode reports what policy denies.
-        assert chain[0] == INVALID_RULE
-        assert not any("DROP" in rule for rule in chain[1:])
+        assert chain[1] == INVALID_RULE  # after the drop log's NFLOG of it
+        assert chain[0].endswith('--nflog-prefix "picket invalid ingress"')
+        assert not any("DROP" in rule for rule in chain[2:])
         assert '--nflog-prefix "picket audit ingress"' in chain[-1]
     assert set(enforced.chains) != set(audited.chains)  # never shared with enforcing pods
