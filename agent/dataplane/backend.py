@@ -29,6 +29,12 @@ class Backend(Protocol):
 
     def rule_count(self) -> int: ...
 
+    @property
+    def jumps_restored(self) -> int:
+        """Times the jump into Picket's chain was displaced or removed and put back
+        first (agent/dataplane/first_jump.py); safe to read from another thread."""
+        ...
+
     def datapath_counters(self) -> DatapathCounters:
         """Packets dropped (by direction, reason, namespace) and allowed, since the agent
         started; safe to call from another thread."""

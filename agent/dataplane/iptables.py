@@ -26,6 +26,7 @@ from agent.compiler.ir import NodeIR
 from agent.dataplane import conntrack, source_check, transit_mark
 from agent.dataplane.counters import DatapathCounters, MonotonicTotals, split_audit
 from agent.dataplane.errors import DataplaneError
+from agent.dataplane.first_jump import FirstJump
 from agent.dataplane.ipset_render import (
     SET_PREFIX,
     destroy_script,
@@ -39,7 +40,6 @@ from agent.dataplane.ipset_render import (
 from agent.dataplane.iptables_render import (
     CHAIN_PREFIX,
     DEFAULT_NFLOG_GROUP,
-    FORWARD_CHAIN,
     JUMP_RULE,
     TABLE,
     Ruleset,
@@ -109,6 +109,7 @@ class IptablesBackend:
         self._counters = MonotonicTotals()
         self._counters_lock = threading.Lock()  # scrapes read them from another thread
         self._retired = False  # an older agent's filter-table chains are gone
+        self.jump = FirstJump(TABLE, JUMP)  # checked first in FORWARD on every sync
 
     def _tool(self, name: str) -> str:
         return f"{name}-{self.mode}" if name == "iptables" else f"iptables-{self.mode}-{name}"
@@ -228,11 +229,11 @@ class IptablesBackend:
         return _chains_in(_run([self._tool("save"), "-t", table]))
 
     def _ensure_jump(self) -> None:
-        iptables = [self._tool("iptables"), "-w", "-t", TABLE]
-        check = subprocess.run([*iptables, "-C", *JUMP], capture_output=True, check=False)
-        if check.returncode != 0:
-            log.info("inserting the jump from FORWARD to %s", FORWARD_CHAIN)
-            _run([*iptables, "-I", JUMP[0], "1", *JUMP[1:]])
+        self.jump.keep(self._tool("iptables"))
+
+    @property
+    def jumps_restored(self) -> int:
+        return self.jump.restored
 
     def _remove_chains(self, table: str) -> list[str]:
         """Our jump and chains in `table`: what cleanup removes, and what an agent from

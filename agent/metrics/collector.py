@@ -189,6 +189,13 @@ class _StateCollector:
 
     @staticmethod
     def _maps(m: AgentMetrics) -> Iterator[Metric]:
+        restored = CounterMetricFamily(
+            "picket_jump_restored",
+            "Times Picket's jump into its chain was found displaced or removed and put "
+            "back first (the log names what was in front).",
+        )
+        restored.add_metric([], m.backend.jumps_restored)
+        yield restored
         connections = m.backend.conntrack_entries()
         if connections is not None:
             yield _gauge(

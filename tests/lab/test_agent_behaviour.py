@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from lab.config import LabNode
+from tests.support.agent_metrics import metric_sum
 from tests.support.connection import Connection
 from tests.support.enforcement import apply, converged, probe_once
 from tests.support.lab_cli import PICKET, Kubectl, model_lab, picket, wait_until
@@ -138,6 +140,53 @@ def test_drift_is_repaired_by_the_periodic_resync(kubectl, lab_with):
     assert converged(kubectl, ["x", "y"], 80, "TCP", timeout=2) != [], "the drift shows"
     # Repaired within the resync period (30 s): the lab passes the DaemonSet's flags.
     assert converged(kubectl, ["x", "y"], 80, "TCP", timeout=45) == []
+
+
+FOREIGN = ["-m", "comment", "--comment", "picket test: a foreign rule", "-j", "ACCEPT"]
+
+
+def _node_iptables(node: LabNode, table: str, *args: str) -> str:
+    return subprocess.run(
+        ["ip", "netns", "exec", node.netns, "iptables", "-w", "-t", table, *args],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+
+
+def _first_rule(node: LabNode) -> str:
+    return next(
+        r
+        for r in _node_iptables(node, "mangle", "-S", "FORWARD").splitlines()
+        if r.startswith("-A ")
+    )
+
+
+def test_a_foreign_accept_in_front_of_the_jump_is_put_behind_it(kubectl, lab_with):
+    """An ACCEPT inserted first in FORWARD (mangle, where Picket hooks, and filter) on
+    every node: within one resync period Picket's jump is first again (counted), and the
+    denied pair is denied. The eBPF program hooks after the tables, where an ACCEPT does
+    not end the traversal: it is never bypassed, and its mangle jump (the transit mark)
+    is put back first all the same."""
+    backend = lab_with[1]
+    nodes = [LabNode(1), LabNode(2)]
+    apply(kubectl, netpol("y", "deny", {"podSelector": {}}))
+    assert converged(kubectl, ["x", "y"], 80, "TCP") == []
+    restored = {n.index: metric_sum(n, "picket_jump_restored_total") for n in nodes}
+    try:
+        for node in nodes:
+            for table in ("mangle", "filter"):
+                _node_iptables(node, table, "-I", "FORWARD", "1", *FOREIGN)
+        if backend == "iptables":
+            assert converged(kubectl, ["x", "y"], 80, "TCP", timeout=2) != [], "it shows"
+        assert wait_until(lambda: all("picket:" in _first_rule(n) for n in nodes), 45), [
+            _first_rule(n) for n in nodes
+        ]
+        assert converged(kubectl, ["x", "y"], 80, "TCP", timeout=10) == []
+        for node in nodes:
+            assert metric_sum(node, "picket_jump_restored_total") > restored[node.index]
+    finally:
+        for node in nodes:
+            for table in ("mangle", "filter"):
+                _node_iptables(node, table, "-D", "FORWARD", *FOREIGN)
 
 
 # A client that opens a new TCP connection to each target every 10 ms (one thread per

@@ -117,6 +117,7 @@ class _Backend:
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.jumps_restored = 2
 
     def datapath_counters(self) -> DatapathCounters:
         allowed = {"ingress": 10, "egress": 12} if self.name == "ebpf" else None
@@ -147,6 +148,7 @@ CONTRACT = [
     "picket_invalid_objects",
     "picket_build_info",
     "picket_conntrack_entries",
+    "picket_jump_restored_total",
 ]
 
 
@@ -174,3 +176,4 @@ def test_every_contract_metric_is_exported(backend):
     assert 'picket_watch_restarts_total{resource="networkpolicies"} 1.0' in text
     assert f'picket_build_info{{backend="{backend}",version="0.1.0"}} 1.0' in text
     assert "picket_programming_latency_seconds_count 1.0" in text
+    assert "picket_jump_restored_total 2.0" in text

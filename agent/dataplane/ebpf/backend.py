@@ -340,6 +340,10 @@ class EbpfBackend:
     def conntrack_entries(self) -> int | None:
         return conntrack.entry_count()
 
+    @property
+    def jumps_restored(self) -> int:
+        return self.transit.jump.restored
+
     def rule_count(self) -> int:
         state = self._programmed or self.planner.state
         return len(state.policy) + len(state.named)

@@ -14,6 +14,7 @@ import subprocess
 
 from agent.compiler.ir import NodeIR
 from agent.dataplane.errors import DataplaneError
+from agent.dataplane.first_jump import FirstJump
 from agent.dataplane.ipset_render import (
     IpSet,
     destroy_script,
@@ -44,6 +45,7 @@ class TransitChain:
         self._mode: str | None = None
         self._rules: list[str] | None = None
         self._sets: dict[str, IpSet] = {}
+        self.jump = FirstJump(TABLE, JUMP)  # first in FORWARD, checked on every sync
 
     def _tool(self, suffix: str = "") -> str:
         if self._mode is None:
@@ -72,9 +74,7 @@ class TransitChain:
         self._destroy_unused({s.name for s in (*peers, *transit)}, full)
 
     def _ensure_jump(self) -> None:
-        iptables = [self._tool(), "-w", "-t", TABLE]
-        if not _run([*iptables, "-C", *JUMP], check=False):
-            _run([*iptables, "-I", JUMP[0], "1", *JUMP[1:]])
+        self.jump.keep(self._tool())
 
     def after_maps(self, ir: NodeIR, full: bool) -> None:
         """The transit set, once the program judges every address in it: a pod is
