@@ -45,10 +45,12 @@
  * met, rarely more than four; the size stays that of the maps earlier agents pinned. */
 #define DROP_COUNTS_PER_ENDPOINT 8
 
-/* Config slots (an array map the agent writes). Slots 0-3 held the connection
- * timeouts of the TC datapath's own connection table; they stay free so that a config
- * map pinned by it keeps its shape. */
-#define CONFIG_EVENTS_PER_SECOND 4
+/* Config slots (an array map the agent writes at every start). Slots 0-3 held the
+ * connection timeouts of the TC datapath's own connection table: the map keeps its
+ * shape, and 2-3 stay free. */
+#define CONFIG_ENDPOINT_EVENTS_PER_SECOND 0 /* each local pod's share of the events */
+#define CONFIG_ENDPOINT_EVENTS_BURST 1
+#define CONFIG_EVENTS_PER_SECOND 4          /* the node's (per CPU) */
 #define CONFIG_EVENTS_BURST 5
 #define CONFIG_COUNT 6
 

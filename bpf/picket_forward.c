@@ -33,6 +33,10 @@ BPF_TABLE_PINNED7("hash", struct drop_count_key, __u64, picket_drop_counts,
 BPF_TABLE_PINNED("array", __u32, __u64, picket_config, CONFIG_COUNT,
                  PICKET_PIN_DIR "/config");
 BPF_TABLE("percpu_array", __u32, struct rate_state, picket_rate, 1);
+/* Each local pod's own event bucket (by endpoint number, per CPU; not pinned: a restart
+ * starts them full), so that one flooded pod cannot use up the events of the rest. */
+BPF_TABLE("lru_percpu_hash", __u32, struct rate_state, picket_endpoint_rate,
+          PICKET_ENDPOINT_ENTRIES);
 BPF_RINGBUF_OUTPUT(picket_drops, PICKET_RING_PAGES);
 
 #include "lib/kernel.h"

@@ -72,6 +72,20 @@ def _drop_log_flags(p: argparse.ArgumentParser) -> None:
         help="seconds a record folds in repeats of its connection before it is written "
         f"(default {defaults.window:g})",
     )
+    group.add_argument(
+        "--drop-log-namespace-rate",
+        type=float,
+        default=defaults.namespace_rate,
+        help="records per second of each namespace, which the records of connections its "
+        "pods send (or, from outside, that its pods receive) cost, within the node's "
+        f"(default {defaults.namespace_rate:g})",
+    )
+    group.add_argument(
+        "--drop-log-namespace-burst",
+        type=float,
+        default=defaults.namespace_burst,
+        help=f"each namespace's records at once (default {defaults.namespace_burst:g})",
+    )
 
 
 def capture_source(args: argparse.Namespace, backend: Backend) -> NflogSource | RingSource:
@@ -136,7 +150,13 @@ def start_drop_log(
     except OSError as exc:
         logging.getLogger("picket.droplog").error("drop log not started: %s", exc)
         return None
-    settings = DropLogSettings(args.drop_log_rate, args.drop_log_burst, args.drop_log_window)
+    settings = DropLogSettings(
+        args.drop_log_rate,
+        args.drop_log_burst,
+        args.drop_log_window,
+        namespace_rate=args.drop_log_namespace_rate,
+        namespace_burst=args.drop_log_namespace_burst,
+    )
     droplog = DropLog(
         args.node, capture, agent, RecordWriter(), settings, interface_owner=interface_owner
     )

@@ -68,6 +68,8 @@ REASON_NAMES = {
 TRUSTED_CTMARK = 16777216  # 0x01000000: agent/dataplane/transit_mark.py
 
 # Slots 0-3 held the TC datapath's connection timeouts (kept free: see picket.h).
+CONFIG_ENDPOINT_EVENTS_PER_SECOND = 0
+CONFIG_ENDPOINT_EVENTS_BURST = 1
 CONFIG_EVENTS_PER_SECOND = 4
 CONFIG_EVENTS_BURST = 5
 CONFIG_COUNT = 6

@@ -176,16 +176,30 @@ def record_fields(
 
 
 def summary_fields(
-    suppressed: int, lost: int, period: float, rate: float, burst: float, node: str
+    suppressed: int,
+    lost: int,
+    period: float,
+    budget: str,
+    node: str,
+    by_namespace: dict[str, int] | None = None,
 ) -> dict[str, str]:
-    """What the budget held back and the capture lost since the last summary."""
+    """What the budget held back (in all, and by the namespace whose share it was) and
+    the capture lost since the last summary. `budget` says what the budget is."""
+    ranked = sorted((by_namespace or {}).items(), key=lambda kv: (-kv[1], kv[0]))
+    whose = ", ".join(f"{ns or '(no namespace)'} {n}" for ns, n in ranked[:SUMMARY_NAMESPACES])
+    more = len(ranked) - SUMMARY_NAMESPACES
+    whose += f" and {more} more namespaces" if more > 0 else ""
     return {
         "MESSAGE": (
             f"drop log: {suppressed} denied connections not logged in the last {period:.0f} s "
-            f"(budget {rate:g}/s, burst {burst:g}); {lost} packet events lost in capture"
+            f"({budget}){f': {whose}' if whose else ''}; {lost} packet events lost in capture"
         ),
         "PICKET_VERDICT": "suppressed",
         "PICKET_SUPPRESSED": str(suppressed),
+        "PICKET_SUPPRESSED_NAMESPACES": ",".join(f"{ns}={n}" for ns, n in ranked),
         "PICKET_LOST": str(lost),
         "PICKET_NODE": node,
     }
+
+
+SUMMARY_NAMESPACES = 5  # named in a summary's message; the field has them all

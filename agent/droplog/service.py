@@ -19,6 +19,7 @@ from typing import Protocol, TypeVar
 from agent.compiler.ir import NodeIR
 from agent.droplog.capture import Capture
 from agent.droplog.enrich import (
+    POD,
     Description,
     describe,
     describe_spoofed,
@@ -26,7 +27,7 @@ from agent.droplog.enrich import (
     summary_fields,
 )
 from agent.droplog.events import POLICY, SPOOFED, PacketEvent
-from agent.droplog.folding import Folder, OpenRecord
+from agent.droplog.folding import Folder, OpenRecord, Share
 from agent.droplog.journal import RecordWriter
 from agent.model.live import LiveState
 
@@ -46,6 +47,18 @@ class CacheReader(Protocol):
 InterfaceOwner = Callable[[int], tuple[str, tuple[IPv4Address, ...]]]
 
 
+def _sender_namespace(description: Description) -> str:
+    """Whose share of the budget a record costs: the namespace that sent the packet (the
+    pod behind the interface of a forged source, the source pod), or, from outside any
+    pod, the destination's. So a namespace flooding denied connections, wherever to,
+    uses up only its own share."""
+    if description.sender is not None:
+        return description.sender.namespace or ""
+    if description.src.kind == POD:
+        return description.src.namespace or ""
+    return description.dst.namespace or ""
+
+
 def _unknown_interface(_ifindex: int) -> tuple[str, tuple[IPv4Address, ...]]:
     return "", ()
 
@@ -56,6 +69,9 @@ class DropLogSettings:
     burst: float = 200.0
     window: float = 5.0  # seconds a record folds repeats of its connection
     summary_period: float = 10.0  # at most one summary this often
+    # Each namespace's share of the node's budget: one flooding cannot use up another's
+    namespace_rate: float = 20.0
+    namespace_burst: float = 50.0
 
 
 @dataclass
@@ -84,7 +100,7 @@ class DropLog:
         self.cache = cache
         self.writer = writer
         self.settings = s = settings or DropLogSettings()
-        self.folder = Folder(s.window, s.rate, s.burst)
+        self.folder = Folder(s.window, s.rate, s.burst, Share(s.namespace_rate, s.namespace_burst))
         self.stats = DropLogStats()
         # (direction, namespace whose policy denied) -> connections, for the metrics;
         # counted before the budget and the opt-out, which only decide what is written
@@ -92,6 +108,7 @@ class DropLog:
         self.heartbeat = clock()
         self._clock = clock
         self._summarised = (0, 0)  # (suppressed, lost) at the last summary
+        self._summarised_by: dict[str, int] = {}  # suppressed by namespace, then
         self._last_summary = clock()
 
     def handle(self, events: list[PacketEvent], now: float) -> None:
@@ -100,15 +117,15 @@ class DropLog:
             if self.folder.fold(event):
                 continue
             description = self._describe(event)
+            local = description.dst if event.direction == "ingress" else description.src
             if event.verdict == "drop" and event.reason == POLICY:
-                local = description.dst if event.direction == "ingress" else description.src
                 key = (event.direction, local.namespace or "")
                 self.connections[key] = self.connections.get(key, 0) + 1
             if not description.logged:
                 self.stats.opted_out += 1
                 self.folder.mute(event, now)
                 continue
-            self.folder.open(event, now, description)
+            self.folder.open(event, now, description, _sender_namespace(description))
         self.stats.suppressed = self.folder.suppressed
 
     def _describe(self, event: PacketEvent) -> Description:
@@ -128,12 +145,20 @@ class DropLog:
             suppressed = self.stats.suppressed - self._summarised[0]
             lost = self.stats.lost - self._summarised[1]
             if suppressed or lost:
-                s = self.settings
+                by = {
+                    ns: n - self._summarised_by.get(ns, 0)
+                    for ns, n in self.folder.suppressed_by.items()
+                    if n > self._summarised_by.get(ns, 0)
+                }
                 period = now - self._last_summary
-                self.writer.write(
-                    summary_fields(suppressed, lost, period, s.rate, s.burst, self.node)
+                s = self.settings
+                budget = (
+                    f"budget {s.rate:g}/s, burst {s.burst:g}; "
+                    f"{s.namespace_rate:g}/s, burst {s.namespace_burst:g} per namespace"
                 )
+                self.writer.write(summary_fields(suppressed, lost, period, budget, self.node, by))
             self._summarised = (self.stats.suppressed, self.stats.lost)
+            self._summarised_by = dict(self.folder.suppressed_by)
             self._last_summary = now
 
     def _write(self, record: OpenRecord) -> None:

@@ -1,5 +1,6 @@
-/* Counters, and drop events for the drop log: a per-CPU token bucket keeps a flood of
- * denied packets from flooding the ring buffer (what it holds back is counted). */
+/* Counters, and drop events for the drop log: per-CPU token buckets, one per local pod
+ * and one for the node, keep a flood of denied packets from flooding the ring buffer
+ * or using up the other pods' events (what they hold back is counted). */
 #ifndef PICKET_EVENTS_H
 #define PICKET_EVENTS_H
 
@@ -38,21 +39,17 @@ static __always_inline void count_drop(__u32 endpoint, __u8 direction, __u8 reas
         picket_drop_counts.update(&key, &one);
 }
 
-static __always_inline int take_token(void)
+/* Takes a token from `state` (milli-tokens, refilled at `rate` per second up to
+ * `burst` tokens); 1 when there was one. */
+static __always_inline int bucket_take(struct rate_state *state, __u64 now, __u64 rate,
+                                       __u64 burst)
 {
-    __u32 zero = 0;
-    struct rate_state *state = picket_rate.lookup(&zero);
-    if (!state)
-        return 0;
-    __u64 now = bpf_ktime_get_ns();
-    __u64 rate = config_get(CONFIG_EVENTS_PER_SECOND, 1000);
-    __u64 burst = config_get(CONFIG_EVENTS_BURST, 100) * 1000;
     __u64 elapsed = ns_since(now, state->last_ns); /* never wraps, whatever wrote last */
     if (elapsed > 10000000000ULL)
         elapsed = 10000000000ULL; /* no overflow after a long quiet */
     __u64 tokens = state->tokens_milli + elapsed * rate / 1000000;
-    if (tokens > burst)
-        tokens = burst;
+    if (tokens > burst * 1000)
+        tokens = burst * 1000;
     state->last_ns = now;
     if (tokens < 1000) {
         state->tokens_milli = tokens;
@@ -62,11 +59,34 @@ static __always_inline int take_token(void)
     return 1;
 }
 
+/* A drop event may be sent for `endpoint`: its own bucket, then the node's. */
+static __always_inline int take_token(__u32 endpoint)
+{
+    __u64 now = bpf_ktime_get_ns();
+    __u64 burst = config_get(CONFIG_ENDPOINT_EVENTS_BURST, 100);
+    struct rate_state *mine = picket_endpoint_rate.lookup(&endpoint);
+    if (!mine) {
+        struct rate_state full = {.tokens_milli = burst * 1000, .last_ns = now};
+        picket_endpoint_rate.update(&endpoint, &full);
+        mine = picket_endpoint_rate.lookup(&endpoint);
+        if (!mine)
+            return 0;
+    }
+    if (!bucket_take(mine, now, config_get(CONFIG_ENDPOINT_EVENTS_PER_SECOND, 100), burst))
+        return 0;
+    __u32 zero = 0;
+    struct rate_state *node = picket_rate.lookup(&zero);
+    if (!node)
+        return 0;
+    return bucket_take(node, now, config_get(CONFIG_EVENTS_PER_SECOND, 1000),
+                       config_get(CONFIG_EVENTS_BURST, 100));
+}
+
 static __always_inline void report_drop(struct flow *pkt, __u32 endpoint, __u8 direction,
                                         __u8 reason, __u32 ifindex)
 {
     count_drop(endpoint, direction, reason);
-    if (!take_token()) {
+    if (!take_token(endpoint)) {
         count_packet(direction, REASON_EVENT_SUPPRESSED);
         return;
     }

@@ -2,7 +2,8 @@
 per denied connection with every field right (TCP, UDP and SCTP; same node and across
 nodes; ingress and egress), none for allowed traffic; connections denied through a
 ClusterIP and a node port name the Service; audit mode; a SYN flood held to the budget
-while enforcement goes on; and `picket drops` reading it all back."""
+(its namespace's share: a quiet namespace's denials are all logged meanwhile) while
+enforcement goes on; and `picket drops` reading it all back."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from tests.support.services import published
 
 WINDOW = 5.0  # the agent's default --drop-log-window: a record is written when it closes
 RATE, BURST = 100, 200  # the agent's default --drop-log-rate and --drop-log-burst
+NAMESPACE_BURST = 50  # its default --drop-log-namespace-burst
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -457,7 +459,17 @@ def test_syn_flood_is_held_to_the_budget_and_enforcement_goes_on(kubectl):
     summaries = [r for r in records if r.get("PICKET_VERDICT") == "suppressed"]
     budget = BURST + RATE * (time.time() - start)
     assert len(records) - len(summaries) <= budget
-    assert len(flood_records) >= BURST  # the log did record the flood, up to its budget
+    # The log did record the flood, up to the attacker's namespace's share...
+    assert len(flood_records) >= NAMESPACE_BURST
+    # ... and every denied connection of another, quiet namespace (x/a's probes to y/c,
+    # each from its own source port) while the flood used up z's share.
+    quiet = [
+        r
+        for r in records
+        if (r.get("PICKET_SRC_IP"), r.get("PICKET_DST_IP"))
+        == (where["x/a"]["ip"], where["y/c"]["ip"])
+    ]
+    assert len(quiet) >= len(probes), f"{len(quiet)} records of {len(probes)} denied probes"
     suppressed = sum(int(r["PICKET_SUPPRESSED"]) for r in summaries)
     lost = sum(int(r["PICKET_LOST"]) for r in summaries)
     assert suppressed + lost + sum(int(r["PICKET_REPEATS"]) for r in flood_records) >= count * 0.9

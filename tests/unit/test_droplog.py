@@ -30,7 +30,7 @@ from agent.droplog.events import (
     PacketEvent,
     parse_ipv4,
 )
-from agent.droplog.folding import Folder
+from agent.droplog.folding import Folder, Share
 from agent.droplog.journal import RecordWriter
 from agent.droplog.service import DropLog, DropLogSettings
 from agent.loop.agent import Agent
@@ -199,6 +199,45 @@ class ListCapture:
 
     def close(self):
         pass
+
+
+def test_one_namespace_flooding_uses_only_its_share():
+    folder = Folder(window=5, rate=100, burst=200, share=Share(rate=20, burst=50))
+    # 5,000 per second for a second (the last at 1.0 s)
+    noisy = sum(folder.open(syn(1024 + i), i / 5000, namespace="z") for i in range(5001))
+    quiet = sum(folder.open(syn(30000 + i), i / 10, namespace="x") for i in range(10))
+    assert 50 + 19 <= noisy <= 50 + 20  # its burst, then its rate over the second
+    assert quiet == 10  # every one of them
+    assert folder.suppressed_by == {"z": 5001 - noisy}
+
+
+def test_the_node_budget_caps_all_namespaces_together():
+    folder = Folder(window=5, rate=1, burst=3, share=Share(rate=10, burst=10))
+    opened = [folder.open(syn(1024 + i), 0.0, namespace=f"ns{i}") for i in range(5)]
+    assert opened == [True, True, True, False, False]
+    assert folder.suppressed_by == {"ns3": 1, "ns4": 1}
+
+
+def test_a_record_costs_the_senders_share():
+    """z/a (198.18.1.21) floods y/b: z's share, not y's; x/a's attempt still opens."""
+    live, ir = live_and_ir([*model_cluster(), DENY_Y])
+    out = io.StringIO()
+    settings = DropLogSettings(rate=100, burst=200, namespace_rate=1, namespace_burst=2)
+    droplog = DropLog(
+        "node-1", ListCapture(), FixedCache(live, ir),
+        RecordWriter(Path("/nonexistent/journal.socket"), out), settings, clock=lambda: 0.0,
+    )  # fmt: skip
+    flood = [syn(1024 + i, src="198.18.1.21", dst="198.18.1.12") for i in range(10)]
+    droplog.handle([*flood, syn(5000, dst="198.18.1.12")], now=0.0)
+    droplog.flush(now=10.0)
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    written = [r for r in records if r["PICKET_VERDICT"] == "drop"]
+    assert sorted((r["PICKET_SRC_NAMESPACE"], r["PICKET_SRC_POD"]) for r in written) == [
+        ("x", "a"), ("z", "a"), ("z", "a"),
+    ]  # fmt: skip
+    (summary,) = [r for r in records if r["PICKET_VERDICT"] == "suppressed"]
+    assert summary["PICKET_SUPPRESSED_NAMESPACES"] == "z=8"
+    assert ": z 8;" in summary["MESSAGE"] and "1/s, burst 2 per namespace" in summary["MESSAGE"]
 
 
 def test_service_writes_one_record_per_connection_and_summaries():

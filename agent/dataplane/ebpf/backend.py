@@ -44,6 +44,8 @@ from agent.dataplane.ebpf.settings import EbpfSettings
 from agent.dataplane.ebpf.transit_chain import TransitChain
 from agent.dataplane.ebpf.writes import EndpointWrites, ordered_writes
 from agent.dataplane.ebpf_layout import (
+    CONFIG_ENDPOINT_EVENTS_BURST,
+    CONFIG_ENDPOINT_EVENTS_PER_SECOND,
     CONFIG_EVENTS_BURST,
     CONFIG_EVENTS_PER_SECOND,
     DIR_EGRESS,
@@ -111,6 +113,8 @@ class EbpfBackend:
         config = {
             CONFIG_EVENTS_PER_SECOND: s.events_per_second,
             CONFIG_EVENTS_BURST: s.events_burst,
+            CONFIG_ENDPOINT_EVENTS_PER_SECOND: s.endpoint_events_per_second,
+            CONFIG_ENDPOINT_EVENTS_BURST: s.endpoint_events_burst,
         }
         for slot, value in config.items():
             self.maps.put("picket_config", *codec.config_entry(slot, value))

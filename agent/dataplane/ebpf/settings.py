@@ -18,3 +18,7 @@ class EbpfSettings:
     ring_pages: int = 64
     events_per_second: int = 1000
     events_burst: int = 1000
+    # Each local pod's share of the events (per CPU), before the node's: one flooded pod
+    # cannot use up the others'.
+    endpoint_events_per_second: int = 100
+    endpoint_events_burst: int = 100
