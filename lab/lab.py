@@ -114,13 +114,22 @@ def _start_kubelet(state: Path, nodes: int, virtual: int) -> None:
     )
 
 
-def agent_args(backend: str, node: str | None = None, kubeconfig: str | None = None) -> list[str]:
+NODE_IP = "$(NODE_IP)"  # the DaemonSet's: the downward API's status.hostIP
+
+
+def agent_args(
+    backend: str,
+    node: str | None = None,
+    kubeconfig: str | None = None,
+    address: str = NODE_IP,
+) -> list[str]:
     """The `picket agent` arguments the DaemonSet runs (daemonset/30-daemonset.yaml's
     container args are exactly `agent_args("$(PICKET_BACKEND)")`, a unit test holds
     them equal), so the lab exercises what is deployed. The lab adds only what a pod
-    gets from its environment: the node name ($NODE_NAME, from the downward API) and
-    the API credentials (the in-cluster service account)."""
-    args = ["agent", "--backend", backend, "--metrics-addr", f":{AGENT_METRICS_PORT}"]
+    gets from its environment: the node name ($NODE_NAME) and address ($NODE_IP, from
+    the downward API) and the API credentials (the in-cluster service account)."""
+    metrics = f"{address}:{AGENT_METRICS_PORT}"
+    args = ["agent", "--backend", backend, "--metrics-addr", metrics]
     if node is not None:
         args += ["--node", node]
     if kubeconfig is not None:
@@ -177,7 +186,12 @@ def _reconcile_agents(state: Path, nodes: list[LabNode], backend: str, previous:
         return
     for node in nodes:
         if processes.running(state, agent_name(node)) is None:
-            args = agent_args(backend, node=node.name, kubeconfig=str(kubeconfig_path(state)))
+            args = agent_args(
+                backend,
+                node=node.name,
+                kubeconfig=str(kubeconfig_path(state)),
+                address=str(node.address),
+            )
             argv = ["-m", "agent.cli", *args]
             processes.start(state, agent_name(node), argv, netns=node.netns)
 

@@ -224,7 +224,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--metrics-addr",
         default=":9402",
         help="[host]:port serving /metrics, /healthz and /readyz (default :9402, every "
-        "address); 'off' serves nothing",
+        "address; a node's own address, e.g. from the downward API's status.hostIP, keeps "
+        "it off the pod network's other addresses); 'off' serves nothing",
+    )
+    p.add_argument(
+        "--metrics-read-interval",
+        type=float,
+        default=5.0,
+        help="seconds between two readings of the dataplane's counters, which scrapes "
+        "serve (a scrape runs no command; default 5)",
     )
     p.add_argument(
         "--liveness-timeout",
@@ -284,7 +292,7 @@ def run(args: argparse.Namespace) -> int:
     from agent.loop.watch import api_client, kinds
     from agent.metrics.collector import AgentMetrics
 
-    metrics = AgentMetrics(backend, __version__)
+    metrics = AgentMetrics(backend, __version__, args.metrics_read_interval)
     agent = Agent(
         args.node,
         backend,
@@ -312,6 +320,7 @@ def run(args: argparse.Namespace) -> int:
     droplog = start_drop_log(args, backend, agent, stop)
     metrics.attach(agent, droplog[1] if droplog else None)
     if server is not None:
+        metrics.readings.start(stop)
         server.start()
     agent.run(stop)
     if droplog is not None:

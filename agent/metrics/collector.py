@@ -2,8 +2,10 @@
 
 Two kinds: what the agent observes as it happens (sync durations, programming latency,
 errors, watch restarts) is recorded into prometheus-client metrics by the SyncObserver
-calls; what the kernel and the agent's state hold (drop counters, map sizes, gauges) is
-read when Prometheus scrapes, by a custom collector, so nothing polls in between.
+calls; what the agent's state holds (gauges) is read when Prometheus scrapes, by a
+custom collector; what the kernel holds (drop counters, map sizes, the conntrack count)
+comes from the last reading of agent/metrics/readings.py, taken on a timer, so that no
+scrape runs a command or walks a map.
 Label values are bounded: directions, reasons, namespaces, kinds, map names; never pod
 names or addresses."""
 
@@ -26,6 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from agent.dataplane.backend import Backend
 from agent.droplog.service import DropLog
 from agent.loop.agent import Agent
+from agent.metrics.readings import DEFAULT_INTERVAL, DataplaneReader
 
 log = logging.getLogger("picket.metrics")
 
@@ -46,10 +49,11 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 class AgentMetrics:
     """The agent's registry. Implements agent.loop.agent.SyncObserver."""
 
-    def __init__(self, backend: Backend, version: str) -> None:
+    def __init__(self, backend: Backend, version: str, interval: float = DEFAULT_INTERVAL) -> None:
         disable_created_metrics()  # `_created` series double the output for no question
         self.registry = CollectorRegistry()
         self.backend = backend
+        self.readings = DataplaneReader(backend, interval)
         self.agent: Agent | None = None
         self.droplog: DropLog | None = None
         r = self.registry
@@ -159,7 +163,16 @@ class _StateCollector:
 
     @staticmethod
     def _datapath(m: AgentMetrics) -> Iterator[Metric]:
-        counters = m.backend.datapath_counters()
+        reading = m.readings.latest
+        if reading is None:
+            return
+        yield _gauge(
+            "picket_dataplane_reading_timestamp_seconds",
+            "Unix time of the dataplane reading the counters and map sizes come from "
+            "(taken every --metrics-read-interval seconds, not per scrape).",
+            reading.at,
+        )
+        counters = reading.counters
         dropped = CounterMetricFamily(
             "picket_dropped_packets",
             "Packets the datapath dropped, by direction, reason and namespace of the pod "
@@ -189,14 +202,17 @@ class _StateCollector:
 
     @staticmethod
     def _maps(m: AgentMetrics) -> Iterator[Metric]:
+        reading = m.readings.latest
+        if reading is None:
+            return
         restored = CounterMetricFamily(
             "picket_jump_restored",
             "Times Picket's jump into its chain was found displaced or removed and put "
             "back first (the log names what was in front).",
         )
-        restored.add_metric([], m.backend.jumps_restored)
+        restored.add_metric([], reading.jumps_restored)
         yield restored
-        connections = m.backend.conntrack_entries()
+        connections = reading.conntrack_entries
         if connections is not None:
             yield _gauge(
                 "picket_conntrack_entries",
@@ -204,11 +220,9 @@ class _StateCollector:
                 connections,
             )
         if m.backend.name == "iptables":
-            yield _gauge(
-                "picket_iptables_rules", "Rules in Picket's chains.", m.backend.rule_count()
-            )
+            yield _gauge("picket_iptables_rules", "Rules in Picket's chains.", reading.rule_count)
             return
-        sizes = m.backend.map_entries()
+        sizes = reading.map_entries
         entries = GaugeMetricFamily(
             "picket_bpf_map_entries", "Entries in each eBPF map.", labels=["map"]
         )

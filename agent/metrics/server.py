@@ -1,20 +1,52 @@
 """The agent's HTTP endpoint: /metrics (Prometheus text format), /healthz (the sync loop
 is alive), /readyz (the dataplane is programmed). A small threaded server of the
-standard library: prometheus-client's own server serves only /metrics."""
+standard library: prometheus-client's own server serves only /metrics.
+
+Bounded, whoever connects (any pod can reach a node address): at most MAX_REQUESTS
+requests at once (one more is answered 503 and closed), a connection that sends or
+reads nothing for TIMEOUT seconds is closed, and /metrics is rendered at most once per
+RENDER_INTERVAL, concurrent scrapes sharing the body."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from agent.metrics.health import Verdict
 
 log = logging.getLogger("picket.metrics")
+
+MAX_REQUESTS = 8
+TIMEOUT = 5.0  # seconds
+RENDER_INTERVAL = 1.0  # seconds
+BUSY = b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 5\r\n\r\nbusy\n"
+
+
+class RenderedMetrics:
+    """The registry's exposition, rendered again only once `interval` has passed."""
+
+    def __init__(
+        self, registry: CollectorRegistry, interval: float = RENDER_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:  # fmt: skip
+        self.registry, self.interval, self.clock = registry, interval, clock
+        self._lock = threading.Lock()
+        self._body, self._at = b"", float("-inf")
+
+    def body(self) -> bytes:
+        with self._lock:  # the others wait for the one rendering, then share its body
+            now = self.clock()
+            if now - self._at >= self.interval:
+                self._body, self._at = generate_latest(self.registry), now
+            return self._body
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -33,13 +65,16 @@ class MetricsServer:
         liveness: Callable[[], Verdict],
         readiness: Callable[[], Verdict],
     ) -> None:
+        rendered = RenderedMetrics(registry)
         routes: dict[str, Callable[[], tuple[int, str, bytes]]] = {
-            "/metrics": lambda: (200, CONTENT_TYPE_LATEST, generate_latest(registry)),
+            "/metrics": lambda: (200, CONTENT_TYPE_LATEST, rendered.body()),
             "/healthz": lambda: _verdict(liveness()),
             "/readyz": lambda: _verdict(readiness()),
         }
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = TIMEOUT  # per socket operation: a silent client is let go
+
             def do_GET(self) -> None:
                 route = routes.get(self.path.split("?")[0])
                 if route is None:
@@ -60,6 +95,21 @@ class MetricsServer:
         class Server(ThreadingHTTPServer):
             daemon_threads = True
             address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            slots = threading.BoundedSemaphore(MAX_REQUESTS)
+
+            def process_request(self, request: Any, client_address: Any) -> None:
+                if not self.slots.acquire(blocking=False):
+                    with contextlib.suppress(OSError):  # it may be gone already
+                        request.sendall(BUSY)
+                    self.shutdown_request(request)
+                    return
+                super().process_request(request, client_address)
+
+            def process_request_thread(self, request: Any, client_address: Any) -> None:
+                try:
+                    super().process_request_thread(request, client_address)
+                finally:
+                    self.slots.release()
 
         self.httpd = Server((host, port), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="metrics", daemon=True)

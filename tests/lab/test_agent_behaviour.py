@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from lab.config import LabNode
-from tests.support.agent_metrics import metric_sum
+from tests.support.agent_metrics import fresh_sum
 from tests.support.connection import Connection
 from tests.support.enforcement import apply, converged, probe_once
 from tests.support.lab_cli import PICKET, Kubectl, model_lab, picket, wait_until
@@ -170,7 +170,8 @@ def test_a_foreign_accept_in_front_of_the_jump_is_put_behind_it(kubectl, lab_wit
     nodes = [LabNode(1), LabNode(2)]
     apply(kubectl, netpol("y", "deny", {"podSelector": {}}))
     assert converged(kubectl, ["x", "y"], 80, "TCP") == []
-    restored = {n.index: metric_sum(n, "picket_jump_restored_total") for n in nodes}
+    now = time.time()
+    restored = {n.index: fresh_sum(n, "picket_jump_restored_total", now) for n in nodes}
     try:
         for node in nodes:
             for table in ("mangle", "filter"):
@@ -181,8 +182,9 @@ def test_a_foreign_accept_in_front_of_the_jump_is_put_behind_it(kubectl, lab_wit
             _first_rule(n) for n in nodes
         ]
         assert converged(kubectl, ["x", "y"], 80, "TCP", timeout=10) == []
+        now = time.time()
         for node in nodes:
-            assert metric_sum(node, "picket_jump_restored_total") > restored[node.index]
+            assert fresh_sum(node, "picket_jump_restored_total", now) > restored[node.index]
     finally:
         for node in nodes:
             for table in ("mangle", "filter"):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 
 from lab.config import LabNode, state_dir
+from tests.support.agent_metrics import fresh_sum
 from tests.support.enforcement import apply, probe_once
 from tests.support.lab_cli import Kubectl, LabPod, lab_pods, model_lab, wait_until
 from tests.support.policies import BACKENDS
@@ -106,13 +108,15 @@ def _metrics(node: LabNode) -> str:
 
 
 def _dropped(reasons: tuple[str, ...] = ("no_syn", "policy")) -> float:
-    """Packets both agents dropped for these reasons, by their own counters."""
+    """Packets both agents dropped for these reasons, by their own counters, as read
+    after now (the agents read the dataplane on a timer)."""
+    now = time.time()
+    for node in (LabNode(1), LabNode(2)):
+        _metrics(node)  # answers, or the agent's log says why not
     return sum(
-        float(line.rsplit(" ", 1)[1])
+        fresh_sum(node, "picket_dropped_packets_total", now, reason=r)
         for node in (LabNode(1), LabNode(2))
-        for line in _metrics(node).splitlines()
-        if line.startswith("picket_dropped_packets_total{")
-        and any(f'reason="{r}"' in line for r in reasons)
+        for r in reasons
     )
 
 

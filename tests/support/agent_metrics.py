@@ -1,8 +1,10 @@
 """A lab agent's own /metrics, read straight from its node (the Prometheus lab test
-scrapes through Debian's Prometheus; these are point reads for one counter)."""
+scrapes through Debian's Prometheus; these are point reads for one counter). The agent
+reads the dataplane on a timer: `fresh_sum` waits for a reading taken after a moment."""
 
 from __future__ import annotations
 
+import time
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -15,11 +17,32 @@ def node_of(node_name: str) -> LabNode:
     return LabNode(int(node_name.rpartition("-")[2]))
 
 
+READING = "picket_dataplane_reading_timestamp_seconds"
+
+
+def fresh_sum(node: LabNode, name: str, after: float, timeout: float = 20, **labels: str) -> float:
+    """`metric_sum` once the agent's dataplane reading was taken after `after` (a
+    time.time()), so that it counts what happened before then."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = _scrape(node)
+        if _sum(text, READING) > after or time.monotonic() > deadline:
+            return _sum(text, name, **labels)
+        time.sleep(0.5)
+
+
 def metric_sum(node: LabNode, name: str, **labels: str) -> float:
     """The sum of `name`'s samples on `node`'s agent whose labels include `labels`
     (0 when there are none yet)."""
+    return _sum(_scrape(node), name, **labels)
+
+
+def _scrape(node: LabNode) -> str:
     with urllib.request.urlopen(node.metrics_url, timeout=10) as response:
-        text = response.read().decode()
+        return response.read().decode()
+
+
+def _sum(text: str, name: str, **labels: str) -> float:
     total = 0.0
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

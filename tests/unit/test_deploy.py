@@ -160,7 +160,10 @@ def test_daemonset_args_are_the_flags_the_lab_passes(tmp_path, monkeypatch):
     lab_args = argv[2:]
     lab_only = ["--node", "node-1", "--kubeconfig", str(tmp_path / "kubeconfig")]
     assert lab_args[-4:] == lab_only
-    deployed = [a.replace(BACKEND_PLACEHOLDER, "ebpf") for a in agent_container()["args"]]
+    deployed = [
+        a.replace(BACKEND_PLACEHOLDER, "ebpf").replace(lab.NODE_IP, str(LabNode(1).address))
+        for a in agent_container()["args"]
+    ]
     assert lab_args[:-4] == deployed
     assert agent_container()["args"] == lab.agent_args(BACKEND_PLACEHOLDER)
 

@@ -1,19 +1,24 @@
 """Metrics logic without a kernel: counter totals that only grow, the drop counters read
 back from iptables-save text, health verdicts, the listen address, and the exposition
-of every contract name (the lab tests scrape real agents with a real Prometheus)."""
+of every contract name, scrapes that read nothing themselves, and a server that stays
+bounded (the lab tests scrape real agents with a real Prometheus)."""
 
 from __future__ import annotations
 
+import socket
+import time
+
 import pytest
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from agent.compiler.compile import compile_node
 from agent.dataplane.counters import DatapathCounters, MonotonicTotals, split_audit
 from agent.dataplane.iptables_render import counted_rules, render_chains
 from agent.loop.agent import Agent
+from agent.metrics import server as server_module
 from agent.metrics.collector import AgentMetrics
-from agent.metrics.health import liveness, readiness
-from agent.metrics.server import parse_address
+from agent.metrics.health import Verdict, liveness, readiness
+from agent.metrics.server import MetricsServer, RenderedMetrics, parse_address
 from tests.support.builders import model_cluster, policy, state_of
 
 
@@ -156,6 +161,7 @@ CONTRACT = [
 def test_every_contract_metric_is_exported(backend):
     metrics = AgentMetrics(_Backend(backend), "0.1.0")
     metrics.attach(Agent("node-1", _Backend(backend), kinds=[]), droplog=None)
+    metrics.readings.refresh()  # the reader thread's job
     metrics.synced("full", 0.2, 0.3)
     metrics.failed("program")
     metrics.watch_restarted("NetworkPolicy")
@@ -177,3 +183,81 @@ def test_every_contract_metric_is_exported(backend):
     assert f'picket_build_info{{backend="{backend}",version="0.1.0"}} 1.0' in text
     assert "picket_programming_latency_seconds_count 1.0" in text
     assert "picket_jump_restored_total 2.0" in text
+
+
+class _CountingBackend(_Backend):
+    """Counts the dataplane reads: a scrape must make none."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.reads = 0
+
+    def datapath_counters(self) -> DatapathCounters:
+        self.reads += 1
+        return super().datapath_counters()
+
+
+def test_scrapes_serve_the_last_reading_and_read_nothing_themselves():
+    backend = _CountingBackend("iptables")
+    metrics = AgentMetrics(backend, "0.1.0")
+    assert "picket_dropped_packets_total{" not in generate_latest(metrics.registry).decode()
+    metrics.readings.refresh()
+    for _ in range(20):
+        text = generate_latest(metrics.registry).decode()
+    assert backend.reads == 1
+    assert (
+        'picket_dropped_packets_total{direction="ingress",namespace="y",reason="policy"} 3.0'
+        in text
+    )
+
+
+def test_the_exposition_is_rendered_once_per_interval_whatever_the_scrapes():
+    now = [0.0]
+    registry = CollectorRegistry()
+    calls = Counter("picket_test_renders", "renders", registry=registry)
+    rendered = RenderedMetrics(registry, interval=1.0, clock=lambda: now[0])
+
+    class Renders:
+        def collect(self):
+            calls.inc()
+            return []
+
+    registry.register(Renders())
+    bodies = [rendered.body() for _ in range(50)]
+    now[0] = 0.5
+    bodies.append(rendered.body())
+    assert len(set(bodies)) == 1 and calls._value.get() == 1
+    now[0] = 1.0
+    assert rendered.body() != bodies[0]  # rendered again: the counter moved
+
+
+def test_the_server_answers_busy_beyond_its_requests_and_lets_silent_clients_go(monkeypatch):
+    monkeypatch.setattr(server_module, "TIMEOUT", 2.0)
+    with socket.socket() as probe:  # a free port (the flag takes no 0)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ok = Verdict(True, "ok")
+    server = MetricsServer(f"127.0.0.1:{port}", CollectorRegistry(), lambda: ok, lambda: ok)
+    server.start()
+    address = ("127.0.0.1", server.port)
+    try:
+        silent = [socket.create_connection(address) for _ in range(server_module.MAX_REQUESTS)]
+
+        def answer() -> bytes:
+            with socket.create_connection(address, timeout=2) as extra:
+                extra.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+                return extra.recv(100)
+
+        # Once the server has taken the silent ones (each a thread waiting for a line)
+        busy = [answer() for _ in range(20) if not time.sleep(0.02)]
+        assert any(b.startswith(b"HTTP/1.0 503") for b in busy[:10]), busy[:3]
+        time.sleep(2.3)  # past the timeout: the server has let the silent ones go
+        for sock in silent:
+            sock.settimeout(1)
+            assert sock.recv(10) == b"", "a silent client still holds its thread"
+            sock.close()
+        with socket.create_connection(address, timeout=2) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+            assert b" 200 " in sock.recv(100)
+    finally:
+        server.stop()
