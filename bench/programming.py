@@ -163,6 +163,13 @@ def relabel_latency(bench: Bench, rounds: int) -> list[float]:
     and a server on node-2 that admits only peers labelled picket-bench=allowed: flip the
     client's label and time the new verdict, while the cluster holds every bench pod and
     policy."""
+    netns, ip = latency_pair(bench)
+    return time_relabels(bench, netns, ip, rounds)
+
+
+def latency_pair(bench: Bench) -> tuple[str, str]:
+    """The client's namespace and the server's address of relabel_latency's pair, the
+    server's policy enforced (the client is denied)."""
     bench.core.create_namespace({"metadata": {"name": "latency"}})
     for name, node in (("client", "node-1"), ("server", "node-2")):
         bench.core.create_namespaced_pod(
@@ -196,6 +203,12 @@ def relabel_latency(bench: Bench, rounds: int) -> list[float]:
     netns = pod_netns(pods["client"]["metadata"]["uid"])
     ip = pods["server"]["status"]["podIP"]
     asyncio.run(wait_verdict(netns, ip, False, 30))
+    return netns, ip
+
+
+def time_relabels(bench: Bench, netns: str, ip: str, rounds: int) -> list[float]:
+    """Seconds from each relabel's API write to the probe that sees its verdict; the
+    client starts and ends denied (`rounds` even)."""
     latencies = []
     for i in range(rounds):
         allowed = i % 2 == 0

@@ -13,6 +13,8 @@ import shlex
 import subprocess
 from collections.abc import Sequence
 
+from agent.dataplane.errors import DataplaneError
+
 log = logging.getLogger("picket.dataplane")
 
 
@@ -45,20 +47,19 @@ def repair_text(table: str, jump: Sequence[str], copies: int) -> str:
 def ensure_first(tool: str, table: str, jump: Sequence[str]) -> str | None:
     """Makes `jump` the first and only copy in its chain, with `tool` ("iptables-nft",
     "iptables-legacy"); returns what was wrong, or None when nothing was."""
-    listing = subprocess.run(
-        [tool, "-w", "-t", table, "-S", jump[0]], capture_output=True, text=True, check=True
-    ).stdout
+    listing = _run([tool, "-w", "-t", table, "-S", jump[0]])
     problem = misplaced(listing, jump)
     if problem is not None:
         copies = sum(1 for line in listing.splitlines() if _rule(line, jump[0]) == list(jump[1:]))
-        subprocess.run(
-            [f"{tool}-restore", "--noflush", "-w"],
-            input=repair_text(table, jump, copies),
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+        _run([f"{tool}-restore", "--noflush", "-w"], repair_text(table, jump, copies))
     return problem
+
+
+def _run(argv: list[str], stdin: str | None = None) -> str:
+    proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise DataplaneError(f"{' '.join(argv[:5])} failed: {proc.stderr.strip()}")
+    return proc.stdout
 
 
 def _rule(line: str, chain: str) -> list[str] | None:
