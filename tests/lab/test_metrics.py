@@ -125,7 +125,12 @@ def test_prometheus_sees_every_drop_per_namespace_and_direction(backend, tmp_pat
         assert wait_until(lambda: _denied(kubectl, "x/a", "y/b") and _denied(kubectl, "x/b", "z/a"))
         dropped = PER_NAMESPACE.format("picket_dropped_packets_total", ',reason="policy"')
         connections = PER_NAMESPACE.format("picket_dropped_connections_total", "")
-        time.sleep(3)  # the probes' packets are scraped before the baseline is taken
+        # The baseline holds the probes' packets: Prometheus has scraped a dataplane
+        # reading the agents took after them (they read on a timer, not per scrape).
+        probed = time.time()
+        reading = "picket_dataplane_reading_timestamp_seconds"
+        assert wait_until(lambda: min(query(url, reading).values(), default=0) > probed, 20)
+        time.sleep(1)  # the drop log's connections are counted as events arrive
         before = {q: query(url, q) for q in (dropped, connections)}
         send_datagrams(kubectl, "x/a", "y/b", 5)  # ingress, y's policy
         send_datagrams(kubectl, "x/b", "z/a", 3)  # egress, x's policy
@@ -135,7 +140,7 @@ def test_prometheus_sees_every_drop_per_namespace_and_direction(backend, tmp_pat
             now = query(url, q)
             return {k: v - before[q].get(k, 0.0) for k, v in now.items() if v != before[q].get(k)}
 
-        assert wait_until(lambda: grown(dropped) == want, timeout=15), grown(dropped)
+        assert wait_until(lambda: grown(dropped) == want, timeout=20), grown(dropped)
         assert wait_until(lambda: grown(connections) == want, timeout=15), grown(connections)
         time.sleep(2)  # and nothing more arrives
         assert grown(dropped) == want and grown(connections) == want
