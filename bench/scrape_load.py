@@ -7,10 +7,10 @@ made to repeat). Run as root from the repository:
 Per backend, a 2-node lab holding 1,000 pods (on virtual nodes) and 100 policies, and
 the relabel-to-enforced pair of bench/programming.py. Three phases of `--rounds`
 relabels each: quiet, then with 50 scrapers each fetching every agent's /metrics every
-100 ms, then quiet again (the run-to-run noise); for each, the relabel latency p50/p99,
-the agents' CPU seconds, and for the scraped phase the scrapes' own latency and how many
-were answered 503 (the server's request cap). Prints Markdown for docs/benchmarks.md.
-Leaves no lab behind."""
+100 ms, then quiet again (the run-to-run noise); for each, the relabel latency p50/p99
+and the agents' CPU (percent of one CPU, over the phase), and for the scraped phase the
+scrapes' own latency and how many were answered 503 (the server's caps). Prints
+Markdown for docs/benchmarks.md. Leaves no lab behind."""
 
 from __future__ import annotations
 
@@ -91,9 +91,10 @@ class Scrapers:
 
 
 def phase(bench: Bench, netns: str, ip: str, rounds: int) -> tuple[list[float], float]:
-    cpu = agent_cpu()
+    """The relabel latencies, and the share of one CPU the agents used meanwhile."""
+    cpu, started = agent_cpu(), time.monotonic()
     latencies = time_relabels(bench, netns, ip, rounds)
-    return latencies, agent_cpu() - cpu
+    return latencies, (agent_cpu() - cpu) / (time.monotonic() - started)
 
 
 def measure(backend: str, rounds: int) -> list[tuple[str, list[float], float, Scrapers | None]]:
@@ -131,7 +132,7 @@ def main() -> None:
         f"load average {load:.2f} before it.\n"
     )
     print(
-        "| backend | phase | relabel to enforced p50 ms | p99 ms | agents' CPU s | "
+        "| backend | phase | relabel to enforced p50 ms | p99 ms | agents' CPU % | "
         "scrapes | scrape p50 ms | p99 ms | 503 busy | failed |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -139,7 +140,7 @@ def main() -> None:
         for name, latencies, cpu, scrapers in rows:
             ms = [1000 * v for v in latencies]
             p50, p99 = percentile(ms, 0.5), percentile(ms, 0.99)
-            cells = f"| {backend} | {name} | {p50:.0f} | {p99:.0f} | {cpu:.1f} |"
+            cells = f"| {backend} | {name} | {p50:.0f} | {p99:.0f} | {100 * cpu:.0f} |"
             if scrapers is None or not scrapers.seconds:
                 cells += " - | - | - | - | - |"
             else:

@@ -2,10 +2,13 @@
 is alive), /readyz (the dataplane is programmed). A small threaded server of the
 standard library: prometheus-client's own server serves only /metrics.
 
-Bounded, whoever connects (any pod can reach a node address): at most MAX_REQUESTS
-requests at once (one more is answered 503 and closed), a connection that sends or
-reads nothing for TIMEOUT seconds is closed, and /metrics is rendered at most once per
-RENDER_INTERVAL, concurrent scrapes sharing the body."""
+Bounded, whoever connects (any pod can reach a node address): at most RATE requests a
+second (BURST at once) get a thread, and at most MAX_REQUESTS at once; any other is
+answered 503 by the accepting thread and closed, without a thread or a parse. A
+connection that sends or reads nothing for TIMEOUT seconds is closed, and /metrics is
+rendered at most once per RENDER_INTERVAL, concurrent scrapes sharing the body. The
+agent's sync loop shares the interpreter with these threads: what they may take of it
+is bounded, not only what they may take of the kernel."""
 
 from __future__ import annotations
 
@@ -20,11 +23,13 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from agent.droplog.folding import TokenBucket
 from agent.metrics.health import Verdict
 
 log = logging.getLogger("picket.metrics")
 
 MAX_REQUESTS = 8
+RATE, BURST = 20.0, 40.0  # requests per second served: Prometheus scrapes every 15-60 s
 TIMEOUT = 5.0  # seconds
 RENDER_INTERVAL = 1.0  # seconds
 BUSY = b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 5\r\n\r\nbusy\n"
@@ -96,14 +101,22 @@ class MetricsServer:
             daemon_threads = True
             address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
             slots = threading.BoundedSemaphore(MAX_REQUESTS)
+            budget = TokenBucket(RATE, BURST)  # only the accepting thread takes from it
+            request_queue_size = 64  # a burst is answered 503, not dropped at the SYN
 
             def process_request(self, request: Any, client_address: Any) -> None:
+                if not self.budget.take(time.monotonic()):
+                    self._busy(request)
+                    return
                 if not self.slots.acquire(blocking=False):
-                    with contextlib.suppress(OSError):  # it may be gone already
-                        request.sendall(BUSY)
-                    self.shutdown_request(request)
+                    self._busy(request)
                     return
                 super().process_request(request, client_address)
+
+            def _busy(self, request: Any) -> None:
+                with contextlib.suppress(OSError):  # it may be gone already
+                    request.sendall(BUSY)
+                self.shutdown_request(request)
 
             def process_request_thread(self, request: Any, client_address: Any) -> None:
                 try:

@@ -261,3 +261,23 @@ def test_the_server_answers_busy_beyond_its_requests_and_lets_silent_clients_go(
             assert b" 200 " in sock.recv(100)
     finally:
         server.stop()
+
+
+def test_requests_beyond_the_servers_rate_are_answered_busy_at_once():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ok = Verdict(True, "ok")
+    server = MetricsServer(f"127.0.0.1:{port}", CollectorRegistry(), lambda: ok, lambda: ok)
+    server.start()
+    try:
+        answers = []
+        for _ in range(int(server_module.BURST) + 20):  # faster than RATE refills
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+                sock.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+                answers.append(sock.recv(100).split(b"\r\n")[0])
+        served = answers.count(b"HTTP/1.0 200 OK")
+        assert int(server_module.BURST) <= served < len(answers)
+        assert set(answers) == {b"HTTP/1.0 200 OK", b"HTTP/1.0 503 Service Unavailable"}
+    finally:
+        server.stop()
