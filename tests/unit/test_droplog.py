@@ -220,13 +220,8 @@ def test_the_node_budget_caps_all_namespaces_together():
 
 def test_a_record_costs_the_senders_share():
     """z/a (198.18.1.21) floods y/b: z's share, not y's; x/a's attempt still opens."""
-    live, ir = live_and_ir([*model_cluster(), DENY_Y])
-    out = io.StringIO()
     settings = DropLogSettings(rate=100, burst=200, namespace_rate=1, namespace_burst=2)
-    droplog = DropLog(
-        "node-1", ListCapture(), FixedCache(live, ir),
-        RecordWriter(Path("/nonexistent/journal.socket"), out), settings, clock=lambda: 0.0,
-    )  # fmt: skip
+    droplog, out = writing_droplog(settings)
     flood = [syn(1024 + i, src="198.18.1.21", dst="198.18.1.12") for i in range(10)]
     droplog.handle([*flood, syn(5000, dst="198.18.1.12")], now=0.0)
     droplog.flush(now=10.0)
@@ -383,17 +378,17 @@ def test_an_untracked_packet_says_why_and_names_the_isolated_pod():
     assert "PICKET_SENDER_POD" not in fields
 
 
-def test_untracked_packets_are_recorded_but_not_counted_as_denied_connections():
+def writing_droplog(settings: DropLogSettings, **kwargs) -> tuple[DropLog, io.StringIO]:
+    """A drop log over the model with y isolated, writing JSON lines into the buffer."""
     live, ir = live_and_ir([*model_cluster(), DENY_Y])
     out = io.StringIO()
-    droplog = DropLog(
-        "node-1",
-        ListCapture(),
-        FixedCache(live, ir),
-        RecordWriter(Path("/nonexistent/journal.socket"), out),
-        DropLogSettings(window=5),
-        clock=lambda: 0.0,
-    )
+    writer = RecordWriter(Path("/nonexistent/journal.socket"), out)
+    cache = FixedCache(live, ir)
+    return DropLog("node-1", ListCapture(), cache, writer, settings, lambda: 0.0, **kwargs), out
+
+
+def test_untracked_packets_are_recorded_but_not_counted_as_denied_connections():
+    droplog, out = writing_droplog(DropLogSettings(window=5))
     droplog.handle([untracked(INVALID, f"198.18.1.{i}", "198.18.1.12") for i in (1, 2)], 0.0)
     droplog.flush(now=5.0)
     (record,) = [json.loads(line) for line in out.getvalue().splitlines()]
@@ -439,23 +434,13 @@ def test_a_forged_source_names_the_pod_behind_the_interface_and_whom_it_posed_as
 
 
 def test_the_service_asks_for_the_interfaces_owner_once_per_record():
-    live, ir = live_and_ir([*model_cluster(), DENY_Y])
-    out = io.StringIO()
     asked = []
 
     def owner(ifindex):
         asked.append(ifindex)
         return "veth-xb", (IPv4Address("198.18.1.2"),)
 
-    droplog = DropLog(
-        "node-1",
-        ListCapture(),
-        FixedCache(live, ir),
-        RecordWriter(Path("/nonexistent/journal.socket"), out),
-        DropLogSettings(window=5),
-        clock=lambda: 0.0,
-        interface_owner=owner,
-    )
+    droplog, out = writing_droplog(DropLogSettings(window=5), interface_owner=owner)
     droplog.handle([spoofed(7, f"198.18.1.{i}") for i in range(1, 40)], now=0.0)
     droplog.flush(now=5.0)
     (record,) = [json.loads(line) for line in out.getvalue().splitlines()]
