@@ -10,8 +10,9 @@ atomically; every text it hands the kernel comes from them.
   rebuilt through a temporary set and `swap` on a full sync, destroyed after the rules
   that used them are gone.
 - The iptables flavour (legacy or nft) is the host's: the one holding more rules.
-- Drop counters are the rules' packet counters, read (`iptables-save -c`) at each scrape
-  and just before a restore zeroes them, and kept as totals that only grow.
+- Drop counters are the rules' packet counters, read (`iptables-save -c`) at each
+  metrics reading (agent/metrics/readings.py) and just before a restore zeroes them,
+  and kept as totals that only grow.
 - Errors raise DataplaneError; the agent logs them and retries, it never crashes.
 """
 
@@ -107,7 +108,7 @@ class IptablesBackend:
         self._interfaces: dict[str, str] = {}
         self._set_names: set[str] = set()
         self._counters = MonotonicTotals()
-        self._counters_lock = threading.Lock()  # scrapes read them from another thread
+        self._counters_lock = threading.Lock()  # the metrics reader reads them from its thread
         self._retired = False  # an older agent's filter-table chains are gone
         self.jump = FirstJump(TABLE, JUMP)  # checked first in FORWARD on every sync
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any
 
+from agent.droplog.events import POLICY, SPOOFED
+
 SUPPRESSED = "suppressed"
 VERDICTS = ("drop", "would-drop", SUPPRESSED)
 COLUMNS = (
@@ -36,7 +38,6 @@ MISSING = "-"
 # Who a record names: source, destination, and, for a forged source, the pod that sent
 # it (PICKET_SENDER_*), which filters by pod or namespace find as well.
 SIDES = ("SRC", "DST", "SENDER")
-SPOOFED = "spoofed"
 
 # A kubelet container log line (CRI format): "<RFC 3339 time> <stream> <F|P> <text>".
 _CRI_LINE = re.compile(r"^(\S+) (?:stdout|stderr) [FP] (.*)$")
@@ -231,11 +232,11 @@ def row(record: dict[str, Any], tz: tzinfo | None = None) -> list[str]:
     verdict = record.get("PICKET_VERDICT") or MISSING
     if is_summary(record):
         return [*head, verdict, summary_text(record)]
-    reason = record.get("PICKET_REASON") or "policy"
+    reason = record.get("PICKET_REASON") or POLICY
     policies = ",".join(policy_list(record)) or MISSING
     if reason == SPOOFED:
         policies = "(spoofed source)"
-    elif reason != "policy":  # dropped without a connection: say why before whose pod
+    elif reason != POLICY:  # dropped without a connection: say why before whose pod
         policies = f"({reason}) {policies}"
     return [
         *head,

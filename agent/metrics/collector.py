@@ -119,8 +119,8 @@ class AgentMetrics:
 
 
 class _StateCollector:
-    """Read at scrape time. A part that fails (a kernel read) is left out of that
-    scrape and logged; the rest is still served."""
+    """Read at scrape time: the agent's state, and the dataplane's last reading. A part
+    that fails is left out of that scrape and logged; the rest is still served."""
 
     def __init__(self, metrics: AgentMetrics) -> None:
         self.metrics = metrics
