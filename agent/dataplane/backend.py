@@ -22,9 +22,15 @@ class Backend(Protocol):
         set members or addresses, changed."""
         ...
 
-    def remove_denied(self, ir: NodeIR, gone: frozenset[IPAddress] = frozenset()) -> int:
+    def remove_denied(
+        self,
+        ir: NodeIR,
+        gone: frozenset[IPAddress] = frozenset(),
+        touching: frozenset[IPAddress] | None = None,
+    ) -> int:
         """Forget the connections `ir` no longer admits, and those with an end in `gone`
-        (addresses whose pod went); returns how many."""
+        (addresses whose pod went); returns how many. With `touching`, only connections
+        with an end in it or in `gone` are judged (agent/compiler/narrowing.py)."""
         ...
 
     def rule_count(self) -> int: ...

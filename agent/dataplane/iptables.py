@@ -218,10 +218,15 @@ class IptablesBackend:
     def conntrack_entries(self) -> int | None:
         return conntrack.entry_count()
 
-    def remove_denied(self, ir: NodeIR, gone: frozenset[IPAddress] = frozenset()) -> int:
+    def remove_denied(
+        self,
+        ir: NodeIR,
+        gone: frozenset[IPAddress] = frozenset(),
+        touching: frozenset[IPAddress] | None = None,
+    ) -> int:
         """Conntrack entries of connections the IR no longer admits (netfilter's), and
         of addresses whose pod went."""
-        return conntrack.remove_denied(ir, node_addresses(), gone)
+        return conntrack.remove_denied(ir, node_addresses(), gone, touching)
 
     def rule_count(self) -> int:
         return sum(len(rules) for rules in (self._chains or {}).values())

@@ -18,9 +18,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from agent.compiler.diff import IRDiff, diff_ir
+from agent.compiler.diff import diff_ir
 from agent.compiler.incremental import IncrementalCompiler
 from agent.compiler.ir import NodeIR
+from agent.compiler.narrowing import narrowed_addresses, narrows
 from agent.dataplane.backend import Backend
 from agent.loop.snapshot import Snapshotter
 from agent.loop.sync import SyncRunner
@@ -67,23 +68,6 @@ class AgentView:
     local_endpoints: int
     peer_set_members: int
     invalid_objects: dict[str, int]
-
-
-def narrows(change: IRDiff) -> bool:
-    """Whether a change can forbid a connection that was allowed (then conntrack entries
-    are judged again); adding members or pods only widens. A new transit endpoint
-    narrows: connections this node DNATs to it are now judged here, on the client's
-    address, which its own node (seeing this node's address) could not judge; one
-    removed is judged here no more, which only widens."""
-    return bool(
-        change.endpoints_changed
-        or change.endpoints_removed
-        or change.transit_added
-        or change.transit_changed
-        or change.sets_removed
-        or change.node_ips is not None
-        or any(m.removed for m in change.members.values())
-    )
 
 
 class Agent:
@@ -212,8 +196,11 @@ class Agent:
             # the agent started (a new node's, or those a policy change forbade while it
             # was down) would otherwise live on as established.
             if self.ir is None or narrows(change) or gone:
+                # Only the entries of the addresses the change can forbid connections
+                # of are read (agent/compiler/narrowing.py); all on the first sync.
+                touching = None if self.ir is None else narrowed_addresses(self.ir, change)
                 with self._stage("conntrack"):
-                    removed = self.backend.remove_denied(ir, gone)
+                    removed = self.backend.remove_denied(ir, gone, touching)
                 if removed:
                     log.info("removed %d connections the change forbids", removed)
             with self.lock:

@@ -10,7 +10,6 @@ import ctypes
 import json
 import platform
 import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from agent.dataplane.ebpf import btf, loader
 from agent.dataplane.ebpf.backend import EbpfBackend
 from agent.dataplane.ebpf.codec import policy_key
 from agent.dataplane.ebpf.entries import PolicyEntry
-from lab.netns import entered
+from tests.support.scratch_netns import scratch_netns as own_netns
 
 
 def test_kernel_headers_tree_is_linked():
@@ -51,13 +50,8 @@ def bpffs(tmp_path: Path):
 
 @pytest.fixture
 def scratch_netns():
-    name = f"picket-test-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        with entered(name):
-            yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=True)
+    with own_netns() as name:
+        yield name
 
 
 def _raw_rules(netns: str) -> str:

@@ -173,7 +173,7 @@ def test_watch_error_410_raises_expired():
 
 def test_only_narrowing_changes_rescan_conntrack():
     from agent.compiler.diff import IRDiff, MemberChange
-    from agent.loop.agent import narrows
+    from agent.compiler.narrowing import narrows
 
     assert not narrows(IRDiff())
     assert not narrows(IRDiff(members={"s": MemberChange(frozenset({1}), frozenset())}))
@@ -201,7 +201,7 @@ class _RecordingBackend:
         self.applied.append((ir, change, full))
         return True
 
-    def remove_denied(self, ir, gone=frozenset()):
+    def remove_denied(self, ir, gone=frozenset(), touching=None):
         return 0
 
     def rule_count(self):
@@ -254,7 +254,7 @@ def test_the_drop_log_reads_the_ir_being_programmed_and_the_first_sync_cleans_co
             seen.append(agent.read_cache(lambda live, current: current))
             return super().apply(ir, change, full)
 
-        def remove_denied(self, ir, gone=frozenset()):
+        def remove_denied(self, ir, gone=frozenset(), touching=None):
             cleaned.append(ir)
             return 0
 
@@ -281,7 +281,7 @@ def test_connections_of_an_address_whose_pod_went_are_removed_and_a_relabel_keep
     gone_seen = []
 
     class Backend(_RecordingBackend):
-        def remove_denied(self, ir, gone=frozenset()):
+        def remove_denied(self, ir, gone=frozenset(), touching=None):
             gone_seen.append(gone)
             return 0
 

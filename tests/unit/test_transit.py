@@ -15,7 +15,7 @@ from agent.compiler.describe import describe_ir_json, describe_ir_text
 from agent.compiler.diff import IRDiff, diff_ir
 from agent.compiler.evaluate import node_admits, transit_by_ip
 from agent.compiler.ir import TransitEndpoint
-from agent.loop.agent import narrows
+from agent.compiler.narrowing import narrows
 from agent.model.live import LiveState
 from agent.model.parse import parse_object
 from tests.support.builders import (

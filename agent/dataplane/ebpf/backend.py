@@ -268,10 +268,15 @@ class EbpfBackend:
 
     # --- connections, counters, cleanup ---------------------------------------------------
 
-    def remove_denied(self, ir: NodeIR, gone: frozenset[IPAddress] = frozenset()) -> int:
+    def remove_denied(
+        self,
+        ir: NodeIR,
+        gone: frozenset[IPAddress] = frozenset(),
+        touching: frozenset[IPAddress] | None = None,
+    ) -> int:
         """Delete the conntrack entries of connections the IR no longer admits, and of
         addresses whose pod went."""
-        return conntrack.remove_denied(ir, frozenset(self._host_addresses(ir)), gone)
+        return conntrack.remove_denied(ir, frozenset(self._host_addresses(ir)), gone, touching)
 
     def counters(self) -> dict[str, int]:
         """Packets by verdict reason, both directions."""
