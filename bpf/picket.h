@@ -37,7 +37,8 @@
 #define REASON_DROP_SPOOFED 11      /* from a pod's interface, not from one of its addresses */
 #define REASON_DROP_UNPARSED 12     /* no conntrack entry, and headers that do not parse */
 #define REASON_DROP_FRAGMENT 13     /* an IP fragment at the hook (defragmentation bypassed) */
-#define REASON_COUNT 14
+#define REASON_DROP_UNPROGRAMMED 14 /* from or to a pod of this node not programmed yet */
+#define REASON_COUNT 15
 #define REASON_SLOTS 16     /* per direction in the pinned map: room for new reasons */
 #define DIRECTIONS 2
 /* Room per endpoint in the drop counts: policy, no SYN, audit, invalid, unparsed and
@@ -70,6 +71,12 @@ struct addr_value {
     __u32 cidr_identity;  /* the longest ipBlock prefix holding the address, or 0 */
 };
 
+/* The node's pod CIDRs (an LPM trie of addr_key, value 1): an address in them on an
+ * interface that is no local endpoint's is a pod not programmed yet. */
+#define PICKET_POD_CIDR_ENTRIES 16
+/* Endpoint number of the drop events of pods not programmed yet (they have none): the
+ * drop log's bucket they share. Endpoint numbers start at 1. */
+#define UNPROGRAMMED_ENDPOINT 0
 /* Local endpoints, by the ifindex of the pod's host-side interface. */
 struct endpoint_value {
     __u32 id;

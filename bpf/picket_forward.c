@@ -13,6 +13,8 @@
 
 BPF_TABLE_PINNED7("lpm_trie", struct addr_key, struct addr_value, picket_addr,
                   PICKET_ADDR_ENTRIES, PICKET_PIN_DIR "/addr", BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED7("lpm_trie", struct addr_key, __u8, picket_pod_cidrs,
+                  PICKET_POD_CIDR_ENTRIES, PICKET_PIN_DIR "/pod_cidrs", BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("hash", __u32, struct endpoint_value, picket_endpoints,
                  PICKET_ENDPOINT_ENTRIES, PICKET_PIN_DIR "/endpoints");
 BPF_TABLE_PINNED("hash", struct source_key, __u8, picket_sources,

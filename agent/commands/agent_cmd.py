@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from dataclasses import fields
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -96,9 +97,9 @@ def capture_source(args: argparse.Namespace, backend: Backend) -> NflogSource | 
 
     if args.backend == "ebpf":
         return ring_source(backend)
-    from agent.dataplane import source_check
+    from agent.dataplane import source_check, unprogrammed
     from agent.dataplane.iptables_render import invalid_prefix, nflog_prefix
-    from agent.droplog.events import INVALID, SPOOFED
+    from agent.droplog.events import INVALID, SPOOFED, UNPROGRAMMED
 
     prefixes = {
         nflog_prefix(direction, audit): (direction.lower(), WOULD_DROP if audit else DROP)
@@ -107,6 +108,7 @@ def capture_source(args: argparse.Namespace, backend: Backend) -> NflogSource | 
     }
     others = {source_check.NFLOG_PREFIX: ("egress", SPOOFED)}
     others |= {invalid_prefix(d): (d.lower(), INVALID) for d in ("Ingress", "Egress")}
+    others |= {unprogrammed.nflog_prefix(d): (d, UNPROGRAMMED) for d in ("ingress", "egress")}
     return NflogSource(args.nflog_group, prefixes, others)
 
 
@@ -116,7 +118,15 @@ def ring_source(backend: EbpfBackend) -> RingSource:
     drops are not the drop log's)."""
     from agent.dataplane import ebpf_layout as layout
     from agent.droplog.capture import RingEventLayout, RingSource
-    from agent.droplog.events import DROP, FRAGMENT, INVALID, SPOOFED, UNPARSED, WOULD_DROP
+    from agent.droplog.events import (
+        DROP,
+        FRAGMENT,
+        INVALID,
+        SPOOFED,
+        UNPARSED,
+        UNPROGRAMMED,
+        WOULD_DROP,
+    )
 
     verdicts = {layout.REASON_DROP_POLICY: DROP, layout.REASON_AUDIT_POLICY: WOULD_DROP}
     others = {
@@ -124,6 +134,7 @@ def ring_source(backend: EbpfBackend) -> RingSource:
         layout.REASON_DROP_INVALID: INVALID,
         layout.REASON_DROP_UNPARSED: UNPARSED,
         layout.REASON_DROP_FRAGMENT: FRAGMENT,
+        layout.REASON_DROP_UNPROGRAMMED: UNPROGRAMMED,
     }
     return RingSource(
         open=backend.bpf["picket_drops"].open_ring_buffer,
@@ -213,6 +224,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(docs/semantics.md, Services); 0 turns the mark off. Default 23 (0x17), every "
         "node must use the same",
     )
+    p.add_argument(
+        "--pod-cidr",
+        action="append",
+        type=_pod_cidr,
+        default=[],
+        metavar="CIDR",
+        help="this node's pod address range (repeatable), where its Node object has no "
+        "spec.podCIDRs: traffic of an address in it that no programmed pod holds is "
+        "dropped, so a new pod is closed until its policy is programmed (default: the "
+        "Node's spec.podCIDRs)",
+    )
     _drop_log_flags(p)
     _ebpf_flags(p)
     p.add_argument(
@@ -264,6 +286,13 @@ def make_backend(args: argparse.Namespace, cleanup: bool = False) -> Backend:
     return IptablesBackend(nflog_group=args.nflog_group, transit_dscp=args.transit_dscp)
 
 
+def _pod_cidr(text: str) -> IPv4Network | IPv6Network:
+    try:
+        return ip_network(text)  # strict: host bits set is a typo, not a range
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--pod-cidr: {exc}") from None
+
+
 def _dscp(text: str) -> int:
     value = int(text, 0)
     if not 0 <= value <= 63:
@@ -299,6 +328,7 @@ def run(args: argparse.Namespace) -> int:
         kinds(api_client(args.kubeconfig)),
         resync_period=args.resync_period,
         observer=metrics,
+        pod_cidrs=tuple(args.pod_cidr),
     )
     server = None
     if args.metrics_addr != "off":

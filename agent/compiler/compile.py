@@ -6,7 +6,7 @@ from __future__ import annotations
 from agent.compiler.ir import CIDRSet, IdentityKey, NodeIR, TransitEndpoint, identity_key
 from agent.compiler.members import set_members
 from agent.compiler.rules import PeerSets, endpoint_rules, transit_rules
-from agent.model.objects import IPAddress, Pod
+from agent.model.objects import IPAddress, IPNetwork, Pod
 from agent.model.view import ClusterView, local_endpoints
 
 
@@ -26,6 +26,7 @@ def compile_node(state: ClusterView, node: str) -> NodeIR:
         pod_addresses(state),
         transit,
         peer_node_addresses(state, node),
+        node_pod_cidrs(state, node),
     )
 
 
@@ -59,6 +60,11 @@ def node_addresses(state: ClusterView, node: str) -> tuple[IPAddress, ...]:
         found += state.nodes[node].addresses
     found += [p.host_ip for p in state.pods_on(node) if p.host_ip]
     return tuple(dict.fromkeys(found))
+
+
+def node_pod_cidrs(state: ClusterView, node: str) -> tuple[IPNetwork, ...]:
+    """The node's pod address ranges, from its Node object (none before it has one)."""
+    return state.nodes[node].pod_cidrs if node in state.nodes else ()
 
 
 def peer_node_addresses(state: ClusterView, node: str) -> tuple[IPAddress, ...]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from agent.compiler.ir import IdentityKey, LocalEndpoint, NodeIR, PeerSet, TransitEndpoint
-from agent.model.objects import IPAddress
+from agent.model.objects import IPAddress, IPNetwork
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class IRDiff:
     transit_changed: dict[str, TransitEndpoint] = field(default_factory=dict)
     transit_removed: tuple[str, ...] = ()
     peer_node_ips: tuple[IPAddress, ...] | None = None  # set when they changed
+    pod_cidrs: tuple[IPNetwork, ...] | None = None  # set when they changed
 
     @property
     def empty(self) -> bool:
@@ -48,6 +49,7 @@ class IRDiff:
             or self.transit_changed
             or self.transit_removed
             or self.peer_node_ips is not None
+            or self.pod_cidrs is not None
         )
 
 
@@ -74,6 +76,7 @@ def diff_ir(old: NodeIR | None, new: NodeIR) -> IRDiff:
         transit_changed=transit_changed,
         transit_removed=transit_removed,
         peer_node_ips=new.peer_node_ips if new.peer_node_ips != old.peer_node_ips else None,
+        pod_cidrs=new.pod_cidrs if new.pod_cidrs != old.pod_cidrs else None,
     )
 
 

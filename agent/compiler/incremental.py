@@ -24,6 +24,7 @@ from typing import Protocol
 
 from agent.compiler.compile import (
     node_addresses,
+    node_pod_cidrs,
     own_node_addresses,
     peer_node_addresses,
     pod_addresses,
@@ -45,7 +46,7 @@ from agent.compiler.ir import (
 from agent.compiler.members import pod_members, set_members
 from agent.compiler.rules import PeerSets, endpoint_rules, transit_rules
 from agent.model.live import Changes
-from agent.model.objects import IPAddress, Pod
+from agent.model.objects import IPAddress, IPNetwork, Pod
 from agent.model.view import ClusterView, local_endpoints
 
 
@@ -80,6 +81,7 @@ class IncrementalCompiler:
         self._candidates: dict[str, TransitEndpoint | None] = {}
         self._transit_node_ips: dict[str | None, tuple[IPAddress, ...]] = {}
         self._peer_node_ips: tuple[IPAddress, ...] = ()
+        self._pod_cidrs: tuple[IPNetwork, ...] = ()
 
     def rebuild(self, state: ChangingView) -> NodeIR:
         self._endpoints = {}
@@ -91,6 +93,7 @@ class IncrementalCompiler:
         self._sync_sets(state, full=set(self._referenced()))
         self._node_ips = node_addresses(state, self.node)
         self._peer_node_ips = peer_node_addresses(state, self.node)
+        self._pod_cidrs = node_pod_cidrs(state, self.node)
         self._addresses = pod_addresses(state)
         return self.ir()
 
@@ -121,6 +124,7 @@ class IncrementalCompiler:
         self._node_ips = node_addresses(state, self.node)
         if changes.nodes:
             self._peer_node_ips = peer_node_addresses(state, self.node)
+        self._pod_cidrs = node_pod_cidrs(state, self.node)
         self._update_addresses(state, changes)
         return self.ir()
 
@@ -240,6 +244,7 @@ class IncrementalCompiler:
             self._addresses,
             self._transit(),
             self._peer_node_ips,
+            self._pod_cidrs,
         )
 
 

@@ -237,3 +237,7 @@ class NodeIR:
     # its own address reaches this node from one of them, and is trusted as judged
     # there only with the transit mark (agent/dataplane/transit_mark.py).
     peer_node_ips: tuple[IPAddress, ...] = ()
+    # This node's pod address ranges (its Node's spec.podCIDRs, or --pod-cidr): traffic
+    # to or from an address in them that no programmed local pod holds is dropped, so
+    # that a pod is closed from its first packet until its policy is programmed.
+    pod_cidrs: tuple[IPNetwork, ...] = ()

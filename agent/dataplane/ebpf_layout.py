@@ -35,7 +35,8 @@ REASON_ALLOWED_UPSTREAM = 10
 REASON_DROP_SPOOFED = 11
 REASON_DROP_UNPARSED = 12
 REASON_DROP_FRAGMENT = 13
-REASON_COUNT = 14
+REASON_DROP_UNPROGRAMMED = 14
+REASON_COUNT = 15
 REASON_SLOTS = 16  # per direction in the pinned verdicts map: room for new reasons
 DIRECTIONS = 2
 DROP_COUNTS_PER_ENDPOINT = 8  # room per endpoint: 13 possible keys, rarely more than 4 met
@@ -63,7 +64,11 @@ REASON_NAMES = {
     REASON_DROP_SPOOFED: "dropped_spoofed",
     REASON_DROP_UNPARSED: "dropped_unparsed",
     REASON_DROP_FRAGMENT: "dropped_fragment",
+    REASON_DROP_UNPROGRAMMED: "dropped_unprogrammed",
 }
+
+PICKET_POD_CIDR_ENTRIES = 16  # the node's pod CIDRs (lpm_trie picket_pod_cidrs)
+UNPROGRAMMED_ENDPOINT = 0  # the drop events of pods not programmed yet
 
 TRUSTED_CTMARK = 16777216  # 0x01000000: agent/dataplane/transit_mark.py
 

@@ -142,20 +142,26 @@ class IptablesBackend:
         if transit_changed:  # the rules name it: it must exist before them
             self._ipset([ipset_create(s) for s in transit])
         sources = source_check.render_sets(ir, self._interfaces)
-        if (
+        sources_changed = (
             full
             or change is None
             or change.endpoints_added
             or change.endpoints_changed
-            or (change.endpoints_removed)
-        ):
-            # A pod's address before its interface: an interface in the links set whose
-            # pod's address is not yet in the sources set would have its traffic dropped.
-            self._ipset(swap_script(reversed(sources)))
+            or change.endpoints_removed
+            or change.pod_cidrs is not None
+        )
+        if sources_changed:  # the rules name them: they must exist before them
+            self._ipset([ipset_create(s) for s in sources])
         chains = render_chains(
             ir, self._interfaces, self.nflog_group, self._uplinks, self.transit_dscp
         )
         rules_changed = self._apply_chains(chains, full or self._chains is None)
+        if sources_changed:
+            # After the chains: a pod in the sources set passes the unprogrammed check
+            # (unprogrammed.py), so it goes in only once its own rules are in place. And
+            # a pod's address before its interface: an interface in the links set whose
+            # pod's address is not yet in the sources set would have its traffic dropped.
+            self._ipset(swap_script(reversed(sources)))
         # After the chains: a transit pod is marked (so trusted by its own node) only
         # once its ingress is judged here.
         if transit_changed:

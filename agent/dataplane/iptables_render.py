@@ -4,6 +4,8 @@ Layout, in the mangle table (one jump from FORWARD; nothing else is touched):
 
     PICKET-FORWARD   from a pod's interface, not its address -> PICKET-SPOOFED
                      (source_check.py: NFLOG, DROP)
+                     from or to the node's pod CIDR, not a programmed pod on its
+                     own interface -> PICKET-UNPROG-EG/-IN (unprogrammed.py: NFLOG, DROP)
                      ESTABLISHED,RELATED -> RETURN (replies are not new connections)
                      NEW TCP without SYN -> PICKET-NO-SYN (no mid-stream pickup)
                      -> PICKET-TRANSIT (the transit mark: sets and reads, transit_mark.py)
@@ -58,7 +60,7 @@ from agent.compiler.ir import (
     PeerPortClause,
     PortRange,
 )
-from agent.dataplane import source_check, transit_mark
+from agent.dataplane import source_check, transit_mark, unprogrammed
 from agent.dataplane.counters import AUDIT_REASON
 from agent.dataplane.ipset_render import IpSet, render_sets, set_name
 
@@ -202,6 +204,12 @@ def render_chains(
         # Before everything: a forged source could ride another pod's connection.
         forward.insert(0, source_check.forward_rule())
         chains[source_check.CHAIN] = source_check.chain_rules(nflog_group)
+    closed = unprogrammed.forward_rules(ir)
+    if closed:
+        # Next: a pod's traffic before its rules are in place (unprogrammed.py).
+        at = forward.index(ESTABLISHED_RULE)
+        forward[at:at] = closed
+        chains.update(unprogrammed.chains(nflog_group))
     # A TCP packet that opens nothing yet has no conntrack entry belongs to a
     # connection whose entry we removed because policy now forbids it: conntrack's
     # loose pickup would otherwise adopt it, possibly reversed (from the server) and so
@@ -323,12 +331,20 @@ def counted_rules(save_text: str) -> list[CountedRule]:
                 key = (chain, f"no_syn {direction} {ref}")
                 out.append((key, (direction, "no_syn", ref.partition("/")[0]), packets))
             continue
-        if chain == source_check.CHAIN:
+        if chain in (source_check.CHAIN, *unprogrammed.CHAINS):
             continue  # counted by the jump to it
         if chain == FORWARD_CHAIN:
             # By its target: iptables-save escapes the comment's quote ("pod\'s").
             if rest.endswith(f"-j {source_check.CHAIN}"):
                 out.append(((chain, "spoofed"), ("egress", "spoofed", ""), packets))
+            for direction, target in (
+                ("egress", unprogrammed.EGRESS_CHAIN),
+                ("ingress", unprogrammed.INGRESS_CHAIN),
+            ):
+                if rest.endswith(f"-j {target}"):
+                    cidr = rest.split()[1]  # one rule per pod CIDR and direction
+                    key = (chain, f"unprogrammed {direction} {cidr}")
+                    out.append((key, (direction, "unprogrammed", ""), packets))
             continue
         direction = "ingress" if chain.startswith(f"{CHAIN_PREFIX}IN-") else "egress"
         if rest == INVALID_RULE:

@@ -36,14 +36,15 @@ NFLOG_PREFIX = "picket spoofed"
 
 
 def applies(ir: NodeIR, interfaces: Mapping[str, str]) -> bool:
-    """Some local pod has an interface: the sets and the rule exist."""
+    """Some local pod has an interface: the rule exists."""
     return any(ref in ir.endpoints for ref in interfaces)
 
 
 def render_sets(ir: NodeIR, interfaces: Mapping[str, str]) -> list[IpSet]:
-    """Both sets, or none when no local pod has an interface yet."""
+    """Both sets; none when no local pod has an interface yet and the node has no pod
+    CIDR (the unprogrammed check, unprogrammed.py, reads the sources set)."""
     wired = {ref: ifname for ref, ifname in interfaces.items() if ref in ir.endpoints}
-    if not wired:
+    if not wired and not any(c.version == 4 for c in ir.pod_cidrs):
         return []
     links = frozenset(f"{half},{ifname}" for ifname in wired.values() for half in _HALVES)
     sources = frozenset(

@@ -13,7 +13,15 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from agent.compiler.ir import NodeIR
-from agent.droplog.events import FRAGMENT, INVALID, SPOOFED, UNPARSED, WOULD_DROP, PacketEvent
+from agent.droplog.events import (
+    FRAGMENT,
+    INVALID,
+    SPOOFED,
+    UNPARSED,
+    UNPROGRAMMED,
+    WOULD_DROP,
+    PacketEvent,
+)
 from agent.droplog.frontends import Via, via
 from agent.model.annotations import drop_log_enabled
 from agent.model.live import LiveState
@@ -126,6 +134,15 @@ def message(event: PacketEvent, description: Description) -> str:
         return _spoofed_message(event, description)
     src, dst = description.src, description.dst
     local, peer = (dst, src) if event.direction == "ingress" else (src, dst)
+    if event.reason == UNPROGRAMMED:
+        # The agent may not know the pod yet either: then it is the address's.
+        address = event.dst_ip if event.direction == "ingress" else event.src_ip
+        who = local.name if local.kind == POD else f"the pod at {address}"
+        return (
+            f"DROP {event.direction} unprogrammed {event.protocol_name} {src} -> {dst}; "
+            f"{who} is not programmed yet (a new pod, or one started while the agent was "
+            f"down): its traffic is dropped until its policy is in place"
+        )
     isolated = ", ".join(description.policies) or "policies no longer known"
     if event.reason in UNTRACKED_WHY:
         return (

@@ -13,10 +13,12 @@ DROP, WOULD_DROP = "drop", "would-drop"
 # Why: a policy denied the connection; the packet left a pod's interface with a source
 # address that is not one of the pod's; or, in an isolated direction, conntrack holds no
 # connection for it: INVALID in conntrack's judgment, headers that do not parse, an IP
-# fragment (docs/droplog.md, "Untracked packets").
+# fragment (docs/droplog.md, "Untracked packets"); or it is from or to a pod of this
+# node that the agent has not programmed yet (docs/droplog.md, "Pods not programmed").
 POLICY, SPOOFED = "policy", "spoofed"
 INVALID, UNPARSED, FRAGMENT = "invalid", "unparsed", "fragment"
 UNTRACKED = (INVALID, UNPARSED, FRAGMENT)
+UNPROGRAMMED = "unprogrammed"
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,9 @@ class PacketEvent:
     A `reason` of SPOOFED is a packet dropped before any policy: `src_ip` is the source
     it forged and `interface` the index of the host-side interface it came from, which
     names the pod that really sent it. One of UNTRACKED is a packet without a
-    connection dropped in an isolated direction (its ports may be 0: unparsed)."""
+    connection dropped in an isolated direction (its ports may be 0: unparsed).
+    UNPROGRAMMED is a packet from (egress) or to (ingress) an address of this node's pod
+    CIDRs that no programmed pod holds: a pod whose policy is not programmed yet."""
 
     direction: str
     verdict: str
@@ -56,7 +60,7 @@ class PacketEvent:
         per pod, direction and reason a window, whatever the peer sends."""
         if self.reason == SPOOFED:
             return (SPOOFED, self.interface)
-        if self.reason in UNTRACKED:
+        if self.reason in UNTRACKED or self.reason == UNPROGRAMMED:
             local = self.dst_ip if self.direction == "ingress" else self.src_ip
             return (self.reason, self.direction, local)
         return (

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol, TypeVar
 
 from agent.compiler.diff import diff_ir
@@ -28,7 +28,7 @@ from agent.loop.sync import SyncRunner
 from agent.loop.watch import Informer, Kind
 from agent.model.annotations import problems as annotation_problems
 from agent.model.live import LiveState
-from agent.model.objects import IPAddress, Namespace
+from agent.model.objects import IPAddress, IPNetwork, Namespace
 from agent.model.view import released_addresses
 
 log = logging.getLogger("picket.agent")
@@ -78,8 +78,11 @@ class Agent:
         kinds: list[Kind],
         resync_period: float = 30.0,
         observer: SyncObserver | None = None,
+        pod_cidrs: tuple[IPNetwork, ...] = (),
     ) -> None:
         self.node = node
+        # --pod-cidr: the node's pod ranges when its Node object has none (NodeIR.pod_cidrs)
+        self.pod_cidrs = pod_cidrs
         self.backend = backend
         self.observer = observer or _Unobserved()
         # An informer's change requests a sync; the runner's thread then calls self.sync.
@@ -117,6 +120,20 @@ class Agent:
         # next: IncrementalCompiler.update (agent/compiler/incremental.py) compiles what
         # the live state recorded as changed
         return self.compiler.update(self.live), gone
+
+    def _with_pod_cidrs(self, ir: NodeIR) -> NodeIR:
+        """The IR with --pod-cidr's ranges, if given; without any, a warning (once): the
+        backends cannot keep a pod closed until it is programmed."""
+        if self.pod_cidrs:
+            return replace(ir, pod_cidrs=self.pod_cidrs)
+        if not ir.pod_cidrs and "no pod CIDR" not in self._warned:
+            self._warned.add("no pod CIDR")
+            log.warning(
+                "node %s: no pod CIDR (its Node has no spec.podCIDRs, and no --pod-cidr): "
+                "a new pod is open until its policy is programmed",
+                self.node,
+            )
+        return ir
 
     def _compile_all(self) -> NodeIR:
         """From scratch, from every informer's objects (start, periodic resync)."""
@@ -182,6 +199,7 @@ class Agent:
             # next: _compile, which takes the pending changes; `gone`: addresses whose
             # pod went, whose connections a new pod there must not inherit
             ir, gone = self._compile(full)
+            ir = self._with_pod_cidrs(ir)
             change = diff_ir(self.ir, ir)  # agent/compiler/diff.py: against what is programmed
         if change.empty and not full and not gone:
             return

@@ -82,10 +82,11 @@ static __always_inline int take_token(__u32 endpoint)
                        config_get(CONFIG_EVENTS_BURST, 100));
 }
 
-static __always_inline void report_drop(struct flow *pkt, __u32 endpoint, __u8 direction,
-                                        __u8 reason, __u32 ifindex)
+/* A drop event for the drop log, when `endpoint`'s bucket and the node's allow it (the
+ * drop is counted by the caller). */
+static __always_inline void send_drop_event(struct flow *pkt, __u32 endpoint, __u8 direction,
+                                            __u8 reason, __u32 ifindex)
 {
-    count_drop(endpoint, direction, reason);
     if (!take_token(endpoint)) {
         count_packet(direction, REASON_EVENT_SUPPRESSED);
         return;
@@ -110,6 +111,13 @@ static __always_inline void report_drop(struct flow *pkt, __u32 endpoint, __u8 d
     event->endpoint = endpoint;
     event->ifindex = ifindex;
     picket_drops.ringbuf_submit(event, 0);
+}
+
+static __always_inline void report_drop(struct flow *pkt, __u32 endpoint, __u8 direction,
+                                        __u8 reason, __u32 ifindex)
+{
+    count_drop(endpoint, direction, reason);
+    send_drop_event(pkt, endpoint, direction, reason, ifindex);
 }
 
 #endif

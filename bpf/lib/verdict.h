@@ -77,6 +77,44 @@ static __always_inline int transit_verdict(struct bpf_nf_ctx *ctx, __u32 to_if)
     return direction_admits(&f, transit, DIR_INGRESS, to_if) ? NF_ACCEPT : NF_DROP;
 }
 
+/* 1 when `addr` (network byte order) is in one of the node's pod CIDRs. */
+static __always_inline int in_pod_cidr(__u32 addr)
+{
+    struct addr_key key = {.prefixlen = 32};
+    __builtin_memcpy(key.addr, &addr, 4);
+    return picket_pod_cidrs.lookup(&key) != 0;
+}
+
+/* A pod of this node the agent has not programmed yet: an address of the node's pod
+ * CIDRs on an interface that is no local endpoint's (a pod between its CNI ADD and its
+ * programming, or started while the agent is down). Its traffic is dropped from the
+ * first packet, so that it meets its policy or nothing; counted per direction (it has
+ * no endpoint number, nor a namespace the datapath knows) and reported to the drop
+ * log. 1 when dropped. */
+static __always_inline int unprogrammed_drop(struct bpf_nf_ctx *ctx, int from_known,
+                                             int to_known, __u32 from_if, __u32 to_if)
+{
+    struct ip_fields ip;
+    if (skb_ip_fields(ctx->skb, &ip))
+        return 0; /* judged later (unparsed) where a pod is known; else not a pod's */
+    __u8 direction;
+    __u32 ifindex;
+    if (!from_known && in_pod_cidr(ip.saddr)) {
+        direction = DIR_EGRESS;
+        ifindex = from_if;
+    } else if (!to_known && in_pod_cidr(ip.daddr)) {
+        direction = DIR_INGRESS;
+        ifindex = to_if;
+    } else {
+        return 0;
+    }
+    count_packet(direction, REASON_DROP_UNPROGRAMMED);
+    struct flow claimed = {.saddr = ip.saddr, .daddr = ip.daddr, .protocol = ip.protocol};
+    send_drop_event(&claimed, UNPROGRAMMED_ENDPOINT, direction, REASON_DROP_UNPROGRAMMED,
+                    ifindex);
+    return 1;
+}
+
 static __always_inline int picket_verdict(struct bpf_nf_ctx *ctx)
 {
     void *state = ctx->state;
@@ -87,6 +125,9 @@ static __always_inline int picket_verdict(struct bpf_nf_ctx *ctx)
     /* The barrier keeps clang from testing both at once with an OR of the two
      * pointers, which the verifier refuses. */
     asm volatile("" : "+r"(from_pod));
+    if ((!from_pod || !to_pod) && unprogrammed_drop(ctx, from_pod != 0, to_pod != 0,
+                                                    from_if, to_if))
+        return NF_DROP;
     if (!from_pod && !to_pod)
         return transit_verdict(ctx, to_if); /* between no local pods */
     /* Identity comes from the source address: a pod may only send from its own, or it

@@ -5,6 +5,7 @@ agent keeps enforcing; cleanup removes everything it added."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -15,10 +16,11 @@ from pathlib import Path
 import pytest
 
 from lab.config import LabNode
-from tests.support.agent_metrics import fresh_sum
+from tests.support.agent_metrics import fresh_sum, metric_sum
 from tests.support.connection import Connection
 from tests.support.enforcement import apply, converged, probe_once
-from tests.support.lab_cli import PICKET, Kubectl, model_lab, picket, wait_until
+from tests.support.lab_cli import PICKET, Kubectl, lab_pods, model_lab, picket, wait_until
+from tests.support.pod_start import PodWatch
 from tests.support.policies import BACKENDS, netpol, ns_peer, pods_peer, sel
 
 
@@ -305,6 +307,118 @@ def test_a_connection_forbidden_while_the_agents_were_down_stops_when_they_start
         )
     finally:
         doomed.close()
+
+
+NEW_POD_NODE = LabNode(1)
+
+
+def _new_pod(kubectl: Kubectl, namespace: str, name: str, offset: int) -> str:
+    """Creates namespace/name on node-1 at the address `offset` into its pod CIDR (the
+    lab's IP annotation: the probers know it before the pod exists); returns it."""
+    ip = str(NEW_POD_NODE.pod_cidr.network_address + offset)
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"pod": name},
+            "annotations": {"lab.picket.io/ip": ip},
+        },
+        "spec": {
+            "nodeName": NEW_POD_NODE.name,
+            "containers": [{"name": "c", "image": "agnhost", "ports": [{"containerPort": 80}]}],
+        },
+    }
+    kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
+    return ip
+
+
+def _ready(kubectl: Kubectl, namespace: str, name: str) -> None:
+    kubectl("wait", "--for=condition=Ready", "pod", "-n", namespace, name, "--timeout=30s")
+
+
+def _probers(kubectl: Kubectl) -> list[str]:
+    """x's pods (no policy selects them), on both nodes."""
+    pods = lab_pods(kubectl)
+    return [pods[ref].netns for ref in ("x/a", "x/b", "x/c")]
+
+
+def _unprogrammed_drops() -> float:
+    return metric_sum(NEW_POD_NODE, "picket_dropped_packets_total", reason="unprogrammed")
+
+
+def test_a_new_pod_meets_its_policy_from_its_first_packet(kubectl, lab_with):
+    """Probers in x try z/new's address every 5 ms from before it exists, and from the
+    moment its network namespace appears z/new sends to x/a every 5 ms: z denies
+    everything both ways, and nothing gets through either way, before the agent has
+    programmed z/new (its traffic is dropped as `unprogrammed`) or after (by policy).
+    A new pod in x, which no policy selects, answers once the agent has seen it."""
+    backend = lab_with[1]
+    deny = {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    apply(kubectl, netpol("z", "deny-all", deny))
+    assert converged(kubectl, ["x", "z"], 80, "TCP") == []
+    x_a = lab_pods(kubectl)["x/a"]
+    before = _unprogrammed_drops()
+    ip = str(NEW_POD_NODE.pod_cidr.network_address + 200)
+    try:
+        with PodWatch(ip, 80, _probers(kubectl), listener=(x_a.netns, x_a.ip)) as watch:
+            started = time.time()
+            _new_pod(kubectl, "z", "new", 200)
+            _ready(kubectl, "z", "new")
+            # Programmed: the probers' tries are now dropped by z's policy.
+            assert wait_until(
+                lambda: (
+                    fresh_sum(
+                        NEW_POD_NODE,
+                        "picket_dropped_packets_total",
+                        started,
+                        reason="policy",
+                        namespace="z",
+                    )
+                    > 0
+                ),
+                10,
+            ), f"{backend}: z/new's policy never dropped a probe"
+            time.sleep(0.3)
+        seen = watch.seen
+        assert watch.pod_netns is not None and seen.sends > 10 and seen.probes > 50, seen
+        assert seen.connected == {}, f"{backend}: probers reached z/new: {seen}"
+        assert seen.arrived == 0, f"{backend}: {seen.arrived} datagrams of z/new reached x/a"
+        assert _unprogrammed_drops() > before, (
+            f"{backend}: nothing was dropped before z/new was programmed: the probes never "
+            "met the window"
+        )
+        open_ip = _new_pod(kubectl, "x", "new", 201)
+        _ready(kubectl, "x", "new")
+        assert wait_until(lambda: probe_once("x/a", open_ip, "80") == "connected x/new", 10)
+    finally:
+        kubectl("delete", "pod", "-n", "z", "new", "--wait=true", "--ignore-not-found")
+        kubectl("delete", "pod", "-n", "x", "new", "--wait=true", "--ignore-not-found")
+
+
+def test_a_pod_started_while_the_agents_are_down_stays_closed(kubectl, lab_with):
+    """x's policy-free pods are open, but one created while no agent runs is not: the
+    probers never reach it (its node's rules drop what no programmed pod sends or
+    receives) until the agents start and program it."""
+    backend = lab_with[1]
+    probers = _probers(kubectl)
+    for node in ("node-1", "node-2"):
+        pid = int(Path(f"/run/picket-lab/pids/agent-{node}.pid").read_text())
+        subprocess.run(["kill", "-9", str(pid)], check=True)
+    ip = str(NEW_POD_NODE.pod_cidr.network_address + 202)
+    try:
+        with PodWatch(ip, 80, probers) as watch:
+            _new_pod(kubectl, "x", "late", 202)
+            _ready(kubectl, "x", "late")
+            time.sleep(1.0)  # no agent runs: nothing can open it
+        assert watch.seen.probes > 50 and watch.seen.connected == {}, (
+            f"{backend}: x/late was reached with no agent running: {watch.seen}"
+        )
+        picket("lab", "up", "--nodes", "2", "--backend", backend)
+        assert wait_until(lambda: probe_once("x/a", ip, "80") == "connected x/late", 20)
+    finally:
+        kubectl("delete", "pod", "-n", "x", "late", "--wait=true", "--ignore-not-found")
 
 
 def _programmed(backend: str, node: str) -> bool:

@@ -12,7 +12,7 @@ import json
 import re
 import socket
 import struct
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, ip_network
 from pathlib import Path
 
 from agent.commands.agent_cmd import capture_source
@@ -26,6 +26,7 @@ from agent.droplog.events import (
     INVALID,
     SPOOFED,
     UNPARSED,
+    UNPROGRAMMED,
     WOULD_DROP,
     PacketEvent,
     parse_ipv4,
@@ -276,6 +277,8 @@ def test_the_nflog_source_reads_the_prefixes_the_iptables_renderer_writes():
         "picket spoofed": ("egress", SPOOFED),
         "picket invalid ingress": ("ingress", INVALID),
         "picket invalid egress": ("egress", INVALID),
+        "picket unprogrammed ingress": ("ingress", UNPROGRAMMED),
+        "picket unprogrammed egress": ("egress", UNPROGRAMMED),
     }
     assert source.prefixes == {
         "picket drop ingress": ("ingress", DROP),
@@ -285,6 +288,7 @@ def test_the_nflog_source_reads_the_prefixes_the_iptables_renderer_writes():
     }
     deny_both = policy("y", "deny", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]})
     ir = compile_node(state_of([*model_cluster(), deny_both]), "node-1")
+    ir = dataclasses.replace(ir, pod_cidrs=(ip_network("198.18.1.0/24"),))
     chains = render_chains(ir, {ref: f"veth{i}" for i, ref in enumerate(ir.endpoints)}, 7)
     written = {
         m for rules in chains.values() for r in rules for m in re.findall(r'prefix "([^"]+)"', r)
@@ -376,6 +380,22 @@ def test_an_untracked_packet_says_why_and_names_the_isolated_pod():
     )
     assert (fields["PICKET_REASON"], fields["PICKET_POLICIES"]) == ("unparsed", "y/default-deny")
     assert "PICKET_SENDER_POD" not in fields
+
+
+def test_a_pod_not_programmed_yet_folds_per_address_and_direction_and_says_so():
+    live, ir = live_and_ir([*model_cluster(), DENY_Y])
+    folder = Folder(window=5, rate=10, burst=10)
+    first = untracked(UNPROGRAMMED, "198.18.1.1", "198.18.1.99", protocol=6)
+    assert folder.open(first, now=0.0)
+    assert folder.fold(untracked(UNPROGRAMMED, "198.18.1.2", "198.18.1.99"))  # any peer
+    assert not folder.fold(untracked(UNPROGRAMMED, "198.18.1.1", "198.18.1.98"))
+    fields = record_fields(first, describe(first, live, ir), 2, "node-1")
+    assert fields["MESSAGE"] == (
+        "DROP ingress unprogrammed TCP x/a -> external 198.18.1.99; the pod at 198.18.1.99 "
+        "is not programmed yet (a new pod, or one started while the agent was down): its "
+        "traffic is dropped until its policy is in place"
+    )
+    assert fields["PICKET_REASON"] == "unprogrammed"
 
 
 def writing_droplog(settings: DropLogSettings, **kwargs) -> tuple[DropLog, io.StringIO]:

@@ -3,13 +3,18 @@ golden files of every example are in test_golden.py)."""
 
 from __future__ import annotations
 
+import dataclasses
+from ipaddress import ip_network
+
 from agent.compiler.compile import compile_node
 from agent.compiler.ir import PortRange
 from agent.dataplane import source_check, transit_mark
 from agent.dataplane.iptables_render import (
+    ESTABLISHED_RULE,
     INVALID_RULE,
     MULTIPORT_LIMIT,
     _multiport_chunks,
+    counted_rules,
     render,
 )
 from tests.support.builders import model_cluster, policy, state_of
@@ -99,3 +104,48 @@ def test_audit_mode_logs_and_admits_instead_of_dropping():
         assert not any("DROP" in rule for rule in chain[2:])
         assert '--nflog-prefix "picket audit ingress"' in chain[-1]
     assert set(enforced.chains) != set(audited.chains)  # never shared with enforcing pods
+
+
+def test_pod_cidrs_close_what_no_programmed_pod_holds_before_anything_else():
+    """Traffic from or to the node's pod CIDR that is no wired pod's (on its own
+    interface) goes to PICKET-UNPROG-*: after the anti-spoofing rule, before the
+    ESTABLISHED return; the sources set they read exists even before any pod is wired."""
+    ir = dataclasses.replace(
+        compile_node(state_of(model_cluster()), "node-1"),
+        pod_cidrs=(ip_network("198.18.1.0/24"), ip_network("2001:2::/64")),
+    )
+    wired = render(ir, VETHS)
+    forward = wired.chains["PICKET-FORWARD"]
+    assert forward[0] == source_check.forward_rule()
+    assert forward[1:3] == [
+        "-s 198.18.1.0/24 -m set ! --match-set picket-pod-sources src,src "
+        '-m comment --comment "picket: a pod not programmed yet" -j PICKET-UNPROG-EG',
+        "-d 198.18.1.0/24 -m set ! --match-set picket-pod-sources dst,dst "
+        '-m comment --comment "picket: a pod not programmed yet" -j PICKET-UNPROG-IN',
+    ]  # the IPv6 range is not policed yet
+    assert forward[3] == ESTABLISHED_RULE
+    assert wired.chains["PICKET-UNPROG-IN"] == [
+        '-j NFLOG --nflog-group 100 --nflog-prefix "picket unprogrammed ingress"',
+        "-j DROP",
+    ]
+    unwired = render(ir, {})
+    assert unwired.chains["PICKET-FORWARD"][:2] == forward[1:3]
+    assert unwired.sets[source_check.SOURCES_SET].members == frozenset()
+    no_cidr = render(compile_node(state_of(model_cluster()), "node-1"), {})
+    assert not any("UNPROG" in rule for rule in no_cidr.chains["PICKET-FORWARD"])
+
+
+def test_unprogrammed_drops_are_counted_by_direction_from_the_jump_counters():
+    save = "\n".join(
+        [
+            "*mangle",
+            "[7:420] -A PICKET-FORWARD -s 198.18.1.0/24 -m set ! --match-set picket-pod-sources"
+            ' src,src -m comment --comment "picket: a pod not programmed yet" -j PICKET-UNPROG-EG',
+            "[3:180] -A PICKET-FORWARD -d 198.18.1.0/24 -m set ! --match-set picket-pod-sources"
+            ' dst,dst -m comment --comment "picket: a pod not programmed yet" -j PICKET-UNPROG-IN',
+            "[3:180] -A PICKET-UNPROG-IN -j DROP",
+            "COMMIT",
+        ]
+    )
+    counted = {labels: packets for _, labels, packets in counted_rules(save)}
+    assert counted == {("egress", "unprogrammed", ""): 7, ("ingress", "unprogrammed", ""): 3}

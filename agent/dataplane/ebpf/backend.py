@@ -50,6 +50,7 @@ from agent.dataplane.ebpf_layout import (
     CONFIG_EVENTS_PER_SECOND,
     DIR_EGRESS,
     DIR_INGRESS,
+    PICKET_POD_CIDR_ENTRIES,
     REASON_ALLOWED_CT,
     REASON_ALLOWED_HOST,
     REASON_ALLOWED_NOT_ISOLATED,
@@ -63,9 +64,11 @@ from agent.dataplane.ebpf_layout import (
     REASON_DROP_POLICY,
     REASON_DROP_SPOOFED,
     REASON_DROP_UNPARSED,
+    REASON_DROP_UNPROGRAMMED,
     REASON_NAMES,
     REASON_SLOTS,
 )
+from agent.dataplane.errors import DataplaneError
 from agent.dataplane.pod_interfaces import host_interfaces, node_addresses, uplink_interfaces
 from agent.model.objects import IPAddress
 
@@ -97,6 +100,7 @@ class EbpfBackend:
         self._ifindex: dict[str, int] = {}  # endpoint -> the ifindex programmed
         self._sources: dict[str, set[bytes]] = {}  # endpoint -> its source keys programmed
         self._programmed: MapState | None = None
+        self._pod_cidrs: set[bytes] | None = None  # the pod CIDR keys programmed
         self._hooked = False
         self._drops = MonotonicTotals()
         self._lock = threading.Lock()  # metrics scrapes read counters and plan state
@@ -158,6 +162,9 @@ class EbpfBackend:
             if repair:
                 delta, stale = self._repair_delta()
             self._write(ir, delta, stale, every_endpoint=rewire)
+            # After the endpoints: with the pod CIDRs in place, a pod no endpoint entry
+            # names is dropped (bpf/lib/verdict.h, unprogrammed_drop).
+            self._write_pod_cidrs(ir, repair)
             self._retire_drop_counts(released, every_stale=repair)
             self._programmed = self.planner.state
         if not self._hooked or (repair and not loader.is_hooked(self.pin_dir)):
@@ -266,6 +273,26 @@ class EbpfBackend:
             else:
                 self.maps.put(name, key, value)
 
+    def _write_pod_cidrs(self, ir: NodeIR, repair: bool) -> None:
+        """The node's IPv4 pod CIDRs, when they changed (read back on a full sync)."""
+        want = {
+            codec.addr_key((str(cidr.network_address), cidr.prefixlen))
+            for cidr in ir.pod_cidrs
+            if cidr.version == 4
+        }
+        if not repair and want == self._pod_cidrs:
+            return
+        if len(want) > PICKET_POD_CIDR_ENTRIES:
+            raise DataplaneError(
+                f"node {ir.node}: {len(want)} pod CIDRs, the map holds {PICKET_POD_CIDR_ENTRIES}"
+            )
+        present = set(self.maps.keys("picket_pod_cidrs"))
+        for key in sorted(want - present):
+            self.maps.put("picket_pod_cidrs", key, b"\x01")
+        for key in sorted(present - want):
+            self.maps.delete("picket_pod_cidrs", key)
+        self._pod_cidrs = want
+
     # --- connections, counters, cleanup ---------------------------------------------------
 
     def remove_denied(
@@ -324,6 +351,11 @@ class EbpfBackend:
                 {n: ref.partition("/")[0] for ref, n in self.planner.endpoint_ids.by_thing.items()}
             )
             totals = self._drops.totals()
+            for direction, name in ((DIR_INGRESS, "ingress"), (DIR_EGRESS, "egress")):
+                # No endpoint to count them under: the verdict counters, which only grow.
+                totals[(name, "unprogrammed", "")] = self._verdicts(
+                    direction, REASON_DROP_UNPROGRAMMED
+                )
         allowed = {
             name: sum(self._verdicts(direction, reason) for reason in ALLOWED_REASONS)
             for direction, name in ((DIR_INGRESS, "ingress"), (DIR_EGRESS, "egress"))

@@ -21,6 +21,7 @@ MAP_NAMES = (
     "picket_verdicts",
     "picket_drop_counts",
     "picket_config",
+    "picket_pod_cidrs",
 )
 
 
