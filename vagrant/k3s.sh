@@ -99,6 +99,13 @@ main() {
     install_k3s
     wait_for 300 "k3s's containerd config" test -f "$K3S_CONTAINERD_CONFIG"
     install_cni
+    if [ "$(node_field "$PICKET_NODE" address)" = "$PICKET_SERVER" ]; then
+        # Each Node gets its range as it joins (vagrant/pod_cidrs.sh): in the background,
+        # for workers join after the control plane is provisioned.
+        systemctl stop picket-pod-cidrs 2>/dev/null || true
+        systemd-run --unit picket-pod-cidrs --setenv PICKET_NODES="$PICKET_NODES" \
+            bash "$CHECKOUT/vagrant/pod_cidrs.sh"
+    fi
 }
 
 main "$@"
