@@ -73,7 +73,7 @@ def _netfilter_links() -> set[int]:
 def test_programs_load_pin_and_clean_up(bpffs, tmp_path, scratch_netns):
     backend = EbpfBackend("node-test", bpffs / "picket", tmp_path / "state.json")
     pins = bpffs / "picket" / "node-test"
-    maps = ["addr", "config", "drop_counts", "endpoints", "named", "policy"]
+    maps = ["addr", "config", "drop_counts", "endpoints", "named", "pod_cidrs", "policy"]
     maps += ["sources", "transit", "transit_home", "verdicts"]
     assert sorted(p.name for p in pins.iterdir()) == maps
     assert backend.program.fd > 0
