@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from agent.dataplane import transit_mark
 from agent.dataplane.backend import Backend
+from agent.dataplane.ipset_render import DEFAULT_MAX_SET_ELEMENTS
 
 if TYPE_CHECKING:
     from agent.dataplane.ebpf.backend import EbpfBackend
@@ -187,7 +188,9 @@ def metrics_server(args: argparse.Namespace, metrics: AgentMetrics, agent: Agent
         liveness=lambda: liveness(
             runner.started, runner.heartbeat, time.monotonic(), args.liveness_timeout
         ),
-        readiness=lambda: readiness(agent.ready.is_set()),
+        readiness=lambda: readiness(
+            agent.ready.is_set(), [o.table for o in agent.backend.capacity_exceeded()]
+        ),
     )
 
 
@@ -223,6 +226,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "and judged for the backend pod of another node, whose node then trusts it "
         "(docs/semantics.md, Services); 0 turns the mark off. Default 23 (0x17), every "
         "node must use the same",
+    )
+    p.add_argument(
+        "--ipset-max-elements",
+        type=int,
+        default=DEFAULT_MAX_SET_ELEMENTS,
+        metavar="N",
+        help="iptables: the most members a peer set gets (sets are sized from their "
+        "content); the endpoints whose rules use a bigger one deny everything until it "
+        f"fits (default {DEFAULT_MAX_SET_ELEMENTS})",
     )
     p.add_argument(
         "--pod-cidr",
@@ -283,7 +295,11 @@ def make_backend(args: argparse.Namespace, cleanup: bool = False) -> Backend:
         )
     from agent.dataplane.iptables import IptablesBackend
 
-    return IptablesBackend(nflog_group=args.nflog_group, transit_dscp=args.transit_dscp)
+    return IptablesBackend(
+        nflog_group=args.nflog_group,
+        transit_dscp=args.transit_dscp,
+        max_set_elements=args.ipset_max_elements,
+    )
 
 
 def _pod_cidr(text: str) -> IPv4Network | IPv6Network:

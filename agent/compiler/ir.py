@@ -206,6 +206,18 @@ class LocalEndpoint:
     audit: bool = False
 
 
+def sets_used(endpoint: LocalEndpoint) -> set[str]:
+    """Every set the endpoint's clauses name: peer sets and named-port member sets."""
+    used: set[str] = set()
+    for rules in (endpoint.ingress, endpoint.egress):
+        for clause in rules.clauses if rules else ():
+            if isinstance(clause, NamedPortClause):
+                used.add(clause.members)
+            elif clause.peers:
+                used.update(clause.peers)
+    return used
+
+
 @dataclass(frozen=True)
 class TransitEndpoint(LocalEndpoint):
     """A pod on another node that this node may DNAT outside traffic to (a backend of a

@@ -7,6 +7,7 @@ from typing import Protocol
 
 from agent.compiler.diff import IRDiff
 from agent.compiler.ir import NodeIR
+from agent.dataplane.capacity import Overflow
 from agent.dataplane.counters import DatapathCounters
 from agent.model.objects import IPAddress
 
@@ -34,6 +35,11 @@ class Backend(Protocol):
         ...
 
     def rule_count(self) -> int: ...
+
+    def capacity_exceeded(self) -> list[Overflow]:
+        """The tables the last plan did not fit (capacity.py), each with the endpoints
+        denied everything for it; empty when all fits. Safe to call from another thread."""
+        ...
 
     @property
     def jumps_restored(self) -> int:

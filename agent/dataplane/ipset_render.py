@@ -14,7 +14,7 @@ ip6tables). Scripts:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, ip_network
 
@@ -23,6 +23,17 @@ from agent.compiler.ir import CIDRSet, NamedPortSet, NodeIR, PeerSet
 
 SET_PREFIX = "picket-"
 SET_NAME_MAX = 31  # ipset's limit
+DEFAULT_MAXELEM = 65536  # ipset's own default, what sets of earlier agents hold
+DEFAULT_MAX_SET_ELEMENTS = 1 << 20  # --ipset-max-elements: the most members a set gets
+
+
+def maxelem_for(members: int) -> int:
+    """A set's size from its content: room for twice its members, a power of two, at
+    least ipset's default (so that sets of earlier agents keep their size)."""
+    size = DEFAULT_MAXELEM
+    while size < 2 * members:
+        size *= 2
+    return size
 
 
 @dataclass(frozen=True)
@@ -30,6 +41,10 @@ class IpSet:
     name: str
     kind: str  # hash:ip | hash:net | hash:ip,port
     members: frozenset[str] = field(default_factory=frozenset)  # `ipset add` syntax
+
+    @property
+    def maxelem(self) -> int:
+        return maxelem_for(len(self.members))
 
 
 def set_name(set_id: str) -> str:
@@ -81,7 +96,9 @@ def render_sets(ir: NodeIR) -> dict[str, IpSet]:
 
 
 def ipset_create(ipset: IpSet, name: str | None = None) -> str:
-    return f"create {name or ipset.name} {ipset.kind} family inet -exist"
+    """Created if missing (-exist: a set of the same type and size is left as it is)."""
+    size = "" if ipset.maxelem == DEFAULT_MAXELEM else f" maxelem {ipset.maxelem}"
+    return f"create {name or ipset.name} {ipset.kind} family inet{size} -exist"
 
 
 def ipset_fill(ipset: IpSet, name: str | None = None) -> list[str]:
@@ -92,13 +109,16 @@ def _temporary(ipset: IpSet) -> str:
     return f"{SET_PREFIX}t-{ipset.name.removeprefix(SET_PREFIX)}"[:SET_NAME_MAX]
 
 
-def swap_script(sets: Iterable[IpSet]) -> list[str]:
-    """Each set (created if missing) refilled whole through a temporary set and `swap`."""
+def swap_script(sets: Iterable[IpSet], existing: Collection[str] | None = None) -> list[str]:
+    """Each set (created if missing) refilled whole through a temporary set and `swap`,
+    which also gives it the temporary's size. `existing`: the sets known to exist, not
+    created again (`create -exist` fails on a set of another size); None: any may."""
     lines: list[str] = []
     for ipset in sets:
         temp = _temporary(ipset)
+        if existing is None or ipset.name not in existing:
+            lines.append(ipset_create(ipset))
         lines += [
-            ipset_create(ipset),
             ipset_create(ipset, temp),
             f"flush {temp}",
             *ipset_fill(ipset, temp),
@@ -108,12 +128,16 @@ def swap_script(sets: Iterable[IpSet]) -> list[str]:
     return lines
 
 
-def update_script(ir: NodeIR, change: IRDiff) -> list[str]:
-    """`change` (the diff to `ir`) as set updates: new sets built whole, existing ones
-    changed by member."""
-    lines = swap_script(render_set(ir, sid) for sid in change.sets_added)
+def update_script(
+    ir: NodeIR, change: IRDiff, rebuilt: Collection[str] = (), existing: Collection[str] = ()
+) -> list[str]:
+    """`change` (the diff to `ir`) as set updates: new sets, and those in `rebuilt`
+    (grown past their size), built whole; the others changed by member. `existing`: the
+    sets known to exist."""
+    whole = [*change.sets_added, *(sid for sid in rebuilt if sid not in change.sets_added)]
+    lines = swap_script((render_set(ir, sid) for sid in whole), existing)
     for sid, members in change.members.items():
-        if sid in change.sets_added or sid not in ir.sets:
+        if sid in whole or sid not in ir.sets:
             continue
         name, peer_set = set_name(sid), ir.sets[sid]
         for verb, found in (("add", members.added), ("del", members.removed)):

@@ -25,13 +25,17 @@ import threading
 from agent.compiler.diff import IRDiff
 from agent.compiler.ir import NodeIR
 from agent.dataplane import conntrack, source_check, transit_mark
+from agent.dataplane.capacity import Overflow, closed, policies_of, sets_users
 from agent.dataplane.counters import DatapathCounters, MonotonicTotals, split_audit
 from agent.dataplane.errors import DataplaneError
 from agent.dataplane.first_jump import FirstJump
 from agent.dataplane.ipset_render import (
+    DEFAULT_MAX_SET_ELEMENTS,
+    DEFAULT_MAXELEM,
     SET_PREFIX,
     destroy_script,
     ipset_create,
+    render_set,
     render_sets,
     script_text,
     set_name,
@@ -99,14 +103,19 @@ class IptablesBackend:
         nflog_group: int = DEFAULT_NFLOG_GROUP,
         mode: str | None = None,
         transit_dscp: int = transit_mark.DEFAULT_DSCP,
+        max_set_elements: int = DEFAULT_MAX_SET_ELEMENTS,
     ) -> None:
         self.mode = mode or detect_mode()
+        self.max_set_elements = max_set_elements
         self.nflog_group = nflog_group
         self.transit_dscp = transit_dscp
         self._uplinks: tuple[str, ...] = ()
         self._chains: dict[str, list[str]] | None = None  # what is programmed
         self._interfaces: dict[str, str] = {}
-        self._set_names: set[str] = set()
+        self._set_names: set[str] = set()  # the sets that exist (ours)
+        self._sizes: dict[str, int] = {}  # peer set -> the maxelem it was built with
+        self._overflows: list[Overflow] = []  # sets the last plan did not fit
+        self._overflows_lock = threading.Lock()
         self._counters = MonotonicTotals()
         self._counters_lock = threading.Lock()  # the metrics reader reads them from its thread
         self._retired = False  # an older agent's filter-table chains are gone
@@ -118,20 +127,32 @@ class IptablesBackend:
     def apply(self, ir: NodeIR, change: IRDiff | None = None, full: bool = True) -> bool:
         """Program `ir`. A full apply rebuilds every set and chain, which also repairs
         drift (flushed chains, a removed jump, edited sets); otherwise only what `change`
-        (the diff from the previous IR) touched. Returns whether the chains changed."""
+        (the diff from the previous IR) touched. Returns whether the chains changed.
+        A set bigger than `max_set_elements` is not built: the endpoints whose rules use
+        it deny everything instead (capacity.py)."""
+        ir, overflows = self._fit(ir)
+        if overflows or self._overflows:  # a capped plan is not the IR the change is from
+            full, change = True, None
+        self._report_overflows(overflows)
         peers, transit = self._transit_sets(ir)
         if full or change is None or self._chains is None:
             self._interfaces = host_interfaces(ir)
             self._uplinks = uplink_interfaces(ir.node_ips)
-            self._ipset(swap_script([*render_sets(ir).values(), *peers]))
+            self._set_names = set(self._existing_sets())
+            built = [*render_sets(ir).values(), *peers]
+            self._ipset(swap_script(built, self._set_names))
+            self._sizes = {s.name: s.maxelem for s in built}
         else:
             if change.endpoints_added or change.endpoints_changed:
                 self._interfaces = host_interfaces(ir)
             if change.node_ips is not None:
                 self._uplinks = uplink_interfaces(ir.node_ips)
-            self._ipset(update_script(ir, change))
+            grown = self._grown(ir, change)
+            self._ipset(update_script(ir, change, grown, self._set_names))
+            for sid in {*change.sets_added, *grown}:
+                self._sizes[set_name(sid)] = render_set(ir, sid).maxelem
             if change.peer_node_ips is not None:
-                self._ipset(swap_script(peers))
+                self._ipset(swap_script(peers, self._set_names))
         transit_changed = (
             full
             or change is None
@@ -169,6 +190,54 @@ class IptablesBackend:
         wanted = {set_name(sid) for sid in ir.sets} | {s.name for s in (*peers, *transit, *sources)}
         self._destroy_stale_sets(wanted, full)
         return rules_changed
+
+    def _fit(self, ir: NodeIR) -> tuple[NodeIR, list[Overflow]]:
+        """The IR to program, and the peer sets bigger than `max_set_elements`: the
+        endpoints whose rules use one deny everything (capacity.py)."""
+        too_big = {
+            sid: len(members)
+            for sid, members in ir.members.items()
+            if len(members) > self.max_set_elements
+        }
+        if not too_big:
+            return ir, []
+        users = sets_users(ir)
+        overflows = []
+        for sid, wanted in sorted(too_big.items()):
+            refs = tuple(sorted(users.get(sid, ())))
+            overflows.append(
+                Overflow(
+                    f"ipset {set_name(sid)}",
+                    self.max_set_elements,
+                    wanted,
+                    refs,
+                    policies_of(ir, refs),
+                )
+            )
+        return closed(ir, {r for o in overflows for r in o.endpoints}), overflows
+
+    def _report_overflows(self, overflows: list[Overflow]) -> None:
+        """Logged when they change (not at every full sync)."""
+        if overflows != self._overflows:
+            for overflow in overflows:
+                log.error("capacity exceeded: %s", overflow.message())
+            if self._overflows and not overflows:
+                log.info("the plan fits the sets again: every endpoint is enforced exactly")
+        with self._overflows_lock:
+            self._overflows = overflows
+
+    def capacity_exceeded(self) -> list[Overflow]:
+        with self._overflows_lock:
+            return list(self._overflows)
+
+    def _grown(self, ir: NodeIR, change: IRDiff) -> list[str]:
+        """Sets the change grows past the size they were built with: rebuilt whole."""
+        return sorted(
+            sid
+            for sid in change.members
+            if sid in ir.sets
+            and render_set(ir, sid).maxelem > self._sizes.get(set_name(sid), DEFAULT_MAXELEM)
+        )
 
     def _transit_sets(self, ir: NodeIR) -> tuple[list, list]:
         """The transit mark's sets (transit_mark.py): (peer nodes, transit pods)."""

@@ -130,7 +130,7 @@ class _StateCollector:
 
     def collect(self) -> Iterator[Metric]:
         m = self.metrics
-        for part in (self._state, self._datapath, self._maps, self._droplog):
+        for part in (self._state, self._datapath, self._maps, self._capacity, self._droplog):
             try:
                 yield from part(m)
             except Exception as exc:  # a scrape must never take the agent down
@@ -199,6 +199,25 @@ class _StateCollector:
             for direction, value in sorted(counters.allowed.items()):
                 allowed.add_metric([direction], value)
             yield allowed
+
+    @staticmethod
+    def _capacity(m: AgentMetrics) -> Iterator[Metric]:
+        """From the last plan (no kernel read): the tables it did not fit."""
+        overflows = m.backend.capacity_exceeded()
+        exceeded = GaugeMetricFamily(
+            "picket_dataplane_capacity_exceeded",
+            "1 for each map or set the last plan did not fit: the endpoints whose entries "
+            "did not fit deny everything until it does.",
+            labels=["map"],
+        )
+        for overflow in overflows:
+            exceeded.add_metric([overflow.table], 1)
+        yield exceeded
+        yield _gauge(
+            "picket_dataplane_capacity_denied_endpoints",
+            "Endpoints denied everything because their entries did not fit.",
+            len({ref for overflow in overflows for ref in overflow.endpoints}),
+        )
 
     @staticmethod
     def _maps(m: AgentMetrics) -> Iterator[Metric]:

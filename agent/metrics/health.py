@@ -25,8 +25,12 @@ def liveness(loop_started: bool, heartbeat: float, now: float, timeout: float) -
     return Verdict(True, "sync loop alive")
 
 
-def readiness(programmed: bool) -> Verdict:
-    """Ready once the first full sync has programmed the dataplane."""
+def readiness(programmed: bool, exceeded: list[str] | None = None) -> Verdict:
+    """Ready once the first full sync has programmed the dataplane, and while the plan
+    fits its tables (`exceeded`: the maps or sets it did not fit, whose endpoints are
+    denied everything)."""
     if not programmed:
         return Verdict(False, "first sync not done")
+    if exceeded:
+        return Verdict(False, f"capacity exceeded: {', '.join(exceeded)}")
     return Verdict(True, "dataplane programmed")

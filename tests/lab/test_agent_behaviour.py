@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from lab.config import LabNode
-from tests.support.agent_metrics import fresh_sum, metric_sum
+from tests.support.agent_metrics import fresh_sum, metric_sum, node_of, readyz
+from tests.support.agents import agents_with
 from tests.support.connection import Connection
 from tests.support.enforcement import apply, converged, probe_once
 from tests.support.lab_cli import PICKET, Kubectl, lab_pods, model_lab, picket, wait_until
@@ -419,6 +420,67 @@ def test_a_pod_started_while_the_agents_are_down_stays_closed(kubectl, lab_with)
         assert wait_until(lambda: probe_once("x/a", ip, "80") == "connected x/late", 20)
     finally:
         kubectl("delete", "pod", "-n", "x", "late", "--wait=true", "--ignore-not-found")
+
+
+# Shrunk so that z's wide policy cannot fit and y's small one can: eBPF, policy entries
+# (z/wide: every identity of the cluster on 40 ports apart, per z pod; y/db: x's three
+# identities on one port, per y pod); iptables, the members of one set (z/wide's holds
+# every pod, y/db's x's three).
+SHRUNK = {"ebpf": ("--bpf-policy-entries", "200"), "iptables": ("--ipset-max-elements", "6")}
+WIDE = {
+    "podSelector": {},
+    "ingress": [
+        {
+            "from": [{"namespaceSelector": {}}],
+            "ports": [{"port": 80}, *({"port": p} for p in range(1000, 1078, 2))],
+        }
+    ],
+}
+
+
+def _exceeded(ready: tuple[int, str]) -> bool:
+    return ready[0] == 503 and "capacity exceeded" in ready[1]
+
+
+def _y_from_x_on(port: int) -> dict:
+    return {
+        "podSelector": {},
+        "ingress": [{"from": [ns_peer(ns="x")], "ports": [{"port": port}]}],
+    }
+
+
+def test_a_policy_too_big_for_the_tables_fails_closed_for_its_own_endpoints(kubectl, lab_with):
+    """With capacities shrunk by flag, z's policy (which would admit every pod on 80)
+    does not fit: z's pods deny everything, /readyz is 503 and the metric names the
+    table, while y's policy is enforced exactly through a change from port 80 to 81;
+    once z's policy is deleted everything is as policy says again, without a restart."""
+    backend = lab_with[1]
+    with agents_with(backend, *SHRUNK[backend]):
+        apply(kubectl, netpol("y", "db", _y_from_x_on(80)))
+        assert wait_until(lambda: probe("x/a", "y/b", "80") == "connected y/b", 30)
+        apply(kubectl, netpol("z", "wide", WIDE))
+        z_nodes = {node_of(p.node) for ref, p in lab_pods(kubectl).items() if ref.startswith("z/")}
+        for node in z_nodes:
+            assert wait_until(lambda node=node: _exceeded(readyz(node)), 20), (
+                f"{backend}: {node.name} with z/wide not fitting: {readyz(node)}"
+                + Path(f"/run/picket-lab/logs/agent-{node.name}.log").read_text()[-3000:]
+            )
+            exceeded = metric_sum(node, "picket_dataplane_capacity_exceeded")
+            assert exceeded >= 1, f"{backend}: no table named on {node.name}"
+        for z in ("z/a", "z/b", "z/c"):
+            assert probe("x/a", z, "80") == "timeout", f"{backend}: {z} not denied"
+        apply(kubectl, netpol("y", "db", _y_from_x_on(81)))
+        assert wait_until(lambda: probe("x/a", "y/b", "80") == "timeout"), (
+            f"{backend}: y/b still admits x/a on 80 after its policy moved to 81"
+        )
+        assert probe("x/a", "y/b", "81") == "connected y/b"
+        assert probe("x/a", "y/c", "81") == "connected y/c"
+        kubectl("delete", "networkpolicy", "-n", "z", "wide")
+        for node in z_nodes:
+            assert wait_until(lambda node=node: readyz(node)[0] == 200, 20), readyz(node)
+            assert metric_sum(node, "picket_dataplane_capacity_exceeded") == 0
+        assert wait_until(lambda: probe("x/a", "z/a", "80") == "connected z/a")
+        assert probe("x/a", "y/b", "80") == "timeout"
 
 
 def _programmed(backend: str, node: str) -> bool:

@@ -5,6 +5,7 @@ reads the dataplane on a timer: `fresh_sum` waits for a reading taken after a mo
 from __future__ import annotations
 
 import time
+import urllib.error
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -35,6 +36,18 @@ def metric_sum(node: LabNode, name: str, **labels: str) -> float:
     """The sum of `name`'s samples on `node`'s agent whose labels include `labels`
     (0 when there are none yet)."""
     return _sum(_scrape(node), name, **labels)
+
+
+def readyz(node: LabNode) -> tuple[int, str]:
+    """`node`'s agent's /readyz: the status and the reason it gives."""
+    url = node.metrics_url.rsplit("/", 1)[0] + "/readyz"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read().decode().strip()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode().strip()
+    except OSError as exc:  # not serving (yet)
+        return 0, str(exc)
 
 
 def _scrape(node: LabNode) -> str:

@@ -35,6 +35,7 @@ from typing import Any
 from agent.compiler.diff import IRDiff
 from agent.compiler.ir import NodeIR
 from agent.dataplane import conntrack, transit_mark
+from agent.dataplane.capacity import Overflow, closed, overflowing, policies_of
 from agent.dataplane.counters import AUDIT_REASON, DatapathCounters, MonotonicTotals, split_audit
 from agent.dataplane.ebpf import codec, conntrack_hold, loader, tc_retired
 from agent.dataplane.ebpf.entries import MapDelta, MapState
@@ -101,6 +102,7 @@ class EbpfBackend:
         self._sources: dict[str, set[bytes]] = {}  # endpoint -> its source keys programmed
         self._programmed: MapState | None = None
         self._pod_cidrs: set[bytes] | None = None  # the pod CIDR keys programmed
+        self._overflows: list[Overflow] = []  # tables the last plan did not fit
         self._hooked = False
         self._drops = MonotonicTotals()
         self._lock = threading.Lock()  # metrics scrapes read counters and plan state
@@ -141,7 +143,8 @@ class EbpfBackend:
         """Program `ir`: from `change` (the diff from the IR programmed last), or, on a
         full sync, from scratch, repairing the maps against the kernel's. Returns
         whether entries or endpoint flags, not only addresses, changed."""
-        repair = full or change is None or self._programmed is None
+        # A capped plan (capacity.py) is not the IR the change is from: plan it whole.
+        repair = full or change is None or self._programmed is None or bool(self._overflows)
         rewire = repair or self._needs_interfaces(ir, change)
         if rewire:
             self._interfaces = host_interfaces(ir)
@@ -155,13 +158,22 @@ class EbpfBackend:
             else:
                 host = self._host_addresses(ir) if change.node_ips is not None else None
                 delta = self.planner.update(ir, change, host)
+            released = dict(delta.endpoint_del)
+            # Checked before any kernel write: what does not fit is denied, not stale.
+            planned, overflows = self._fit(ir)
+            if overflows:
+                released |= self.planner.rebuild(planned, self._host_addresses(ir)).endpoint_del
+                repair = True
+            self._report_overflows(overflows)
             if self.planner.numbers.take_changed():
                 self._save_allocations()
-            released = delta.endpoint_del
             stale: dict[str, list[bytes]] = {}
             if repair:
                 delta, stale = self._repair_delta()
-            self._write(ir, delta, stale, every_endpoint=rewire)
+            # Until the write succeeded, the plan is not what the kernel holds: a failed
+            # write leaves the next apply to repair from the kernel's maps.
+            self._programmed = None
+            self._write(planned, delta, stale, every_endpoint=rewire)
             # After the endpoints: with the pod CIDRs in place, a pod no endpoint entry
             # names is dropped (bpf/lib/verdict.h, unprogrammed_drop).
             self._write_pod_cidrs(ir, repair)
@@ -272,6 +284,35 @@ class EbpfBackend:
                 self.maps.delete(name, key)
             else:
                 self.maps.put(name, key, value)
+
+    def _fit(self, ir: NodeIR) -> tuple[NodeIR, list[Overflow]]:
+        """The IR to program, and the tables the plan of `ir` overflows: the endpoints
+        whose policy or named entries do not fit deny everything (capacity.py)."""
+        policy, named = self.planner.entry_counts()
+        overflows, refs = [], set()
+        for table, sizes, capacity in (
+            ("policy", policy, self.settings.policy_entries),
+            ("named", named, self.settings.named_entries),
+        ):
+            wanted = sum(sizes.values())
+            if wanted > capacity:
+                over = overflowing(sizes, capacity)
+                refs.update(over)
+                overflows.append(Overflow(table, capacity, wanted, over, policies_of(ir, over)))
+        return closed(ir, refs), overflows
+
+    def _report_overflows(self, overflows: list[Overflow]) -> None:
+        """Logged when they change (not at every full sync)."""
+        if overflows != self._overflows:
+            for overflow in overflows:
+                log.error("capacity exceeded: %s", overflow.message())
+            if self._overflows and not overflows:
+                log.info("the plan fits the maps again: every endpoint is enforced exactly")
+        self._overflows = overflows
+
+    def capacity_exceeded(self) -> list[Overflow]:
+        with self._lock:
+            return list(self._overflows)
 
     def _write_pod_cidrs(self, ir: NodeIR, repair: bool) -> None:
         """The node's IPv4 pod CIDRs, when they changed (read back on a full sync)."""

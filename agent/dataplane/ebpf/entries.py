@@ -126,18 +126,6 @@ def endpoint_flags(endpoint: LocalEndpoint) -> int:
     return flags
 
 
-def sets_used(endpoint: LocalEndpoint) -> set[str]:
-    """Every set the endpoint's clauses name: peer sets and named-port member sets."""
-    used: set[str] = set()
-    for rules in (endpoint.ingress, endpoint.egress):
-        for clause in rules.clauses if rules else ():
-            if isinstance(clause, NamedPortClause):
-                used.add(clause.members)
-            elif clause.peers:
-                used.update(clause.peers)
-    return used
-
-
 def endpoint_entries(
     number: int,
     endpoint: LocalEndpoint,

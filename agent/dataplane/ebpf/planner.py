@@ -36,6 +36,7 @@ from agent.compiler.ir import (
     NodeIR,
     SelectorSet,
     TransitEndpoint,
+    sets_used,
 )
 from agent.dataplane.ebpf.entries import (
     AddrKey,
@@ -46,7 +47,6 @@ from agent.dataplane.ebpf.entries import (
     PolicyEntry,
     endpoint_entries,
     endpoint_flags,
-    sets_used,
     state_delta,
 )
 from agent.dataplane.ebpf.identities import Allocations
@@ -77,6 +77,12 @@ class EbpfPlanner:
         self._uses: dict[str, set[str]] = {}  # endpoint -> sets its rules name
         # transit endpoint -> (its IPv4 addresses, its home entries)
         self._transit_keys: dict[str, tuple[frozenset[str], frozenset[HomeEntry]]] = {}
+
+    def entry_counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Policy and named entries per endpoint (local or transit) of the last plan."""
+        policy = {ref: len(p) for ref, (p, _) in self._by_endpoint.items()}
+        named = {ref: len(n) for ref, (_, n) in self._by_endpoint.items()}
+        return policy, named
 
     def allocations(self) -> dict[str, Any]:
         """What a restarted agent needs to number everything the same way."""

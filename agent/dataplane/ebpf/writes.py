@@ -1,10 +1,11 @@
 """A map delta as the ordered list of kernel writes (pure): the backend performs them
 one by one, and golden files show them.
 
-The order never admits what the new state denies, nor denies for long what it admits:
-entries before the flags that make them count (policy, named, addresses, transit
-homes, then endpoints and transit endpoints), flags off before entries go (endpoints
-and transit endpoints, then homes, addresses, policy, named)."""
+The order never admits what the new state denies, nor denies what it admits: every
+delete first (what goes is not in the new state, and a map near its capacity needs the
+room), flags off before entries go (endpoints and transit endpoints, then homes,
+addresses, policy, named); then entries before the flags that make them count (policy,
+named, addresses, transit homes, then endpoints and transit endpoints)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,21 @@ def ordered_writes(
     order = sorted if stable else list
     stale = stale or {}
     out: list[Write] = []
+    # Deletes first: what goes is no longer admitted, and a full map must have room for
+    # what comes (capacity.py keeps the plan within it).
+    out += [("picket_endpoints", codec.endpoint_key(i), None) for i in endpoints.delete]
+    out += [("picket_transit", codec.transit_key(ip), None) for ip in order(delta.transit_del)]
+    for name in ("picket_endpoints", "picket_transit"):
+        out += [(name, raw, None) for raw in stale.get(name, ())]
+    out += [("picket_sources", k, None) for k in order(endpoints.sources_delete)]
+    out += [("picket_sources", raw, None) for raw in stale.get("picket_sources", ())]
+    out += [("picket_transit_home", codec.transit_home_key(e), None) for e in order(delta.home_del)]
+    out += [("picket_transit_home", raw, None) for raw in stale.get("picket_transit_home", ())]
+    out += [("picket_addr", codec.addr_key(k), None) for k in order(delta.addr_del)]
+    out += [("picket_policy", codec.policy_key(e), None) for e in order(delta.policy_del)]
+    out += [("picket_named", codec.named_key(e), None) for e in order(delta.named_del)]
+    for name in ("picket_policy", "picket_named"):
+        out += [(name, raw, None) for raw in stale.get(name, ())]
     out += [("picket_policy", codec.policy_key(e), codec.PRESENT) for e in order(delta.policy_add)]
     out += [("picket_named", codec.named_key(e), codec.PRESENT) for e in order(delta.named_add)]
     out += [
@@ -61,19 +77,6 @@ def ordered_writes(
         ("picket_transit", codec.transit_key(ip), codec.endpoint_value(*v))
         for ip, v in order(delta.transit_set.items())
     ]
-    out += [("picket_endpoints", codec.endpoint_key(i), None) for i in endpoints.delete]
-    out += [("picket_transit", codec.transit_key(ip), None) for ip in order(delta.transit_del)]
-    for name in ("picket_endpoints", "picket_transit"):
-        out += [(name, raw, None) for raw in stale.get(name, ())]
-    out += [("picket_sources", k, None) for k in order(endpoints.sources_delete)]
-    out += [("picket_sources", raw, None) for raw in stale.get("picket_sources", ())]
-    out += [("picket_transit_home", codec.transit_home_key(e), None) for e in order(delta.home_del)]
-    out += [("picket_transit_home", raw, None) for raw in stale.get("picket_transit_home", ())]
-    out += [("picket_addr", codec.addr_key(k), None) for k in order(delta.addr_del)]
-    out += [("picket_policy", codec.policy_key(e), None) for e in order(delta.policy_del)]
-    out += [("picket_named", codec.named_key(e), None) for e in order(delta.named_del)]
-    for name in ("picket_policy", "picket_named"):
-        out += [(name, raw, None) for raw in stale.get(name, ())]
     return out
 
 

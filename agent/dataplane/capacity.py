@@ -1,0 +1,102 @@
+"""When a plan does not fit the dataplane's tables (pure): which endpoints fail closed,
+and the IR that denies them everything.
+
+A table that cannot hold a plan must not freeze enforcement (the kernel keeping stale
+entries, a later change of another tenant never programmed) nor open anything. So each
+plan is checked against the tables' capacities before the kernel is written; when it
+does not fit, the endpoints whose entries do not fit are programmed as denying every
+connection both ways (their policies still name them), and everything else is
+programmed exactly. Which endpoints: those with the fewest entries are kept first, so
+the tenant whose policy outgrew the table is the one denied, not a bystander with a
+small policy. The backends report each table that overflowed (`Overflow`): /readyz
+turns 503, `picket_dataplane_capacity_exceeded` names the table, and the log names the
+policies and the endpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+
+from agent.compiler.ir import DirectionRules, LocalEndpoint, NodeIR, sets_used
+
+
+@dataclass(frozen=True)
+class Overflow:
+    """A table the plan did not fit: what it holds, what the plan wanted, and the
+    endpoints (namespace/name) denied everything for it, with their policies."""
+
+    table: str
+    capacity: int
+    wanted: int
+    endpoints: tuple[str, ...]
+    policies: tuple[str, ...]
+
+    def message(self) -> str:
+        return (
+            f"{self.table}: the plan needs {self.wanted} entries, the table holds "
+            f"{self.capacity}; denying all traffic of {len(self.endpoints)} endpoints "
+            f"until it fits: {', '.join(self.endpoints) or '-'} (policies "
+            f"{', '.join(self.policies) or '-'})"
+        )
+
+
+def overflowing(sizes: Mapping[str, int], capacity: int) -> tuple[str, ...]:
+    """The endpoints that do not fit when `capacity` entries are filled with the smallest
+    endpoints first (`sizes`: entries per endpoint; ties by name), sorted."""
+    used, out = 0, []
+    for ref, size in sorted(sizes.items(), key=lambda item: (item[1], item[0])):
+        if used + size <= capacity:
+            used += size
+        else:
+            out.append(ref)
+    return tuple(sorted(out))
+
+
+def policies_of(ir: NodeIR, refs: Iterable[str]) -> tuple[str, ...]:
+    """The policies isolating the endpoints (local or transit) `refs`, sorted."""
+    found: set[str] = set()
+    for ref in refs:
+        endpoint = ir.endpoints.get(ref) or ir.transit.get(ref)
+        if endpoint is not None:
+            found.update(_policies(endpoint))
+    return tuple(sorted(found))
+
+
+def _policies(endpoint: LocalEndpoint) -> set[str]:
+    return {p for rules in (endpoint.ingress, endpoint.egress) if rules for p in rules.policies}
+
+
+def closed(ir: NodeIR, refs: Iterable[str]) -> NodeIR:
+    """`ir` with the endpoints `refs` (local or transit) denying every connection: each
+    of their directions isolated with no clause, named after all their policies."""
+    refs = set(refs)
+    if not refs:
+        return ir
+
+    def deny(endpoint: LocalEndpoint, directions: tuple[str, ...]) -> LocalEndpoint:
+        names = tuple(sorted(_policies(endpoint))) or ("(capacity exceeded)",)
+        nothing = DirectionRules(names, ())
+        return replace(endpoint, **{d: nothing for d in directions})
+
+    endpoints = {
+        ref: deny(e, ("ingress", "egress")) if ref in refs else e for ref, e in ir.endpoints.items()
+    }
+    transit = {  # only their ingress is judged here
+        ref: deny(e, ("ingress",)) if ref in refs else e for ref, e in ir.transit.items()
+    }
+    capped = replace(ir, endpoints=endpoints, transit=transit)
+    used = set(sets_users(capped))  # a set only the denied endpoints used goes
+    return replace(
+        capped,
+        sets={sid: s for sid, s in ir.sets.items() if sid in used},
+        members={sid: m for sid, m in ir.members.items() if sid in used},
+    )
+
+
+def sets_users(ir: NodeIR) -> dict[str, set[str]]:
+    """Set id -> the endpoints (local and transit) whose clauses name it."""
+    users: dict[str, set[str]] = {}
+    for ref, endpoint in [*ir.endpoints.items(), *ir.transit.items()]:
+        for sid in sets_used(endpoint):
+            users.setdefault(sid, set()).add(ref)
+    return users
