@@ -30,8 +30,18 @@ class Overflow:
     wanted: int
     endpoints: tuple[str, ...]
     policies: tuple[str, ...]
+    # Peer addresses left out of an address table: no selector matches them (their
+    # ipBlock verdicts are the covering prefix's, as before), so only less is admitted.
+    left_out: tuple[str, ...] = ()
 
     def message(self) -> str:
+        if self.left_out:
+            shown = ", ".join(self.left_out[:10]) + (", ..." if len(self.left_out) > 10 else "")
+            return (
+                f"{self.table}: the plan needs {self.wanted} entries, the table holds "
+                f"{self.capacity}; {len(self.left_out)} pod addresses left out (no "
+                f"selector admits them until it fits): {shown}"
+            )
         return (
             f"{self.table}: the plan needs {self.wanted} entries, the table holds "
             f"{self.capacity}; denying all traffic of {len(self.endpoints)} endpoints "
@@ -91,6 +101,29 @@ def closed(ir: NodeIR, refs: Iterable[str]) -> NodeIR:
         sets={sid: s for sid, s in ir.sets.items() if sid in used},
         members={sid: m for sid, m in ir.members.items() if sid in used},
     )
+
+
+def without_addresses(ir: NodeIR, room: int) -> tuple[NodeIR, tuple[str, ...]]:
+    """`ir` with at most `room` pod addresses (NodeIR.addresses, what an identity-based
+    datapath keys on), and those left out, sorted. The local and transit endpoints'
+    own addresses are kept first, then the others in address order."""
+    if len(ir.addresses) <= room:
+        return ir, ()
+    own = {ip for e in [*ir.endpoints.values(), *ir.transit.values()] for ip in e.ips}
+    order = sorted(ir.addresses, key=lambda ip: (ip not in own, ip.version, ip))
+    kept = order[: max(room, 0)]
+    left = tuple(str(ip) for ip in sorted(order[len(kept) :], key=lambda ip: (ip.version, ip)))
+    return replace(ir, addresses={ip: ir.addresses[ip] for ip in kept}), left
+
+
+def without_endpoints(ir: NodeIR, room: int) -> tuple[NodeIR, tuple[str, ...]]:
+    """`ir` with at most `room` local endpoints (by name), and those left out: they get
+    no entry, so the datapath drops their traffic as a pod not programmed yet."""
+    if len(ir.endpoints) <= room:
+        return ir, ()
+    names = sorted(ir.endpoints)
+    kept, left = names[: max(room, 0)], tuple(names[max(room, 0) :])
+    return replace(ir, endpoints={ref: ir.endpoints[ref] for ref in kept}), left
 
 
 def sets_users(ir: NodeIR) -> dict[str, set[str]]:

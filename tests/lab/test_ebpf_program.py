@@ -10,16 +10,20 @@ import ctypes
 import json
 import platform
 import subprocess
+from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
 
+from agent.compiler.compile import compile_node
 from agent.compiler.ir import NodeIR
 from agent.dataplane import ebpf_layout
 from agent.dataplane.ebpf import btf, loader
 from agent.dataplane.ebpf.backend import EbpfBackend
 from agent.dataplane.ebpf.codec import policy_key
 from agent.dataplane.ebpf.entries import PolicyEntry
+from agent.dataplane.ebpf.settings import EbpfSettings
+from tests.support.builders import model_cluster, policy, state_of
 from tests.support.scratch_netns import scratch_netns as own_netns
 
 
@@ -113,3 +117,37 @@ def test_programs_load_pin_and_clean_up(bpffs, tmp_path, scratch_netns):
     assert "PICKET-TRANSIT" not in _raw_rules(scratch_netns)
     del backend, again  # the program fds: the links went with their pins
     assert _netfilter_links() <= links_before
+
+
+def test_an_address_map_too_small_keeps_the_local_pods_and_leaves_peers_out(
+    bpffs, tmp_path, scratch_netns
+):
+    """The 3x3 model's nine pod addresses and the node's own into an address map of
+    eight: the write fits (no error), node-1's own pods are in it, the peers left out
+    are named, and the backend reports the map as exceeded until it fits again (z's
+    pods gone)."""
+    settings = EbpfSettings(addr_entries=8)
+    backend = EbpfBackend("node-1", bpffs / "picket", tmp_path / "state.json", settings)
+    spec = {"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]}
+    ir = compile_node(state_of([*model_cluster(), policy("y", "from-y", spec)]), "node-1")
+    try:
+        backend.apply(ir, None, full=True)
+        (overflow,) = backend.capacity_exceeded()
+        held = {IPv4Address(bytes(k.addr)) for k in backend.bpf["picket_addr"]}
+        assert overflow.table == "addr" and len(held) <= 8
+        local = {ip for e in ir.endpoints.values() for ip in e.ips}
+        assert local <= held  # the pods this node enforces for, first
+        assert overflow.left_out and not {IPv4Address(a) for a in overflow.left_out} & held
+        assert len(held) + len(overflow.left_out) >= len(ir.addresses)
+        # Fewer pods (a pinned map keeps its size): it fits again, every address in.
+        fewer = compile_node(state_of([o for o in model_cluster() if _not_in_z(o)]), "node-1")
+        backend.apply(fewer, None, full=True)
+        assert backend.capacity_exceeded() == []
+        held = {IPv4Address(bytes(k.addr)) for k in backend.bpf["picket_addr"]}
+        assert set(fewer.addresses) <= held
+    finally:
+        backend.cleanup()
+
+
+def _not_in_z(obj: dict) -> bool:
+    return obj["metadata"].get("namespace") != "z" and obj["metadata"]["name"] != "z"

@@ -105,3 +105,21 @@ def test_sets_are_sized_from_their_content_and_grow_through_a_swap():
     rebuilt = update_script(ir, change, rebuilt=[sid], existing={f"picket-{sid}"})
     assert any(line.startswith("swap ") for line in rebuilt)  # built whole
     assert not any(line.startswith("add picket-" + sid) for line in rebuilt)
+
+
+def test_addresses_left_out_are_peers_first_and_endpoints_beyond_the_map_get_none():
+    from agent.dataplane.capacity import without_addresses, without_endpoints
+
+    ir = compile_node(state_of(model_cluster()), "node-1")
+    local = {a for e in ir.endpoints.values() for a in e.ips}
+    fewer, out = without_addresses(ir, len(local) + 1)
+    assert local <= set(fewer.addresses) and len(fewer.addresses) == len(local) + 1
+    assert sorted(map(str, set(ir.addresses) - set(fewer.addresses))) == sorted(out)
+    assert without_addresses(ir, 100) == (ir, ())
+    overflow = Overflow("addr", 8, 10, (), (), out)
+    assert overflow.message().startswith("addr: the plan needs 10 entries, the table holds 8;")
+    assert f"{len(out)} pod addresses left out" in overflow.message()
+    kept, left = without_endpoints(ir, 2)
+    assert list(kept.endpoints) == sorted(ir.endpoints)[:2] and left == tuple(
+        sorted(ir.endpoints)[2:]
+    )

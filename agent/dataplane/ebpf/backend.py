@@ -35,7 +35,14 @@ from typing import Any
 from agent.compiler.diff import IRDiff
 from agent.compiler.ir import NodeIR
 from agent.dataplane import conntrack, transit_mark
-from agent.dataplane.capacity import Overflow, closed, overflowing, policies_of
+from agent.dataplane.capacity import (
+    Overflow,
+    closed,
+    overflowing,
+    policies_of,
+    without_addresses,
+    without_endpoints,
+)
 from agent.dataplane.counters import AUDIT_REASON, DatapathCounters, MonotonicTotals, split_audit
 from agent.dataplane.ebpf import codec, conntrack_hold, loader, tc_retired
 from agent.dataplane.ebpf.entries import MapDelta, MapState
@@ -51,6 +58,7 @@ from agent.dataplane.ebpf_layout import (
     CONFIG_EVENTS_PER_SECOND,
     DIR_EGRESS,
     DIR_INGRESS,
+    IDENTITY_POD_FIRST,
     PICKET_POD_CIDR_ENTRIES,
     REASON_ALLOWED_CT,
     REASON_ALLOWED_HOST,
@@ -299,7 +307,19 @@ class EbpfBackend:
                 over = overflowing(sizes, capacity)
                 refs.update(over)
                 overflows.append(Overflow(table, capacity, wanted, over, policies_of(ir, over)))
-        return closed(ir, refs), overflows
+        planned = closed(ir, refs)
+        cap = self.settings.endpoint_entries
+        planned, left = without_endpoints(planned, cap)
+        if left:  # no entry: dropped as not programmed (where the node has a pod CIDR)
+            wanted = len(ir.endpoints)
+            overflows.append(Overflow("endpoints", cap, wanted, left, policies_of(ir, left)))
+        # The address map also holds the node's own addresses and the ipBlock prefixes.
+        state, cap = self.planner.state, self.settings.addr_entries
+        pods = sum(1 for pod, _ in state.addresses.values() if pod >= IDENTITY_POD_FIRST)
+        if len(state.addresses) > cap:
+            planned, out = without_addresses(planned, cap - (len(state.addresses) - pods))
+            overflows.append(Overflow("addr", cap, len(state.addresses), (), (), out))
+        return planned, overflows
 
     def _report_overflows(self, overflows: list[Overflow]) -> None:
         """Logged when they change (not at every full sync)."""
