@@ -315,8 +315,8 @@ class EbpfBackend:
             overflows.append(Overflow("endpoints", cap, wanted, left, policies_of(ir, left)))
         # The address map also holds the node's own addresses and the ipBlock prefixes.
         state, cap = self.planner.state, self.settings.addr_entries
-        pods = sum(1 for pod, _ in state.addresses.values() if pod >= IDENTITY_POD_FIRST)
         if len(state.addresses) > cap:
+            pods = sum(1 for pod, _ in state.addresses.values() if pod >= IDENTITY_POD_FIRST)
             planned, out = without_addresses(planned, cap - (len(state.addresses) - pods))
             overflows.append(Overflow("addr", cap, len(state.addresses), (), (), out))
         return planned, overflows
