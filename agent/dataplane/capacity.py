@@ -14,6 +14,8 @@ policies and the endpoints."""
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
@@ -48,6 +50,31 @@ class Overflow:
             f"until it fits: {', '.join(self.endpoints) or '-'} (policies "
             f"{', '.join(self.policies) or '-'})"
         )
+
+
+class Overflows:
+    """What a backend's last plan did not fit, for the metrics' and /readyz's threads;
+    logged when it changes (not at every full sync)."""
+
+    def __init__(self, log: logging.Logger, tables: str) -> None:
+        self._log, self._tables = log, tables  # tables: "maps", "sets"
+        self._lock = threading.Lock()
+        self._latest: list[Overflow] = []
+
+    def report(self, overflows: list[Overflow]) -> None:
+        if overflows != self._latest:
+            for overflow in overflows:
+                self._log.error("capacity exceeded: %s", overflow.message())
+            if self._latest and not overflows:
+                self._log.info(
+                    "the plan fits the %s again: every endpoint is enforced exactly", self._tables
+                )
+        with self._lock:
+            self._latest = overflows
+
+    def latest(self) -> list[Overflow]:
+        with self._lock:
+            return list(self._latest)
 
 
 def overflowing(sizes: Mapping[str, int], capacity: int) -> tuple[str, ...]:

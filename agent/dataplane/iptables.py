@@ -25,7 +25,7 @@ import threading
 from agent.compiler.diff import IRDiff
 from agent.compiler.ir import NodeIR
 from agent.dataplane import conntrack, source_check, transit_mark
-from agent.dataplane.capacity import Overflow, closed, policies_of, sets_users
+from agent.dataplane.capacity import Overflow, Overflows, closed, policies_of, sets_users
 from agent.dataplane.counters import DatapathCounters, MonotonicTotals, split_audit
 from agent.dataplane.errors import DataplaneError
 from agent.dataplane.first_jump import FirstJump
@@ -114,8 +114,7 @@ class IptablesBackend:
         self._interfaces: dict[str, str] = {}
         self._set_names: set[str] = set()  # the sets that exist (ours)
         self._sizes: dict[str, int] = {}  # peer set -> the maxelem it was built with
-        self._overflows: list[Overflow] = []  # sets the last plan did not fit
-        self._overflows_lock = threading.Lock()
+        self._overflows = Overflows(log, "sets")  # what the last plan did not fit
         self._counters = MonotonicTotals()
         self._counters_lock = threading.Lock()  # the metrics reader reads them from its thread
         self._retired = False  # an older agent's filter-table chains are gone
@@ -131,9 +130,9 @@ class IptablesBackend:
         A set bigger than `max_set_elements` is not built: the endpoints whose rules use
         it deny everything instead (capacity.py)."""
         ir, overflows = self._fit(ir)
-        if overflows or self._overflows:  # a capped plan is not the IR the change is from
+        if overflows or self._overflows.latest():  # a capped plan is not what changed
             full, change = True, None
-        self._report_overflows(overflows)
+        self._overflows.report(overflows)
         peers, transit = self._transit_sets(ir)
         if full or change is None or self._chains is None:
             self._interfaces = host_interfaces(ir)
@@ -216,19 +215,8 @@ class IptablesBackend:
             )
         return closed(ir, {r for o in overflows for r in o.endpoints}), overflows
 
-    def _report_overflows(self, overflows: list[Overflow]) -> None:
-        """Logged when they change (not at every full sync)."""
-        if overflows != self._overflows:
-            for overflow in overflows:
-                log.error("capacity exceeded: %s", overflow.message())
-            if self._overflows and not overflows:
-                log.info("the plan fits the sets again: every endpoint is enforced exactly")
-        with self._overflows_lock:
-            self._overflows = overflows
-
     def capacity_exceeded(self) -> list[Overflow]:
-        with self._overflows_lock:
-            return list(self._overflows)
+        return self._overflows.latest()
 
     def _grown(self, ir: NodeIR, change: IRDiff) -> list[str]:
         """Sets the change grows past the size they were built with: rebuilt whole."""

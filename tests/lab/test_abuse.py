@@ -31,7 +31,6 @@ Arrivals are counted by the receiving pod's kernel (its /proc/net/snmp), not by 
 
 from __future__ import annotations
 
-import json
 import socket
 import subprocess
 import threading
@@ -46,7 +45,15 @@ from lab.netns import socket_in
 from tests.support.agent_metrics import fresh_sum, node_of
 from tests.support.connection import Connection
 from tests.support.enforcement import apply, probe_once
-from tests.support.lab_cli import Kubectl, LabPod, drop_records, lab_pods, model_lab, wait_until
+from tests.support.lab_cli import (
+    Kubectl,
+    LabPod,
+    create_pod_at,
+    drop_records,
+    lab_pods,
+    model_lab,
+    wait_until,
+)
 from tests.support.policies import BACKENDS, netpol, ns_peer, pods_peer, sel
 from tests.support.raw_packets import (
     flood_udp,
@@ -516,30 +523,7 @@ def test_a_deleted_pods_connections_go_with_it(scoped):
 
 def _pod_at(kubectl: Kubectl, namespace: str, name: str, where: LabPod) -> LabPod:
     """A new pod with `where`'s address, on its node (the lab's IP annotation)."""
-    manifest = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {"pod": name},
-            "annotations": {"lab.picket.io/ip": where.ip},
-        },
-        "spec": {
-            "nodeName": where.node,
-            "containers": [
-                {
-                    "name": "c",
-                    "image": "agnhost",
-                    "ports": [
-                        {"containerPort": 80, "protocol": "TCP"},
-                        {"containerPort": 80, "protocol": "UDP"},
-                    ],
-                }
-            ],
-        },
-    }
-    kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
+    create_pod_at(kubectl, namespace, name, where.node, where.ip, ((80, "TCP"), (80, "UDP")))
     kubectl("wait", "--for=condition=Ready", "pod", "-n", namespace, name, "--timeout=30s")
     pod = lab_pods(kubectl)[f"{namespace}/{name}"]
     assert pod.ip == where.ip, f"{pod.ref} got {pod.ip}, not {where.ip}"

@@ -5,7 +5,6 @@ agent keeps enforcing; cleanup removes everything it added."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import threading
@@ -20,7 +19,15 @@ from tests.support.agent_metrics import fresh_sum, metric_sum, node_of, readyz
 from tests.support.agents import agents_with
 from tests.support.connection import Connection
 from tests.support.enforcement import apply, converged, probe_once
-from tests.support.lab_cli import PICKET, Kubectl, lab_pods, model_lab, picket, wait_until
+from tests.support.lab_cli import (
+    PICKET,
+    Kubectl,
+    create_pod_at,
+    lab_pods,
+    model_lab,
+    picket,
+    wait_until,
+)
 from tests.support.pod_start import PodWatch
 from tests.support.policies import BACKENDS, netpol, ns_peer, pods_peer, sel
 
@@ -317,21 +324,7 @@ def _new_pod(kubectl: Kubectl, namespace: str, name: str, offset: int) -> str:
     """Creates namespace/name on node-1 at the address `offset` into its pod CIDR (the
     lab's IP annotation: the probers know it before the pod exists); returns it."""
     ip = str(NEW_POD_NODE.pod_cidr.network_address + offset)
-    manifest = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {"pod": name},
-            "annotations": {"lab.picket.io/ip": ip},
-        },
-        "spec": {
-            "nodeName": NEW_POD_NODE.name,
-            "containers": [{"name": "c", "image": "agnhost", "ports": [{"containerPort": 80}]}],
-        },
-    }
-    kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
+    create_pod_at(kubectl, namespace, name, NEW_POD_NODE.name, ip)
     return ip
 
 

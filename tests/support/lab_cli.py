@@ -109,6 +109,39 @@ class LabPod:
         return self.ref.split("/")[1]
 
 
+def create_pod_at(
+    kubectl: Kubectl,
+    namespace: str,
+    name: str,
+    node: str,
+    ip: str,
+    ports: tuple[tuple[int, str], ...] = ((80, "TCP"),),
+) -> None:
+    """A new pod labelled pod=<name> on `node` at address `ip` (the lab kubelet's
+    lab.picket.io/ip annotation), serving `ports`; not waited for."""
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"pod": name},
+            "annotations": {"lab.picket.io/ip": ip},
+        },
+        "spec": {
+            "nodeName": node,
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "agnhost",
+                    "ports": [{"containerPort": p, "protocol": proto} for p, proto in ports],
+                }
+            ],
+        },
+    }
+    kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
+
+
 def lab_pods(kubectl: Kubectl) -> dict[str, LabPod]:
     """Every pod of the lab by `namespace/name` (placement is the lab's: read it)."""
     out = {}

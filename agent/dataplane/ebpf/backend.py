@@ -37,6 +37,7 @@ from agent.compiler.ir import NodeIR
 from agent.dataplane import conntrack, transit_mark
 from agent.dataplane.capacity import (
     Overflow,
+    Overflows,
     closed,
     overflowing,
     policies_of,
@@ -110,7 +111,7 @@ class EbpfBackend:
         self._sources: dict[str, set[bytes]] = {}  # endpoint -> its source keys programmed
         self._programmed: MapState | None = None
         self._pod_cidrs: set[bytes] | None = None  # the pod CIDR keys programmed
-        self._overflows: list[Overflow] = []  # tables the last plan did not fit
+        self._overflows = Overflows(log, "maps")  # what the last plan did not fit
         self._hooked = False
         self._drops = MonotonicTotals()
         self._lock = threading.Lock()  # metrics scrapes read counters and plan state
@@ -152,7 +153,8 @@ class EbpfBackend:
         full sync, from scratch, repairing the maps against the kernel's. Returns
         whether entries or endpoint flags, not only addresses, changed."""
         # A capped plan (capacity.py) is not the IR the change is from: plan it whole.
-        repair = full or change is None or self._programmed is None or bool(self._overflows)
+        repair = full or change is None or self._programmed is None
+        repair = repair or bool(self._overflows.latest())
         rewire = repair or self._needs_interfaces(ir, change)
         if rewire:
             self._interfaces = host_interfaces(ir)
@@ -172,7 +174,7 @@ class EbpfBackend:
             if overflows:
                 released |= self.planner.rebuild(planned, self._host_addresses(ir)).endpoint_del
                 repair = True
-            self._report_overflows(overflows)
+            self._overflows.report(overflows)
             if self.planner.numbers.take_changed():
                 self._save_allocations()
             stale: dict[str, list[bytes]] = {}
@@ -321,18 +323,8 @@ class EbpfBackend:
             overflows.append(Overflow("addr", cap, len(state.addresses), (), (), out))
         return planned, overflows
 
-    def _report_overflows(self, overflows: list[Overflow]) -> None:
-        """Logged when they change (not at every full sync)."""
-        if overflows != self._overflows:
-            for overflow in overflows:
-                log.error("capacity exceeded: %s", overflow.message())
-            if self._overflows and not overflows:
-                log.info("the plan fits the maps again: every endpoint is enforced exactly")
-        self._overflows = overflows
-
     def capacity_exceeded(self) -> list[Overflow]:
-        with self._lock:
-            return list(self._overflows)
+        return self._overflows.latest()
 
     def _write_pod_cidrs(self, ir: NodeIR, repair: bool) -> None:
         """The node's IPv4 pod CIDRs, when they changed (read back on a full sync)."""
