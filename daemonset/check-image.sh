@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
-# Build the agent's image here and run it in the netns lab as the DaemonSet runs it:
-# the image's root filesystem, the DaemonSet's mounts (/sys read-only with the BPF
-# filesystem bound in, /run/picket, the xtables lock, the node's /lib/modules and
-# /usr/src under /host), only NET_ADMIN, NET_RAW, BPF and PERFMON in the bounding set,
-# no seccomp filter (the DaemonSet's Unconfined), for both backends; then checks that
-# each agent is ready, that the three-tier example is enforced, and that the drop
-# counter names the namespace. First it checks that the image holds no lab: neither the
+# Build the agent's image here and run it in the netns lab as each backend's overlay
+# runs it, with exactly that overlay's privileges: the image's root filesystem and the
+# overlay's mounts, only its capabilities in the bounding set. iptables
+# (daemonset/iptables/): NET_ADMIN and NET_RAW, the xtables lock and the journal, no BPF
+# filesystem, no kernel headers, and a seccomp filter refusing what the runtime's
+# default profile refuses a container without SYS_ADMIN, BPF or PERFMON (bpf(2),
+# perf_event_open, mount, setns, ...: a denylist standing in for the runtime's
+# allowlist). eBPF (daemonset/ebpf/): NET_ADMIN, NET_RAW, BPF and PERFMON, no seccomp
+# filter (its Unconfined), of the BPF filesystem only the node's /sys/fs/bpf/picket as
+# /sys/fs/bpf, /run/picket, the node's /lib/modules and /usr/src under /host. Then checks
+# that each agent is ready, that the three-tier example is enforced, that the drop
+# counter names the namespace, and that the uninstall's command with its privileges
+# (daemonset/uninstall/: NET_ADMIN, NET_RAW, Picket's BPF directory) leaves nothing of
+# Picket on the nodes. First it checks that the image holds no lab: neither the
 # `lab` package nor any distribution of the lab extra that the agent's own dependencies
 # do not require imports in the image's venv. Not part of `make test` (the build downloads ~500 MB);
 # docs/deploy.md says what it showed.
@@ -107,6 +114,7 @@ need_tools() {
     local missing=()
     command -v buildah >/dev/null || missing+=(buildah)
     command -v debootstrap >/dev/null || missing+=(debootstrap)
+    python3 -c 'import seccomp' 2>/dev/null || missing+=(python3-seccomp)
     if [ "${#missing[@]}" -gt 0 ]; then
         log "installing ${missing[*]}"
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
@@ -144,38 +152,85 @@ build() {
         -f "$repo/daemonset/Containerfile" -t "$image" "$repo" >/dev/null
 }
 
-# The image's agent on lab node $1 with backend $2, as the DaemonSet runs it.
-run_agent() {
-    local node="$1" backend="$2" ctr mnt
+# Refuses (EPERM) what the runtime's default seccomp profile refuses a container without
+# SYS_ADMIN, BPF or PERFMON, then runs the command it is given.
+SECCOMP_DEFAULT='
+import errno, os, sys, seccomp
+refused = """bpf perf_event_open mount umount2 unshare setns pivot_root keyctl add_key
+request_key ptrace process_vm_readv process_vm_writev kexec_load kexec_file_load
+init_module finit_module delete_module open_by_handle_at name_to_handle_at reboot swapon
+swapoff syslog acct settimeofday clock_settime clock_adjtime adjtimex quotactl
+fanotify_init userfaultfd lookup_dcookie iopl ioperm uselib""".split()
+f = seccomp.SyscallFilter(seccomp.ALLOW)
+for name in refused:
+    try:
+        f.add_rule(seccomp.ERRNO(errno.EPERM), name)
+    except (RuntimeError, ValueError):
+        pass  # not a system call of this architecture
+f.load()
+os.execvp(sys.argv[1], sys.argv[1:])
+'
+
+# Runs, in the image on lab node $1, the image's entry point with $2... (picket's
+# arguments) under backend $3's overlay's privileges ("uninstall": the uninstall's);
+# in the background, its output in $work/$4.log.
+run_in_image() {
+    local node="$1" args="$2" privileges="$3" name="$4" ctr mnt caps filter=no
     ctr="$(buildah from "$image")"
     containers+=("$ctr")
     mnt="$(buildah mount "$ctr")"
-    mkdir -p /run/picket
+    case "$privileges" in
+        iptables | uninstall) caps=-all,+net_admin,+net_raw filter=yes ;;
+        ebpf) caps=-all,+net_admin,+net_raw,+bpf,+perfmon ;;
+    esac
+    mkdir -p /run/picket /sys/fs/bpf/picket
     touch /run/xtables.lock
     # shellcheck disable=SC2016  # the inner bash expands these
     nsenter --net="/run/netns/picket-$node" unshare -m --propagation private bash -c '
         set -e
-        mnt=$1 node=$2 backend=$3
+        mnt=$1 node=$2 privileges=$3 caps=$4 filter=$5 args=$6 seccomp=$7
+        mount --bind "$mnt" "$mnt"  # the root, made read-only once the mounts are in
         mount -t proc proc "$mnt/proc"
         mount --rbind /dev "$mnt/dev"
         mount --bind /sys "$mnt/sys"
         mount -o remount,bind,ro "$mnt/sys"
-        mount --bind /sys/fs/bpf "$mnt/sys/fs/bpf"
-        mkdir -p "$mnt/run/picket" "$mnt/host/lib/modules" "$mnt/host/usr/src"
-        mount --bind /run/picket "$mnt/run/picket"
         touch "$mnt/run/xtables.lock"
         mount --bind /run/xtables.lock "$mnt/run/xtables.lock"
-        mount --bind /lib/modules "$mnt/host/lib/modules"
-        mount --bind /usr/src "$mnt/host/usr/src"
         mount -t tmpfs tmpfs "$mnt/tmp"
-        mount -t tmpfs tmpfs "$mnt/lib/modules"
+        if [ "$privileges" != iptables ]; then
+            # Only Picket'"'"'s own directory of the BPF filesystem, as the overlays do.
+            mount --bind /sys/fs/bpf/picket "$mnt/sys/fs/bpf"
+            mkdir -p "$mnt/run/picket"
+            mount --bind /run/picket "$mnt/run/picket"
+        fi
+        if [ "$privileges" = ebpf ]; then
+            mkdir -p "$mnt/host/lib/modules" "$mnt/host/usr/src"
+            mount --bind /lib/modules "$mnt/host/lib/modules"
+            mount --bind /usr/src "$mnt/host/usr/src"
+            mount -t tmpfs tmpfs "$mnt/lib/modules"
+        fi
         cp /run/picket-lab/kubeconfig "$mnt/tmp/kubeconfig"
-        exec chroot "$mnt" /usr/bin/env -i PATH=/opt/picket/venv/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-            NODE_NAME="$node" /usr/bin/setpriv --bounding-set -all,+net_admin,+net_raw,+bpf,+perfmon -- \
-            /usr/local/bin/picket-entrypoint agent --backend "$backend" --metrics-addr :9402 \
-            --kubeconfig /tmp/kubeconfig
-    ' _ "$mnt" "$node" "$backend" >"$work/agent-$node-$backend.log" 2>&1 &
+        mount -o remount,bind,ro "$mnt"  # readOnlyRootFilesystem
+        run=(chroot "$mnt" /usr/bin/env -i PATH=/opt/picket/venv/bin:/usr/sbin:/usr/bin:/sbin:/bin
+            NODE_NAME="$node" /usr/bin/setpriv --bounding-set "$caps" --
+            /usr/local/bin/picket-entrypoint)
+        # shellcheck disable=SC2086  # the arguments are words
+        if [ "$filter" = yes ]; then
+            exec python3 -c "$seccomp" "${run[@]}" $args
+        fi
+        # shellcheck disable=SC2086
+        exec "${run[@]}" $args
+    ' _ "$mnt" "$node" "$privileges" "$caps" "$filter" "$args" "$SECCOMP_DEFAULT" \
+        >"$work/$name.log" 2>&1 &
     agents+=("$!")
+}
+
+# The image's agent on lab node $1 with backend $2, as its overlay runs it.
+run_agent() {
+    local node="$1" backend="$2" args
+    args="agent --backend $backend --metrics-addr :9402 --kubeconfig /tmp/kubeconfig"
+    [ "$backend" = ebpf ] && args+=" --bpf-pin-root /sys/fs/bpf"
+    run_in_image "$node" "$args" "$backend" "agent-$node-$backend"
 }
 
 # The image's own python, in the image's root filesystem, imports no lab module.
@@ -237,8 +292,18 @@ check_backend() {
     grep -q 'namespace="shop",reason="policy"' <<<"$counters" || ok=1
     stop_agents
     for node in node-1 node-2; do
-        nsenter --net="/run/netns/picket-$node" "$picket" agent --node "$node" \
-            --backend "$backend" --cleanup >/dev/null
+        # The uninstall's command (daemonset/uninstall/uninstall.yaml), its privileges.
+        run_in_image "$node" "agent --backend iptables --cleanup" uninstall "uninstall-$node-1"
+        wait "${agents[@]}" || ok=1
+        agents=()
+        run_in_image "$node" "agent --backend ebpf --bpf-pin-root /sys/fs/bpf --cleanup" \
+            uninstall "uninstall-$node-2"
+        wait "${agents[@]}" || ok=1
+        agents=()
+        left="$(nsenter --net="/run/netns/picket-$node" iptables-save | grep -c PICKET || true)"
+        pins="$(find /sys/fs/bpf/picket -mindepth 1 | wc -l)"
+        echo "  $node after the uninstall: $left iptables lines, $pins pins (want 0, 0)"
+        [ "$left" = 0 ] && [ "$pins" = 0 ] || ok=1
     done
     return "$ok"
 }
@@ -253,6 +318,6 @@ for backend in iptables ebpf; do
     check_backend "$backend" || status=1
 done
 if [ "$status" = 0 ]; then
-    log "the image enforces with both backends under the DaemonSet's privileges"
+    log "the image enforces with each backend under its own overlay's privileges, and the uninstall leaves nothing"
 fi
 exit "$status"

@@ -123,8 +123,9 @@ def agent_args(
     kubeconfig: str | None = None,
     address: str = NODE_IP,
 ) -> list[str]:
-    """The `picket agent` arguments the DaemonSet runs (daemonset/30-daemonset.yaml's
-    container args are exactly `agent_args("$(PICKET_BACKEND)")`, a unit test holds
+    """The `picket agent` arguments the DaemonSet runs (the container args of each
+    backend's overlay, daemonset/iptables/ and daemonset/ebpf/, are exactly
+    `agent_args(backend)`, plus the eBPF pin root its mount moves; a unit test holds
     them equal), so the lab exercises what is deployed. The lab adds only what a pod
     gets from its environment: the node name ($NODE_NAME) and address ($NODE_IP, from
     the downward API) and the API credentials (the in-cluster service account)."""

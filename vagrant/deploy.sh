@@ -10,7 +10,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 export KUBECONFIG=/etc/rancher/k3s/k3s.yaml
 
-# daemonset/ as it is, but for the one value that picks the backend.
+# The overlay of the backend the Vagrantfile chose (daemonset/iptables/ or
+# daemonset/ebpf/), rendered as kubectl renders it.
 render_manifests() {
     local dir="$1"
     case "$PICKET_BACKEND" in
@@ -18,25 +19,39 @@ render_manifests() {
         *) die "PICKET_BACKEND must be iptables or ebpf, not $PICKET_BACKEND" ;;
     esac
     mkdir -p "$dir"
-    cp "$CHECKOUT"/daemonset/*.yaml "$dir/"
-    sed -i "s/^  backend: .*/  backend: $PICKET_BACKEND/" "$dir/20-config.yaml"
-    grep -qx "  backend: $PICKET_BACKEND" "$dir/20-config.yaml" \
-        || die "could not set the backend in daemonset/20-config.yaml"
+    kubectl kustomize "$CHECKOUT/daemonset/$PICKET_BACKEND" >"$dir/picket.yaml"
+}
+
+# The backend the running DaemonSet was deployed with ("" before the first deploy).
+deployed_backend() {
+    kubectl -n picket-system get daemonset picket-agent \
+        -o jsonpath='{.spec.template.spec.containers[0].args[2]}' 2>/dev/null || true
+}
+
+# daemonset/uninstall/ on every node that has joined, until each removed everything
+# of both backends; then the uninstall goes too.
+uninstall() {
+    kubectl kustomize "$CHECKOUT/daemonset/uninstall" | kubectl apply -f -
+    kubectl -n picket-system rollout status daemonset/picket-uninstall --timeout=10m
+    kubectl -n picket-system delete daemonset picket-uninstall --wait=true
 }
 
 deploy_picket() {
     local manifests before
     manifests="$(mktemp -d)"
     render_manifests "$manifests"
-    before="$(kubectl -n picket-system get configmap picket-config \
-        -o jsonpath='{.data.backend}' 2>/dev/null || true)"
+    before="$(deployed_backend)"
+    if [ "$before" = ebpf ] && [ "$PICKET_BACKEND" = iptables ]; then
+        # The iptables DaemonSet may not touch the BPF filesystem, so it cannot remove
+        # what the eBPF agents pinned: the uninstall does, between the two.
+        log "backend ebpf -> iptables: removing the eBPF backend from every node first"
+        kubectl -n picket-system delete daemonset picket-agent --wait=true
+        uninstall
+    fi
+    # A new backend's pods replace the old ones (the eBPF pods' init container removes
+    # what the iptables backend programmed).
     kubectl apply -f "$manifests"
     rm -rf "$manifests"
-    if [ -n "$before" ] && [ "$before" != "$PICKET_BACKEND" ]; then
-        # A ConfigMap change does not restart pods; the new ones clean up the old backend.
-        log "backend $before -> $PICKET_BACKEND: restarting the agents"
-        kubectl -n picket-system rollout restart daemonset/picket-agent
-    fi
     # Only the nodes that have joined so far; later ones run the agent as they join.
     kubectl -n picket-system rollout status daemonset/picket-agent --timeout=10m
 }

@@ -37,7 +37,7 @@ node_field() {
 
 # The agent's image reference, read from the DaemonSet (the one place it is written).
 image_ref() {
-    awk '$1 == "image:" { print $2; exit }' "$CHECKOUT/daemonset/30-daemonset.yaml"
+    awk '$1 == "image:" { print $2; exit }' "$CHECKOUT/daemonset/base/30-daemonset.yaml"
 }
 
 APT_UPDATED=""

@@ -37,7 +37,7 @@ load_modules() {
 build_image() {
     local image tarball="$K3S_IMAGES/picket.tar"
     image="$(image_ref)"
-    [ -n "$image" ] || die "no image in daemonset/30-daemonset.yaml"
+    [ -n "$image" ] || die "no image in daemonset/base/30-daemonset.yaml"
     log "building $image from daemonset/Containerfile (a few minutes)"
     # Host network for RUN steps: apt and pip need the internet, and the node has no
     # container network of buildah's own.

@@ -11,7 +11,7 @@ set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-METRICS_PORT=9402  # the agents' --metrics-addr (daemonset/30-daemonset.yaml)
+METRICS_PORT=9402  # the agents' --metrics-addr (daemonset/base/30-daemonset.yaml)
 
 write_config() {
     local dir="$1" name address cidr first=1

@@ -1,13 +1,16 @@
 """The deployment (daemonset/, Vagrantfile, vagrant/): everything that can be checked
-without a Kubernetes cluster or a VM. Schema, RBAC, the agent's arguments against the
-lab's, the one package list, the kernel headers script, the CNI configuration against
-the lab's, the Vagrantfile evaluated, shellcheck, Prometheus' configuration, and the
-docs' statement of what was verified where. No root needed; ruby, shellcheck and
-promtool come from `make setup` (a missing tool fails, never skips)."""
+without a Kubernetes cluster or a VM. Each overlay as `kubectl kustomize` renders it
+(daemonset/iptables/, daemonset/ebpf/, daemonset/uninstall/): schema, RBAC, each
+backend's privileges and nothing more, the agent's arguments against the lab's; the one
+package list, the kernel headers script, the CNI configuration against the lab's, the
+Vagrantfile evaluated, shellcheck, Prometheus' configuration, and the docs' statement
+of what was verified where. No root needed; ruby, shellcheck and promtool come from
+`make setup`, kubectl is the lab's (a missing tool fails, never skips)."""
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import re
@@ -24,7 +27,6 @@ from kubernetes import client
 
 import agent
 from agent.cli import build_parser
-from agent.commands.agent_cmd import BACKENDS
 from agent.loop.watch import kinds
 from lab import lab
 from lab.config import LabNode
@@ -36,28 +38,45 @@ DAEMONSET = REPO / "daemonset"
 VAGRANT = REPO / "vagrant"
 # The Vagrant lab's Kubernetes (k3s v1.31) and the newest the validator knows.
 K8S_VERSIONS = ("1.31.0", kubernetes_validate.latest_version())
-BACKEND_PLACEHOLDER = "$(PICKET_BACKEND)"
+OVERLAYS = ("iptables", "ebpf", "uninstall")
+# What the eBPF overlay's mount moves: the node's /sys/fs/bpf/picket is the container's
+# /sys/fs/bpf, where the lab's agents (not in a container) use the default pin root.
+POD_ONLY = {"iptables": [], "ebpf": ["--bpf-pin-root", "/sys/fs/bpf"]}
+BPF_DIR = "/sys/fs/bpf/picket"
+
+
+@functools.cache
+def rendered(overlay: str) -> tuple[dict, ...]:
+    proc = run(tool("kubectl"), "kustomize", str(DAEMONSET / overlay))
+    assert proc.returncode == 0, proc.stderr
+    return tuple(doc for doc in yaml.safe_load_all(proc.stdout) if doc)
 
 
 def manifests() -> list[tuple[str, dict]]:
-    out = []
-    for path in sorted(DAEMONSET.glob("*.yaml")):
-        out += [(path.name, doc) for doc in yaml.safe_load_all(path.read_text()) if doc]
-    return out
+    return [(overlay, doc) for overlay in OVERLAYS for doc in rendered(overlay)]
 
 
-def only(kind: str) -> dict:
-    (found,) = [doc for _, doc in manifests() if doc["kind"] == kind]
+def only(kind: str, overlay: str = "iptables") -> dict:
+    (found,) = [doc for doc in rendered(overlay) if doc["kind"] == kind]
     return found
 
 
-def daemonset_pod() -> dict:
-    return only("DaemonSet")["spec"]["template"]["spec"]
+def daemonset_pod(overlay: str = "iptables") -> dict:
+    return only("DaemonSet", overlay)["spec"]["template"]["spec"]
 
 
-def agent_container() -> dict:
-    (container,) = [c for c in daemonset_pod()["containers"] if c["name"] == "agent"]
+def agent_container(backend: str = "iptables") -> dict:
+    (container,) = [c for c in daemonset_pod(backend)["containers"] if c["name"] == "agent"]
     return container
+
+
+def host_paths(overlay: str, container: dict) -> dict[str, str | None]:
+    """A container's mount paths -> the node path each shows (None: not the node's)."""
+    volumes = {v["name"]: v for v in daemonset_pod(overlay)["volumes"]}
+    return {
+        m["mountPath"]: volumes[m["name"]].get("hostPath", {}).get("path")
+        for m in container["volumeMounts"]
+    }
 
 
 def tool(name: str) -> str:
@@ -89,7 +108,10 @@ def test_the_schema_check_refuses_a_misspelled_field():
 
 
 def test_rbac_is_exactly_get_list_watch_on_what_the_agent_watches():
-    roles = [doc for _, doc in manifests() if doc["kind"] in ("Role", "ClusterRole")]
+    assert [d for d in rendered("ebpf") if d["kind"] != "DaemonSet"] == [
+        d for d in rendered("iptables") if d["kind"] != "DaemonSet"
+    ]  # the overlays differ in the DaemonSet only
+    roles = [doc for doc in rendered("iptables") if doc["kind"] in ("Role", "ClusterRole")]
     assert [r["metadata"]["name"] for r in roles] == ["picket-agent"]
     granted = {
         (group, resource, frozenset(rule["verbs"]))
@@ -145,13 +167,14 @@ def watched_resources() -> set[tuple[str, str]]:
 # --- the agent's arguments: the lab's and the DaemonSet's -----------------------------
 
 
-def test_daemonset_args_are_the_flags_the_lab_passes(tmp_path, monkeypatch):
-    """Run the lab's own agent start-up (with process start captured) and derive the
-    DaemonSet's args from what it launches: only what a pod gets from its environment
-    (node name, in-cluster credentials) may differ."""
+@pytest.mark.parametrize("backend", ["iptables", "ebpf"])
+def test_daemonset_args_are_the_flags_the_lab_passes(tmp_path, monkeypatch, backend):
+    """Run the lab's own agent start-up (with process start captured) and derive each
+    overlay's args from what it launches: only what a pod gets from its environment
+    (node name, in-cluster credentials) and the eBPF pin root its mount moves differ."""
     started = []
     monkeypatch.setattr(lab.processes, "start", lambda *a, **kw: started.append((a, kw)))
-    lab._reconcile_agents(tmp_path, [LabNode(1), LabNode(2)], "ebpf", "")
+    lab._reconcile_agents(tmp_path, [LabNode(1), LabNode(2)], backend, "")
     assert len(started) == 2
     (state, name, argv), kw = started[0]
     assert state == tmp_path
@@ -161,36 +184,61 @@ def test_daemonset_args_are_the_flags_the_lab_passes(tmp_path, monkeypatch):
     lab_only = ["--node", "node-1", "--kubeconfig", str(tmp_path / "kubeconfig")]
     assert lab_args[-4:] == lab_only
     deployed = [
-        a.replace(BACKEND_PLACEHOLDER, "ebpf").replace(lab.NODE_IP, str(LabNode(1).address))
-        for a in agent_container()["args"]
+        a.replace(lab.NODE_IP, str(LabNode(1).address)) for a in agent_container(backend)["args"]
     ]
-    assert lab_args[:-4] == deployed
-    assert agent_container()["args"] == lab.agent_args(BACKEND_PLACEHOLDER)
+    assert lab_args[:-4] + POD_ONLY[backend] == deployed
+    assert agent_container(backend)["args"] == lab.agent_args(backend) + POD_ONLY[backend]
 
 
 def test_deployed_args_are_valid_agent_flags_and_the_node_comes_from_the_environment(
     monkeypatch,
 ):
-    env = {e["name"]: e for e in agent_container()["env"]}
-    assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
     monkeypatch.setenv("NODE_NAME", "worker-1")
     for backend in ("iptables", "ebpf"):
-        args = [a.replace(BACKEND_PLACEHOLDER, backend) for a in agent_container()["args"]]
-        parsed = build_parser().parse_args(args)
+        env = {e["name"]: e for e in agent_container(backend)["env"]}
+        assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+        parsed = build_parser().parse_args(agent_container(backend)["args"])
         assert (parsed.command, parsed.backend, parsed.node) == ("agent", backend, "worker-1")
         assert parsed.kubeconfig is None  # in-cluster service account
 
 
-def test_the_backend_is_one_value():
-    config = only("ConfigMap")
-    assert config["metadata"]["name"] == "picket-config" and list(config["data"]) == ["backend"]
-    assert config["data"]["backend"] in BACKENDS
-    for container in [*daemonset_pod()["initContainers"], agent_container()]:
-        env = {e["name"]: e for e in container["env"]}
-        assert env["PICKET_BACKEND"]["valueFrom"] == {
-            "configMapKeyRef": {"name": "picket-config", "key": "backend"}
-        }
-    assert agent_container()["args"].count(BACKEND_PLACEHOLDER) == 1
+def test_each_backend_runs_with_its_own_privileges_only():
+    """The iptables overlay: NET_ADMIN and NET_RAW, the runtime's default seccomp and
+    AppArmor profiles, nothing of the BPF filesystem, no kernel headers, no init
+    container. The eBPF one: BPF and PERFMON on top, Unconfined profiles, and of the BPF
+    filesystem only Picket's own directory; its init container (which removes the
+    iptables backend's rules) has the iptables privileges. The uninstall: no BPF."""
+    ipt, ebpf = agent_container("iptables"), agent_container("ebpf")
+    assert ipt["securityContext"]["capabilities"] == {
+        "drop": ["ALL"],
+        "add": ["NET_ADMIN", "NET_RAW"],
+    }
+    for profile in ("seccompProfile", "appArmorProfile"):
+        assert ipt["securityContext"][profile] == {"type": "RuntimeDefault"}
+        assert ebpf["securityContext"][profile] == {"type": "Unconfined"}
+    assert "initContainers" not in daemonset_pod("iptables")
+    assert set(host_paths("iptables", ipt).values()) == {
+        "/run/xtables.lock",
+        "/run/systemd/journal",
+        None,
+    }
+    assert ebpf["securityContext"]["capabilities"] == {
+        "drop": ["ALL"],
+        "add": ["NET_ADMIN", "NET_RAW", "BPF", "PERFMON"],
+    }
+    bpf = {path: node for path, node in host_paths("ebpf", ebpf).items() if node and "bpf" in node}
+    assert bpf == {"/sys/fs/bpf": BPF_DIR}
+    (init,) = daemonset_pod("ebpf")["initContainers"]
+    assert init["securityContext"] == ipt["securityContext"]
+    assert "--backend iptables --cleanup" in init["args"][0]
+    (cleanup,) = daemonset_pod("uninstall")["containers"]
+    assert cleanup["securityContext"]["capabilities"]["add"] == ["NET_ADMIN", "NET_RAW"]
+    assert {p: n for p, n in host_paths("uninstall", cleanup).items() if n and "bpf" in n} == {
+        "/sys/fs/bpf": BPF_DIR
+    }
+    script = cleanup["args"][0]
+    assert "--backend iptables --cleanup" in script
+    assert "--backend ebpf --bpf-pin-root /sys/fs/bpf --cleanup" in script
 
 
 def metrics_port_of(args: list[str]) -> int:
@@ -226,22 +274,23 @@ def test_the_metrics_port_agrees_everywhere(tmp_path):
     assert {t.rpartition(":")[2] for t in targets} == {str(port)}
 
 
-def test_the_daemonset_is_a_node_agent():
-    pod = daemonset_pod()
-    assert pod["hostNetwork"] is True and pod["dnsPolicy"] == "ClusterFirstWithHostNet"
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_daemonset_is_a_node_agent(overlay):
+    pod = daemonset_pod(overlay)
+    assert pod["hostNetwork"] is True
     assert pod["tolerations"] == [{"operator": "Exists"}]  # every node, every taint
     assert pod["priorityClassName"] == "system-node-critical"
-    security = agent_container()["securityContext"]
-    assert security["privileged"] is False
-    assert security["capabilities"] == {
-        "drop": ["ALL"],
-        "add": ["NET_ADMIN", "NET_RAW", "BPF", "PERFMON"],
-    }
-    mounts = {m["mountPath"]: m for m in agent_container()["volumeMounts"]}
-    volumes = {v["name"]: v for v in pod["volumes"]}
-    host = {path: volumes[m["name"]].get("hostPath", {}).get("path") for path, m in mounts.items()}
-    assert host == {
-        "/sys/fs/bpf": "/sys/fs/bpf",
+    for container in [*pod.get("initContainers", []), *pod["containers"]]:
+        security = container["securityContext"]
+        assert security["privileged"] is False and security["allowPrivilegeEscalation"] is False
+        assert security["readOnlyRootFilesystem"] is True
+        assert container["image"] == agent_container()["image"]
+
+
+def test_the_ebpf_agent_mounts_what_it_pins_and_compiles_with():
+    mounts = {m["mountPath"]: m for m in agent_container("ebpf")["volumeMounts"]}
+    assert host_paths("ebpf", agent_container("ebpf")) == {
+        "/sys/fs/bpf": BPF_DIR,
         "/run/picket": "/run/picket",
         "/run/xtables.lock": "/run/xtables.lock",
         "/run/systemd/journal": "/run/systemd/journal",
@@ -252,9 +301,6 @@ def test_the_daemonset_is_a_node_agent():
     }
     assert mounts["/host/lib/modules"]["readOnly"] and mounts["/host/usr/src"]["readOnly"]
     assert mounts["/sys/fs/bpf"]["mountPropagation"] == "HostToContainer"
-    init = daemonset_pod()["initContainers"]
-    assert [c["securityContext"] for c in init] == [security]
-    assert [c["image"] for c in init] == [agent_container()["image"]]
 
 
 def mebibytes(quantity: str) -> float:
@@ -262,15 +308,15 @@ def mebibytes(quantity: str) -> float:
     return float(quantity[:-2]) * units[quantity[-2:]]
 
 
-def test_resources_cover_the_measurements():
+@pytest.mark.parametrize(("backend", "rss"), [("iptables", 95), ("ebpf", 230)])
+def test_resources_cover_the_measurements(backend, rss):
     """docs/deploy.md: RSS 95 MiB (iptables), 230 MiB (eBPF), drop log under 64 MiB."""
-    resources = agent_container()["resources"]
+    resources = agent_container(backend)["resources"]
     requests, limits = resources["requests"], resources["limits"]
-    assert mebibytes(requests["memory"]) >= 230
-    assert mebibytes(limits["memory"]) >= 230 + 64
+    assert mebibytes(requests["memory"]) >= rss
+    assert mebibytes(limits["memory"]) >= rss + 64
     assert mebibytes(limits["memory"]) >= mebibytes(requests["memory"])
     assert requests["cpu"].endswith("m") and "cpu" in limits
-    assert [c["resources"] for c in daemonset_pod()["initContainers"]] == [resources]
 
 
 def test_the_image_is_the_versioned_local_build():
@@ -333,8 +379,11 @@ def test_setup_and_the_image_link_kernel_headers_with_one_script():
     assert "link_kernel_headers" not in setup  # not a second copy
     assert "bash /opt/picket/src/scripts/kernel-headers.sh --node /host" in entry
     assert "COPY scripts/kernel-headers.sh /opt/picket/src/scripts/" in containerfile_instructions()
-    mounts = {m["mountPath"] for m in agent_container()["volumeMounts"]}
-    assert {"/host/lib/modules", "/host/usr/src"} <= mounts
+    mounts = {m["mountPath"] for m in agent_container("ebpf")["volumeMounts"]}
+    assert {"/host/lib/modules", "/host/usr/src"} <= mounts  # eBPF only: BCC compiles
+    assert not {"/host/lib/modules", "/lib/modules"} & {
+        m["mountPath"] for m in agent_container("iptables")["volumeMounts"]
+    }
 
 
 def headers(local: Path, *args: str) -> tuple[str, dict[str, str]]:
@@ -580,17 +629,13 @@ def test_every_node_is_provisioned_by_scripts_that_exist_with_the_settings_they_
     assert boot["run"] == "always"  # routes and forwarding do not survive a reboot
 
 
-def test_the_vagrant_lab_applies_daemonset_with_only_the_backend_changed(tmp_path):
-    env = {**os.environ, **vagrant_lab(PICKET_BACKEND="ebpf")["env"]}
+@pytest.mark.parametrize("backend", ["iptables", "ebpf"])
+def test_the_vagrant_lab_applies_the_overlay_of_its_backend(tmp_path, backend):
+    env = {**os.environ, **vagrant_lab(PICKET_BACKEND=backend)["env"]}
     proc = run("bash", "vagrant/deploy.sh", "--manifests-only", str(tmp_path), env=env)
     assert proc.returncode == 0, proc.stderr
-    applied = {p.name: list(yaml.safe_load_all(p.read_text())) for p in tmp_path.iterdir()}
-    original = {p.name: list(yaml.safe_load_all(p.read_text())) for p in DAEMONSET.glob("*.yaml")}
-    (config,) = applied.pop("20-config.yaml")
-    assert config["data"] == {"backend": "ebpf"}
-    assert config["metadata"] == only("ConfigMap")["metadata"]
-    del original["20-config.yaml"]
-    assert applied == original
+    (applied,) = tmp_path.iterdir()
+    assert tuple(yaml.safe_load_all(applied.read_text())) == rendered(backend)
     env["PICKET_BACKEND"] = "nft"
     bad = run("bash", "vagrant/deploy.sh", "--manifests-only", str(tmp_path / "x"), env=env)
     assert bad.returncode != 0 and "must be iptables or ebpf" in bad.stderr
