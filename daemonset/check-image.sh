@@ -114,7 +114,7 @@ need_tools() {
     local missing=()
     command -v buildah >/dev/null || missing+=(buildah)
     command -v debootstrap >/dev/null || missing+=(debootstrap)
-    python3 -c 'import seccomp' 2>/dev/null || missing+=(python3-seccomp)
+    /usr/bin/python3 -c 'import seccomp' 2>/dev/null || missing+=(python3-seccomp)
     if [ "${#missing[@]}" -gt 0 ]; then
         log "installing ${missing[*]}"
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
@@ -216,7 +216,7 @@ run_in_image() {
             /usr/local/bin/picket-entrypoint)
         # shellcheck disable=SC2086  # the arguments are words
         if [ "$filter" = yes ]; then
-            exec python3 -c "$seccomp" "${run[@]}" $args
+            exec /usr/bin/python3 -c "$seccomp" "${run[@]}" $args
         fi
         # shellcheck disable=SC2086
         exec "${run[@]}" $args

@@ -670,3 +670,29 @@ def test_the_deploy_doc_says_what_was_verified_where():
     assert "tests/unit/test_deploy.py" in here and "daemonset/check-image.sh" in here
     for unverified in ("k3s", "buildah", "Prometheus", "check.sh", "journald", "AppArmor"):
         assert unverified in real
+
+
+@pytest.mark.parametrize(
+    ("args", "links_headers"),
+    [
+        (["agent", "--backend", "ebpf", "--metrics-addr", ":9402"], True),
+        (["agent", "--backend", "ebpf", "--cleanup"], False),
+        (["agent", "--backend", "iptables", "--metrics-addr", ":9402"], False),
+        (["explain", "x/a", "y/b", "80"], False),
+    ],
+)
+def test_the_entry_point_links_kernel_headers_only_where_bcc_compiles(
+    tmp_path, args, links_headers
+):
+    """The iptables overlay mounts no headers and no writable /lib/modules: its agent
+    (and every --cleanup) must go straight to picket. Here the headers script is not
+    where the image has it, so trying it fails, which shows it was tried."""
+    fake = tmp_path / "picket"
+    fake.write_text('#!/bin/sh\necho "picket $*"\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    proc = run("bash", str(DAEMONSET / "entrypoint.sh"), *args, env=env)
+    if links_headers:
+        assert proc.returncode != 0 and "kernel-headers.sh" in proc.stderr
+    else:
+        assert proc.returncode == 0 and proc.stdout == f"picket {' '.join(args)}\n", proc.stderr
