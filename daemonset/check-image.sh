@@ -257,7 +257,7 @@ except OSError as exc:
 }
 
 check_backend() {
-    local backend="$1" node ok=0 deadline
+    local backend="$1" node ok=0 deadline counters=""
     log "backend $backend: agents from the image on node-1 and node-2"
     "$picket" lab down >/dev/null 2>&1
     KUBECONFIG="$("$picket" lab up --nodes 2 --backend none | tail -n1)"
@@ -286,10 +286,16 @@ check_backend() {
     echo "  frontend -> database:5432: $denied (want timeout)"
     echo "  backend  -> database:5432: $allowed (want connected)"
     [ "$denied" = timeout ] && [[ "$allowed" == connected* ]] || ok=1
-    counters="$(for node in 1 2; do fetch "http://198.18.0.$node:9402/metrics"; done \
-        | grep '^picket_dropped_packets_total' || true)"
+    # Counters come from the agents' timed reading (every 5 s: docs/metrics.md).
+    deadline=$((SECONDS + 15))
+    until grep -q 'namespace="shop",reason="policy"' <<<"${counters:-}"; do
+        [ "$SECONDS" -ge "$deadline" ] && break
+        sleep 1
+        counters="$(for node in 1 2; do fetch "http://198.18.0.$node:9402/metrics"; done \
+            | grep '^picket_dropped_packets_total' || true)"
+    done
     echo "  ${counters:-no drop counters}"
-    grep -q 'namespace="shop",reason="policy"' <<<"$counters" || ok=1
+    grep -q 'namespace="shop",reason="policy"' <<<"${counters:-}" || ok=1
     stop_agents
     for node in node-1 node-2; do
         # The uninstall's command (daemonset/uninstall/uninstall.yaml), its privileges.

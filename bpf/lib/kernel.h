@@ -15,6 +15,13 @@ struct bpf_nf_ctx {
 #define NF_DROP 0
 #define NF_ACCEPT 1
 
+/* bpf_probe_read_kernel, called by its number: BCC replaces the name by the older
+ * bpf_probe_read (which a BPF netfilter program may not call) when it cannot read the
+ * kernel's symbol addresses, as in a container without CAP_SYSLOG on a node whose
+ * kernel.perf_event_paranoid is above 1 (Debian's is 3). */
+static long (*read_kernel)(void *dst, __u32 size, const void *unsafe_ptr) =
+    (void *)BPF_FUNC_probe_read_kernel;
+
 /* enum ip_conntrack_info: the low bits of skb->_nfct. */
 #define CTINFO_NEW 2
 #define CTINFO_MASK 7UL
@@ -43,16 +50,16 @@ static __always_inline __u32 hook_ifindex(void *state, __u32 offset)
 {
     void *dev = 0;
     __u32 ifindex = 0;
-    bpf_probe_read_kernel(&dev, sizeof(dev), state + offset);
+    read_kernel(&dev, sizeof(dev), state + offset);
     if (dev)
-        bpf_probe_read_kernel(&ifindex, sizeof(ifindex), dev + PICKET_OFF_DEV_IFINDEX);
+        read_kernel(&ifindex, sizeof(ifindex), dev + PICKET_OFF_DEV_IFINDEX);
     return ifindex;
 }
 
 static __always_inline unsigned long skb_nfct(void *skb)
 {
     unsigned long nfct = 0;
-    bpf_probe_read_kernel(&nfct, sizeof(nfct), skb + PICKET_OFF_SKB_NFCT);
+    read_kernel(&nfct, sizeof(nfct), skb + PICKET_OFF_SKB_NFCT);
     return nfct;
 }
 
@@ -61,8 +68,8 @@ static __always_inline void tuple_side(void *tuple, __u32 addr_off, __u32 port_o
                                        __u32 *addr, __u16 *port)
 {
     __u16 raw = 0;
-    bpf_probe_read_kernel(addr, sizeof(*addr), tuple + addr_off);
-    bpf_probe_read_kernel(&raw, sizeof(raw), tuple + port_off);
+    read_kernel(addr, sizeof(*addr), tuple + addr_off);
+    read_kernel(&raw, sizeof(raw), tuple + port_off);
     *port = bpf_ntohs(raw);
 }
 
@@ -71,8 +78,8 @@ static __always_inline unsigned char *skb_ip_header(void *skb)
 {
     unsigned char *head = 0;
     __u16 network = 0;
-    bpf_probe_read_kernel(&head, sizeof(head), skb + PICKET_OFF_SKB_HEAD);
-    bpf_probe_read_kernel(&network, sizeof(network), skb + PICKET_OFF_SKB_NETWORK_HEADER);
+    read_kernel(&head, sizeof(head), skb + PICKET_OFF_SKB_HEAD);
+    read_kernel(&network, sizeof(network), skb + PICKET_OFF_SKB_NETWORK_HEADER);
     return head + network;
 }
 
@@ -99,7 +106,7 @@ struct ip_fields {
 /* 0, or the error of the read (then `ip` is zeroes: no address, no protocol). */
 static __always_inline long skb_ip_fields(void *skb, struct ip_fields *ip)
 {
-    long err = bpf_probe_read_kernel(ip, sizeof(*ip), skb_ip_header(skb));
+    long err = read_kernel(ip, sizeof(*ip), skb_ip_header(skb));
     if (err)
         __builtin_memset(ip, 0, sizeof(*ip));
     return err;
@@ -164,17 +171,17 @@ static __always_inline void read_flow(void *skb, unsigned long nfct, struct flow
     tuple_side(orig, PICKET_OFF_TUPLE_SRC_ADDR, PICKET_OFF_TUPLE_SRC_PORT, &f->saddr, &f->sport);
     tuple_side(orig, PICKET_OFF_TUPLE_DST_ADDR, PICKET_OFF_TUPLE_DST_PORT, &to_addr, &to_port);
     tuple_side(reply, PICKET_OFF_TUPLE_SRC_ADDR, PICKET_OFF_TUPLE_SRC_PORT, &f->daddr, &f->dport);
-    bpf_probe_read_kernel(&f->protocol, 1, orig + PICKET_OFF_TUPLE_PROTONUM);
+    read_kernel(&f->protocol, 1, orig + PICKET_OFF_TUPLE_PROTONUM);
     if (to_addr != f->daddr || to_port != f->dport) {
         f->service_addr = to_addr;
         f->service_port = to_port;
     }
     __u32 mark = 0;
-    bpf_probe_read_kernel(&mark, sizeof(mark), ct + PICKET_OFF_CT_MARK);
+    read_kernel(&mark, sizeof(mark), ct + PICKET_OFF_CT_MARK);
     f->upstream = (mark & TRUSTED_CTMARK) != 0;
     if (f->protocol == IPPROTO_TCP) {
         __u8 state = 0;
-        bpf_probe_read_kernel(&state, 1, ct + PICKET_OFF_CT_TCP_STATE);
+        read_kernel(&state, 1, ct + PICKET_OFF_CT_TCP_STATE);
         f->syn = state == TCP_CONNTRACK_SYN_SENT;
     }
     if (f->protocol != IPPROTO_TCP && f->protocol != IPPROTO_UDP && f->protocol != 132) {
