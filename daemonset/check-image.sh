@@ -307,7 +307,7 @@ check_backend() {
         wait "${agents[@]}" || ok=1
         agents=()
         left="$(nsenter --net="/run/netns/picket-$node" iptables-save | grep -c PICKET || true)"
-        pins="$(find /sys/fs/bpf/picket -mindepth 1 | wc -l)"
+        pins="$(find "/sys/fs/bpf/picket/$node" -mindepth 1 2>/dev/null | wc -l)"
         echo "  $node after the uninstall: $left iptables lines, $pins pins (want 0, 0)"
         [ "$left" = 0 ] && [ "$pins" = 0 ] || ok=1
     done
