@@ -285,7 +285,10 @@ check_backend() {
     allowed="$("$picket" lab probe shop/backend shop/database 5432 || true)"
     echo "  frontend -> database:5432: $denied (want timeout)"
     echo "  backend  -> database:5432: $allowed (want connected)"
-    [ "$denied" = timeout ] && [[ "$allowed" == connected* ]] || ok=1
+    if [ "$denied" != timeout ] || [[ "$allowed" != connected* ]]; then
+        log "not enforced"
+        ok=1
+    fi
     # Counters come from the agents' timed reading (every 5 s: docs/metrics.md).
     deadline=$((SECONDS + 15))
     until grep -q 'namespace="shop",reason="policy"' <<<"${counters:-}"; do
@@ -295,21 +298,26 @@ check_backend() {
             | grep '^picket_dropped_packets_total' || true)"
     done
     echo "  ${counters:-no drop counters}"
-    grep -q 'namespace="shop",reason="policy"' <<<"${counters:-}" || ok=1
+    grep -q 'namespace="shop",reason="policy"' <<<"${counters:-}" || { log "no drop counted"; ok=1; }
     stop_agents
     for node in node-1 node-2; do
         # The uninstall's command (daemonset/uninstall/uninstall.yaml), its privileges.
-        run_in_image "$node" "agent --backend iptables --cleanup" uninstall "uninstall-$node-1"
-        wait "${agents[@]}" || ok=1
-        agents=()
-        run_in_image "$node" "agent --backend ebpf --bpf-pin-root /sys/fs/bpf --cleanup" \
-            uninstall "uninstall-$node-2"
-        wait "${agents[@]}" || ok=1
-        agents=()
+        for step in "ebpf --bpf-pin-root /sys/fs/bpf --cleanup" "iptables --cleanup"; do
+            run_in_image "$node" "agent --backend $step" uninstall "uninstall-$node"
+            if ! wait "${agents[@]}"; then
+                log "the uninstall's 'picket agent --backend $step' failed on $node:"
+                tail -n 20 "$work/uninstall-$node.log" >&2
+                ok=1
+            fi
+            agents=()
+        done
         left="$(nsenter --net="/run/netns/picket-$node" iptables-save | grep -c PICKET || true)"
         pins="$(find "/sys/fs/bpf/picket/$node" -mindepth 1 2>/dev/null | wc -l)"
         echo "  $node after the uninstall: $left iptables lines, $pins pins (want 0, 0)"
-        [ "$left" = 0 ] && [ "$pins" = 0 ] || ok=1
+        if [ "$left" != 0 ] || [ "$pins" != 0 ]; then
+            log "Picket left on $node"
+            ok=1
+        fi
     done
     return "$ok"
 }
