@@ -187,7 +187,7 @@ class IptablesBackend:
         if transit_changed:
             self._ipset(swap_script(transit))
         wanted = {set_name(sid) for sid in ir.sets} | {s.name for s in (*peers, *transit, *sources)}
-        self._destroy_stale_sets(wanted, full)
+        self._destroy_stale_sets(wanted)
         return rules_changed
 
     def _fit(self, ir: NodeIR) -> tuple[NodeIR, list[Overflow]]:
@@ -317,8 +317,9 @@ class IptablesBackend:
             removed += [f"chain {c} ({table})" for c in chains]
         return removed
 
-    def _destroy_stale_sets(self, wanted: set[str], full: bool) -> None:
-        present = set(self._existing_sets()) if full else self._set_names
+    def _destroy_stale_sets(self, wanted: set[str]) -> None:
+        # A full apply read the kernel's sets as it began; every set made since is wanted.
+        present = self._set_names
         stale = sorted(n for n in present - wanted if n.startswith(SET_PREFIX))
         self._set_names = set(wanted)
         for line in destroy_script(stale):

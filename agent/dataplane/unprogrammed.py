@@ -9,10 +9,11 @@ on that pod's own interface: the anti-spoofing check's sources set (source_check
 which gains a pod only after its chains are in place (iptables.py). Two rules, after
 the anti-spoofing check and before everything else in PICKET-FORWARD:
 
-    PICKET-FORWARD       -s <pod CIDR> ! --match-set picket-pod-sources src,src
-                         -d <pod CIDR> ! --match-set picket-pod-sources dst,dst
-                           -> PICKET-UNPROGRAMMED
-    PICKET-UNPROGRAMMED  NFLOG "picket unprogrammed egress|ingress", DROP
+    PICKET-FORWARD    -s <pod CIDR> ! --match-set picket-pod-sources src,src
+                        -> PICKET-UNPROG-EG
+                      -d <pod CIDR> ! --match-set picket-pod-sources dst,dst
+                        -> PICKET-UNPROG-IN
+    PICKET-UNPROG-EG  NFLOG "picket unprogrammed egress", DROP   (-IN: ingress)
 
 (`dst,dst` matches the destination address with the outgoing interface.) Without a pod
 CIDR (a Node with no spec.podCIDRs and no --pod-cidr) nothing is added, and a new pod
