@@ -17,7 +17,7 @@ unit: setup
 	$(PY) -m pytest tests/unit -q
 
 test: setup lint
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q --durations=30
 
 demo: setup
 	@bash scripts/demo.sh
