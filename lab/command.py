@@ -10,11 +10,12 @@ import json
 import os
 import sys
 import urllib.request
+from pathlib import Path
 
 from kubernetes.client import ApiException, CoreV1Api
 
 from agent.explain import render_matrix
-from lab import lab, processes
+from lab import images, lab, processes
 from lab.cluster import (
     core_api,
     get_pod,
@@ -68,6 +69,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     me = cmds.add_parser("metrics", help="what each agent's /metrics says (picket_* series)")
     me.add_argument("prefix", nargs="?", default="picket_", help="only series starting with this")
     me.set_defaults(func=cmd_metrics)
+    im = cmds.add_parser(
+        "image",
+        help="import a checkout as the lab's image localhost/picket:TAG",
+        description="What a node does with the image built from daemonset/Containerfile "
+        "(docs/deploy.md): make it runnable by the DaemonSet. `lab up` imports the "
+        "checkout it runs from under its version; this imports one under another tag.",
+    )
+    im.add_argument("--tag", required=True)
+    im.add_argument("--from", dest="source", type=Path, default=processes.ROOT, metavar="DIR")
+    im.set_defaults(func=cmd_image)
 
 
 def _register_up(cmds: argparse._SubParsersAction) -> None:
@@ -163,6 +174,17 @@ def cmd_up(args: argparse.Namespace) -> int:
     except (lab.LabError, ValueError) as exc:
         return _fail(str(exc))
     print(path)
+    return EXIT_OK
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    if not lab.state_dir().exists():
+        return _fail("the lab is not up (run `picket lab up`)")
+    try:
+        where = images.build(lab.state_dir(), args.source.resolve(), args.tag)
+    except images.ImageError as exc:
+        return _fail(str(exc))
+    print(f"{images.REPOSITORY}:{args.tag} {where}")
     return EXIT_OK
 
 

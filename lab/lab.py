@@ -14,7 +14,7 @@ from pathlib import Path
 
 from kubernetes import config as kubeconfig
 
-from lab import processes, topology
+from lab import images, processes, topology
 from lab.config import (
     AGENT_METRICS_PORT,
     API_ADDRESS,
@@ -224,12 +224,16 @@ def up(
     _ensure_control_plane(state, previous, (node_count, virtual_count), validation)
     _ensure_cluster_dns(state)
     mounted = previous.get("mounted_bpffs", False)
-    if backend == "ebpf" and not _is_bpffs(BPF_ROOT):
-        # Pinned maps need the BPF filesystem; the lab mounts it, and unmounts it at down.
+    if not _is_bpffs(BPF_ROOT):
+        # Pinned maps need the BPF filesystem (a node's systemd mounts it at boot, so the
+        # lab's nodes have it whatever runs on them); the lab mounts it, and unmounts it
+        # at down.
         subprocess.run(["mount", "-t", "bpf", "bpf", str(BPF_ROOT)], check=True)
         mounted = True
     # The agents' drop logs write to journald; where none runs the lab starts one.
     ensure_journald(state / "journald")
+    # The image the DaemonSets of daemonset/ name, as a node imports it (lab/images.py).
+    images.build(state, processes.ROOT, images.default_tag())
     _reconcile_kube_proxies(state, nodes)
     _reconcile_agents(state, nodes, backend, previous.get("backend", ""))
     conf = {"nodes": node_count, "virtual_nodes": virtual_count, "backend": backend}
@@ -290,7 +294,9 @@ def _host_links() -> list[str]:
 def down() -> list[str]:
     """Stop every lab process, delete namespaces, links and files; say what went."""
     state = state_dir()
-    removed = [f"process {name}" for name in processes.names(state) if processes.stop(state, name)]
+    # The kubelet first: it would start again the containers of pods it runs.
+    names = sorted(processes.names(state), key=lambda name: name != KUBELET)
+    removed = [f"process {name}" for name in names if processes.stop(state, name)]
     removed += topology.remove_everything()
     removed += _remove_bpf_leftovers(_read_config(state).get("mounted_bpffs", False))
     removed += stop_journald(state / "journald")

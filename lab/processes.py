@@ -17,6 +17,7 @@ from pathlib import Path
 LAB_MODULES = ("-m lab.", "-m agent.lab.")
 # The checkout the lab runs from, so `python -m lab...` and `-m agent.cli` resolve to it.
 ROOT = Path(__file__).resolve().parents[1]
+CONTAINER_MARKER = "PICKET_LAB_PROCESS"  # in the environment of a lab container's process
 
 
 def _runs_lab_code(cmdline: str) -> bool:
@@ -34,6 +35,18 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def _container_of(pid: int) -> str | None:
+    """The lab container a process is (lab/kubelet/container.py marks its environment):
+    what a container runs need not be lab code (`sleep infinity`)."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    prefix = CONTAINER_MARKER.encode() + b"="
+    found = [e[len(prefix) :].decode() for e in environ if e.startswith(prefix)]
+    return found[0] if found else None
+
+
 def running(state: Path, name: str) -> int | None:
     """The pid of lab process `name` if it is alive."""
     try:
@@ -42,6 +55,7 @@ def running(state: Path, name: str) -> int | None:
         return None
     cmdline = _cmdline(pid)
     is_ours = _runs_lab_code(cmdline) or "picket agent" in cmdline or "agent.cli agent" in cmdline
+    is_ours = is_ours or _container_of(pid) == name
     return pid if is_ours and not _is_zombie(pid) else None
 
 
@@ -88,9 +102,13 @@ def run_once(command: list[str], netns: str | None = None) -> int:
     return subprocess.run(command, capture_output=True, check=False, cwd=ROOT).returncode
 
 
-def stop(state: Path, name: str, grace: float = 5.0) -> bool:
-    """SIGTERM, then SIGKILL after `grace` seconds. True if a process was stopped."""
+def stop(state: Path, name: str, grace: float = 5.0, started: int | None = None) -> bool:
+    """SIGTERM, then SIGKILL after `grace` seconds. True if a process was stopped.
+    `started`: the pid the caller started it as, for a process that may still be
+    exec'ing (its command line is not yet one to recognise)."""
     pid = running(state, name)
+    if pid is None and started is not None and alive(started):
+        pid = started
     _pid_file(state, name).unlink(missing_ok=True)
     if pid is None:
         return False
@@ -123,6 +141,7 @@ def lab_process_pids() -> list[int]:
         if entry.name.isdigit():
             cmdline = _cmdline(int(entry.name))
             ours = _runs_lab_code(cmdline) or "-m agent.cli agent " in cmdline
+            ours = ours or _container_of(int(entry.name)) is not None
             if ours and not _is_zombie(int(entry.name)):
                 found.append(int(entry.name))
     return found

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from lab.apiserver.daemonsets import DaemonSetController
 from lab.apiserver.deployments import DeploymentController
 from lab.apiserver.endpointslice_controller import EndpointSliceController
 from lab.apiserver.server import ApiServer
@@ -101,6 +102,7 @@ async def serve(args: argparse.Namespace) -> None:
     )
     seed(server)
     DeploymentController(server.api).start()
+    DaemonSetController(server.api).start()
     EndpointSliceController(server.api).start()
     context = None
     if args.tls_cert:

@@ -115,6 +115,9 @@ def _default(resource: Resource, obj: dict[str, Any]) -> dict[str, Any]:
     if resource.kind == "Deployment" and isinstance(obj.get("spec"), dict):
         obj["spec"].setdefault("replicas", 1)
         default_pod_template(obj["spec"].get("template"))
+    if resource.kind == "DaemonSet" and isinstance(obj.get("spec"), dict):
+        obj["spec"].setdefault("updateStrategy", {"type": "RollingUpdate"})
+        default_pod_template(obj["spec"].get("template"))
     if resource.kind == "Pod" and isinstance(obj.get("spec"), dict):
         obj["spec"].setdefault("restartPolicy", "Always")
         obj["spec"].setdefault("schedulerName", "default-scheduler")

@@ -1,7 +1,7 @@
 """The resources the lab API server serves, and its discovery documents.
 
 Namespaces, Pods, Nodes and NetworkPolicies are validated with agent.model; Deployments
-drive the lab's deployment controller; Services are validated, get ClusterIPs and
+and DaemonSets drive the lab's controllers of them; Services are validated, get ClusterIPs and
 NodePorts, and drive the EndpointSlice controller; every other kind listed here is
 accepted and stored with no effect, so the manifests users already have apply cleanly."""
 
@@ -74,6 +74,7 @@ RESOURCES: tuple[Resource, ...] = (
         "networking.k8s.io/v1", "networkpolicies", "NetworkPolicy", True, ("netpol",), modelled=True
     ),
     _r("apps/v1", "deployments", "Deployment", True, ("deploy",), ("status", "scale")),
+    _r("apps/v1", "daemonsets", "DaemonSet", True, ("ds",), ("status",)),
     _r("discovery.k8s.io/v1", "endpointslices", "EndpointSlice", True),
     _r("v1", "services", "Service", True, ("svc",), ("status",)),
     # Stored, no effect.
@@ -86,7 +87,6 @@ RESOURCES: tuple[Resource, ...] = (
     _r("v1", "limitranges", "LimitRange", True, ("limits",)),
     _r("v1", "resourcequotas", "ResourceQuota", True, ("quota",)),
     _r("networking.k8s.io/v1", "ingresses", "Ingress", True, ("ing",)),
-    _r("apps/v1", "daemonsets", "DaemonSet", True, ("ds",), ("status",)),
     _r("apps/v1", "statefulsets", "StatefulSet", True, ("sts",), ("status",)),
     _r("apps/v1", "replicasets", "ReplicaSet", True, ("rs",), ("status",)),
     _r("batch/v1", "jobs", "Job", True, (), ("status",)),

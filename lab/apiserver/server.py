@@ -105,9 +105,10 @@ class ApiServer:
     @web.middleware
     async def _authenticate(self, request: web.Request, handler: Any) -> web.StreamResponse:
         if request.path not in UNAUTHENTICATED_PATHS:
-            header = request.headers.get("Authorization", "")
-            given = header.removeprefix("Bearer ").strip()
-            if not header.startswith("Bearer ") or not hmac.compare_digest(given, self.token):
+            # The scheme is case-insensitive, as kube-apiserver reads it: the Python
+            # client's in-cluster configuration sends "bearer".
+            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), self.token):
                 raise st.unauthorized()
         return await handler(request)
 

@@ -6,7 +6,8 @@ else the node with the fewest pods), gives each pod a network namespace wired by
 CNI plugins inside its node's namespace, serves its containerPorts, and reports status.
 Deleting a pod stops its responders and calls CNI DEL. Relabelling changes nothing.
 Pods of the lab's dnsmasq image get a DNS server instead of a responder on 53
-(lab/kubelet/dns_pod.py).
+(lab/kubelet/dns_pod.py); the containers of pods of Picket's images run as processes
+(lab/kubelet/picket_pods.py), so the DaemonSets of daemonset/ run in the lab.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from agent.model.objects import Pod
 from agent.model.parse import parse_object
 from lab import cni
 from lab.config import EXTERNAL_NS, LabNode, VirtualNode, pod_netns
-from lab.kubelet import dns_pod
+from lab.kubelet import dns_pod, picket_pods
 from lab.kubelet.responder import Responder
 from lab.kubelet.status import node_body, running_status
 from lab.kubelet.virtual import VirtualAddresses
@@ -68,6 +69,7 @@ class Kubelet:
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task] = set()
         self.dns = dns_pod.DnsPods(state_dir, kubeconfig or str(state_dir / "kubeconfig"))
+        self.picket = picket_pods.PicketPods(api, state_dir)
 
     def conflist(self, node: LabNode) -> dict[str, Any]:
         return cni.network_config(str(node.pod_cidr), str(self.state_dir / "ipam" / node.name))
@@ -169,6 +171,17 @@ class Kubelet:
             return
         assert isinstance(pod, Pod)
         ports = dns_pod.responder_ports(obj, [(p.port, p.protocol) for p in pod.container_ports])
+        if picket_pods.runs_picket(obj):
+            if not pod.host_network:
+                log.warning(
+                    "pod %s: the lab runs Picket's images in hostNetwork pods only", pod.ref
+                )
+                return
+            # Its containers are processes (picket_pods), which report its status.
+            responder = Responder(pod.ref, node.netns, [], str(node.address))
+            self.sandboxes[uid] = Sandbox(node, None, str(node.address), responder, None)
+            self.picket.start(uid, obj, node)
+            return
         if pod.host_network:
             sandbox = Sandbox(
                 node,
@@ -242,6 +255,7 @@ class Kubelet:
     async def collect_orphans(self) -> None:
         """Pod networks whose pod is gone (deleted while the kubelet was down)."""
         await self.dns.collect(set(self.pods))
+        await self.picket.collect(set(self.pods))
         live = {pod_netns(uid) for uid in self.pods}
         for result_file in sorted((self.state_dir / "cni").glob("*.json")):
             uid = result_file.stem
@@ -269,6 +283,8 @@ class Kubelet:
         return found[0] if found else next(iter(self.nodes.values()))
 
     async def _teardown(self, uid: str) -> None:
+        # First, before anything can let the next pod of its owner start on the node.
+        await self.picket.stop(uid)
         sandbox = self.sandboxes.pop(uid, None)
         if sandbox is None:
             return

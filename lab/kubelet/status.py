@@ -61,19 +61,25 @@ def node_body(node: LabNode | VirtualNode) -> dict[str, Any]:
     }
 
 
-def running_status(pod: dict[str, Any], ip: str, host_ip: str) -> dict[str, Any]:
-    """Running and Ready, with one ready container status per container."""
+def running_status(
+    pod: dict[str, Any], ip: str, host_ip: str, ready: bool = True
+) -> dict[str, Any]:
+    """Running (and Ready unless `ready` is False), one container status per container."""
     now = _now()
     conditions = [
         {"type": t, "status": "True", "lastTransitionTime": now}
-        for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+        for t in ("PodScheduled", "Initialized")
+    ]
+    conditions += [
+        {"type": t, "status": "True" if ready else "False", "lastTransitionTime": now}
+        for t in ("ContainersReady", "Ready")
     ]
     containers = [
         {
             "name": c.get("name", ""),
             "image": c.get("image", ""),
             "imageID": "",
-            "ready": True,
+            "ready": ready,
             "started": True,
             "restartCount": 0,
             "state": {"running": {"startedAt": now}},
