@@ -24,6 +24,7 @@ from agent.dataplane.ebpf.codec import policy_key
 from agent.dataplane.ebpf.entries import PolicyEntry
 from agent.dataplane.ebpf.settings import EbpfSettings
 from tests.support.builders import model_cluster, policy, state_of
+from tests.support.node_state import pinned_map_ids
 from tests.support.scratch_netns import scratch_netns as own_netns
 
 
@@ -105,11 +106,21 @@ def test_programs_load_pin_and_clean_up(bpffs, tmp_path, scratch_netns):
         assert ctypes.sizeof(table.Key) == ctypes.sizeof(key), name
         assert ctypes.sizeof(table.Leaf) == ctypes.sizeof(value), name
     assert set(backend.counters()) == set(ebpf_layout.REASON_NAMES.values())
-    # A second backend (a restarted agent) finds the same maps, with what they held.
+    # A second backend (a restarted agent) makes and pins maps of its own, and the
+    # first program keeps the hook, and its maps, until the second has written its own.
     entry = PolicyEntry(endpoint=7, direction=0, identity=256, protocol=6, port=80, bits=16)
     backend.maps.put("picket_policy", policy_key(entry), b"\x01")
+    first_maps = pinned_map_ids(pins)
     again = EbpfBackend("node-test", bpffs / "picket", tmp_path / "state.json")
-    assert again.maps.keys("picket_policy") == [policy_key(entry)]
+    assert again.maps.keys("picket_policy") == []
+    assert backend.maps.keys("picket_policy") == [policy_key(entry)]
+    second_maps = pinned_map_ids(pins)
+    assert second_maps.keys() == first_maps.keys()
+    assert not set(second_maps.values()) & set(first_maps.values())
+    assert [p.name for p in pins.iterdir() if p.name.startswith("forward_link-")] == links
+    again.apply(NodeIR("node-test", ()), None, full=True)
+    handed = [p.name for p in pins.iterdir() if p.name.startswith("forward_link-")]
+    assert len(handed) == 1 and handed != links
     removed = again.cleanup()
     assert f"pinned maps {pins}" in removed
     assert not pins.exists()

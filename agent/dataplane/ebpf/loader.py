@@ -23,8 +23,6 @@ BPF_DIR = Path(__file__).resolve().parents[3] / "bpf"
 ENTRY = "picket_forward.c"
 KERNEL_BTF = Path("/sys/kernel/btf/vmlinux")
 LINK_PIN = "forward_link"  # in the pin directory, beside the maps
-# Pins of maps the TC datapath had and this one does not: removed at load.
-RETIRED_PINS = ("ct",)
 
 
 def program_source() -> str:
@@ -88,8 +86,7 @@ def load(pin_dir: Path, settings: EbpfSettings) -> tuple[Any, Any]:
 
     ensure_bpffs(pin_dir.parent)
     pin_dir.mkdir(parents=True, exist_ok=True)
-    for name in RETIRED_PINS:
-        (pin_dir / name).unlink(missing_ok=True)
+    unpin_maps(pin_dir)
     offsets = [f"-D{name}={value}" for name, value in kernel_offsets().items()]
     try:
         bpf = BPF(text=program_source(), cflags=cflags(pin_dir, settings) + offsets)
@@ -103,6 +100,23 @@ def load(pin_dir: Path, settings: EbpfSettings) -> tuple[Any, Any]:
             "/lib/modules/$(uname -r)/build (make setup links the distribution's)"
         ) from exc
     return bpf, program
+
+
+def unpin_maps(pin_dir: Path) -> list[str]:
+    """Every map a predecessor pinned, so that BCC makes this program's maps afresh (and
+    pins them). The predecessor's program keeps its maps, unpinned, and enforces with
+    them until this program, on maps the first sync filled, takes the hook from it
+    (backend.py, `_hook`); then they go with it. Reusing the pinned maps instead is
+    what BCC's pinned tables do, but BCC reopens such a map by its id
+    (BPF_MAP_GET_FD_BY_ID), which the kernel allows only with CAP_SYS_ADMIN, and the
+    DaemonSet's agent has not got it; fresh maps also let a new build change a map's
+    layout. The link's pins stay: they are how the hook is handed over."""
+    removed = []
+    for pin in sorted(pin_dir.iterdir()) if pin_dir.exists() else []:
+        if not pin.name.startswith(LINK_PIN):
+            pin.unlink()
+            removed.append(pin.name)
+    return removed
 
 
 def hook(program: Any, pin_dir: Path) -> None:
