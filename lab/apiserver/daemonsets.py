@@ -8,7 +8,6 @@ client; the plan is pure (`plan`), the controller applies it."""
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import logging
 import math
@@ -17,10 +16,11 @@ from typing import Any
 
 from lab.apiserver import status as st
 from lab.apiserver.deployments import template_hash
-from lab.apiserver.handlers import PODS, Api
+from lab.apiserver.handlers import PODS
 from lab.apiserver.resources import BY_PATH
 from lab.apiserver.routing import Target
 from lab.apiserver.store import DELETED, Event
+from lab.apiserver.workloads import OwnerController, controller_of
 
 DAEMONSETS = BY_PATH[("apps", "v1", "daemonsets")]
 NODES = BY_PATH[("", "v1", "nodes")]
@@ -114,54 +114,26 @@ def plan(daemonset: dict[str, Any], nodes: list[str], pods: list[dict[str, Any]]
     return result
 
 
-def _owner(pod: dict[str, Any]) -> str | None:
-    refs = pod["metadata"].get("ownerReferences") or []
-    found = [r for r in refs if r.get("kind") == "DaemonSet" and r.get("controller")]
-    return found[0]["name"] if found else None
-
-
-class DaemonSetController:
-    def __init__(self, api: Api) -> None:
-        self.api = api
-        self._pending: set[tuple[str, str]] = set()
-
-    def start(self) -> None:
-        self.api.store.subscribe(self._on_event)
-
+class DaemonSetController(OwnerController):
     def _on_event(self, event: Event) -> None:
-        loop = asyncio.get_running_loop()
-        keys: list[tuple[str, str]] = []
         if event.resource == DAEMONSETS.key and event.type == DELETED:
-            # Garbage collection: the pods a deleted DaemonSet owned go with it.
-            loop.call_soon(self._collect, event.namespace, event.obj["metadata"]["uid"])
-            return
-        if event.resource == DAEMONSETS.key:
-            keys = [(event.namespace, event.obj["metadata"]["name"])]
-        elif event.resource == PODS.key and (owner := _owner(event.obj)) is not None:
-            keys = [(event.namespace, owner)]
+            self.collect_soon(event.namespace, event.obj["metadata"]["uid"])
+        elif event.resource == DAEMONSETS.key:
+            self.soon((event.namespace, event.obj["metadata"]["name"]))
+        elif event.resource == PODS.key:
+            owner = controller_of(event.obj, "DaemonSet")
+            if owner is not None:
+                self.soon((event.namespace, owner))
         elif event.resource == NODES.key:
-            keys = [
-                (d["metadata"]["namespace"], d["metadata"]["name"])
-                for d in self.api.store.items(DAEMONSETS.key)
-            ]
-        for key in keys:
-            # Reconcile after the change that triggered us has been fully committed.
-            if key not in self._pending:
-                self._pending.add(key)
-                loop.call_soon(self._reconcile, key)
+            for daemonset in self.api.store.items(DAEMONSETS.key):
+                self.soon((daemonset["metadata"]["namespace"], daemonset["metadata"]["name"]))
 
-    def _reconcile(self, key: tuple[str, str]) -> None:
-        self._pending.discard(key)
+    def reconcile(self, key: tuple[str, str]) -> None:
         namespace, name = key
         daemonset = self.api.store.get(DAEMONSETS.key, namespace, name)
         if daemonset is None:
             return
-        uid = daemonset["metadata"]["uid"]
-        pods = [
-            p
-            for p in self.api.store.items(PODS.key, namespace)
-            if any(r.get("uid") == uid for r in p["metadata"].get("ownerReferences") or [])
-        ]
+        pods = self.owned_pods(namespace, daemonset["metadata"]["uid"])
         nodes = eligible_nodes(daemonset, list(self.api.store.items(NODES.key)))
         todo = plan(daemonset, nodes, pods)
         for pod_name in todo.delete:
@@ -205,8 +177,3 @@ class DaemonSetController:
                 node,
                 exc.message,
             )
-
-    def _collect(self, namespace: str, uid: str) -> None:
-        for pod in list(self.api.store.items(PODS.key, namespace)):
-            if any(r.get("uid") == uid for r in pod["metadata"].get("ownerReferences") or []):
-                self.api.store.delete(PODS.key, namespace, pod["metadata"]["name"])

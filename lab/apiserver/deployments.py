@@ -4,7 +4,6 @@ reports status. It acts through the same verbs as any client."""
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import hashlib
 import json
@@ -12,10 +11,11 @@ import logging
 from typing import Any
 
 from lab.apiserver import status as st
-from lab.apiserver.handlers import PODS, Api
+from lab.apiserver.handlers import PODS
 from lab.apiserver.resources import BY_PATH
 from lab.apiserver.routing import Target
 from lab.apiserver.store import DELETED, Event
+from lab.apiserver.workloads import OwnerController, controller_of
 
 DEPLOYMENTS = BY_PATH[("apps", "v1", "deployments")]
 HASH_LABEL = "pod-template-hash"
@@ -26,58 +26,28 @@ def template_hash(template: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def _owned_by(pod: dict[str, Any], uid: str) -> bool:
-    return any(ref.get("uid") == uid for ref in pod["metadata"].get("ownerReferences") or [])
-
-
 def _ready(pod: dict[str, Any]) -> bool:
     conditions = (pod.get("status") or {}).get("conditions") or []
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
-class DeploymentController:
-    def __init__(self, api: Api) -> None:
-        self.api = api
-        self._pending: set[tuple[str, str]] = set()
-
-    def start(self) -> None:
-        self.api.store.subscribe(self._on_event)
-
+class DeploymentController(OwnerController):
     def _on_event(self, event: Event) -> None:
-        loop = asyncio.get_running_loop()
         if event.resource == DEPLOYMENTS.key and event.type == DELETED:
-            # Garbage collection: the pods a deleted Deployment owned go with it.
-            loop.call_soon(self._collect, event.namespace, event.obj["metadata"]["uid"])
-            return
-        if event.resource == DEPLOYMENTS.key:
-            key = (event.namespace, event.obj["metadata"]["name"])
+            self.collect_soon(event.namespace, event.obj["metadata"]["uid"])
+        elif event.resource == DEPLOYMENTS.key:
+            self.soon((event.namespace, event.obj["metadata"]["name"]))
         elif event.resource == PODS.key:
-            owners = [
-                r
-                for r in event.obj["metadata"].get("ownerReferences") or []
-                if r.get("kind") == "Deployment"
-            ]
-            if not owners:
-                return
-            key = (event.namespace, owners[0]["name"])
-        else:
-            return
-        # Reconcile after the change that triggered us has been fully committed.
-        if key not in self._pending:
-            self._pending.add(key)
-            loop.call_soon(self._reconcile, key)
+            owner = controller_of(event.obj, "Deployment")
+            if owner is not None:
+                self.soon((event.namespace, owner))
 
-    def _reconcile(self, key: tuple[str, str]) -> None:
-        self._pending.discard(key)
+    def reconcile(self, key: tuple[str, str]) -> None:
         namespace, name = key
         deployment = self.api.store.get(DEPLOYMENTS.key, namespace, name)
         if deployment is None:
             return
-        pods = [
-            p
-            for p in self.api.store.items(PODS.key, namespace)
-            if _owned_by(p, deployment["metadata"]["uid"])
-        ]
+        pods = self.owned_pods(namespace, deployment["metadata"]["uid"])
         spec = deployment.get("spec") or {}
         want_hash = template_hash(spec.get("template") or {})
         current = [p for p in pods if p["metadata"].get("labels", {}).get(HASH_LABEL) == want_hash]
@@ -132,8 +102,3 @@ class DeploymentController:
             new = copy.deepcopy(deployment)
             new["status"] = status
             self.api.store.replace(DEPLOYMENTS.key, deployment["metadata"]["namespace"], new)
-
-    def _collect(self, namespace: str, uid: str) -> None:
-        for pod in list(self.api.store.items(PODS.key, namespace)):
-            if _owned_by(pod, uid):
-                self.api.store.delete(PODS.key, namespace, pod["metadata"]["name"])
