@@ -304,14 +304,21 @@ class IptablesBackend:
     def jumps_restored(self) -> int:
         return self.jump.restored
 
-    def _remove_chains(self, table: str) -> list[str]:
+    def _ebpf_transit(self) -> bool:
+        """Whether the eBPF backend's jump to the transit chain is in FORWARD."""
+        check = [self._tool("iptables"), "-w", "-t", TABLE, "-C", *transit_mark.STANDALONE_JUMP]
+        return subprocess.run(check, capture_output=True).returncode == 0
+
+    def _remove_chains(self, table: str, keep_transit: bool = False) -> list[str]:
         """Our jump and chains in `table`: what cleanup removes, and what an agent from
         before the move to mangle left in filter."""
         removed = []
         iptables = [self._tool("iptables"), "-w", "-t", table]
         while subprocess.run([*iptables, "-D", *JUMP], capture_output=True).returncode == 0:
             removed.append(f"jump from FORWARD ({table})")
-        chains = sorted(self._existing_chains(table))
+        chains = sorted(
+            self._existing_chains(table) - ({transit_mark.CHAIN} if keep_transit else set())
+        )
         if chains:
             _run([self._tool("restore"), "--noflush", "-w"], cleanup_text(chains, table))
             removed += [f"chain {c} ({table})" for c in chains]
@@ -340,9 +347,13 @@ class IptablesBackend:
         return [n for n in _run(["ipset", "list", "-n"]).split() if n.startswith(SET_PREFIX)]
 
     def cleanup(self) -> list[str]:
-        """Remove everything Picket added: the jump, the chains, the sets."""
-        removed = self._remove_chains(TABLE) + self._remove_chains(RETIRED_TABLE)
-        sets = self._existing_sets()
+        """Remove everything this backend added: the jump, the chains, the sets. The
+        transit chain and its sets stay while the eBPF backend's own jump to them does:
+        they are that backend's (its DaemonSet's init container runs this cleanup on
+        every start, with the eBPF agent's rules in place)."""
+        kept = self._ebpf_transit()
+        removed = self._remove_chains(TABLE, kept) + self._remove_chains(RETIRED_TABLE)
+        sets = sorted(set(self._existing_sets()) - set(transit_mark.SETS if kept else ()))
         self._ipset(destroy_script(sets))
         removed += [f"set {name}" for name in sets]
         self._chains, self._set_names = None, set()

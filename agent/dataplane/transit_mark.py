@@ -40,6 +40,10 @@ DEFAULT_DSCP = 0x17
 PEER_NODES_SET = f"{SET_PREFIX}peer-nodes"
 TRANSIT_SET = f"{SET_PREFIX}transit"
 SETS = (PEER_NODES_SET, TRANSIT_SET)
+# The eBPF backend's jump from FORWARD (mangle) to the chain (ebpf/transit_chain.py);
+# the iptables backend jumps to it from its own chain instead. While this jump stands,
+# the chain and its sets are the eBPF backend's, whatever the other's cleanup finds.
+STANDALONE_JUMP = ("FORWARD", "-m", "comment", "--comment", "picket: the transit mark", "-j", CHAIN)
 
 
 def trusted(ctmark: int) -> bool:

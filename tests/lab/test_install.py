@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from lab.config import state_dir
 from tests.support.agent_metrics import metric_sum, node_of
 from tests.support.continuity import Held
 from tests.support.enforcement import converged, probe_once
@@ -73,6 +74,12 @@ def versions() -> dict[str, dict[str, float]] | None:
         return None
 
 
+def agent_pod_uids(kubectl) -> list[str]:
+    """The agents' pods, their uids as the lab's kubelet names their containers."""
+    pods = kubectl.json("get", "pods", "-n", "picket-system")["items"]
+    return [p["metadata"]["uid"].replace("-", "") for p in pods]
+
+
 def pinned_maps() -> dict[str, int]:
     """Each pinned map's id, by pin."""
     return {
@@ -116,6 +123,11 @@ def test_install_upgrade_and_uninstall(shop, tmp_path, backend):
     assert seen.allowed_failed == {} and seen.allowed_tries > 20, seen
     assert seen.echo_failures == [] and seen.echoes > 10, seen
     if backend == "ebpf":
+        # Each new pod's init container removed the iptables backend's rules (none),
+        # leaving the eBPF agent's transit chain, and said nothing failed.
+        for uid in agent_pod_uids(kubectl):
+            log = state_dir() / "logs" / f"ctr-{uid[:12]}-cleanup-iptables-backend.log"
+            assert log.exists() and "failed" not in log.read_text(), log.read_text()
         # The new build's program runs on maps of its own (filled before it took the
         # hook), and the old build's maps went with its program.
         now = pinned_maps()

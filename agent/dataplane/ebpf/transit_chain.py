@@ -24,10 +24,10 @@ from agent.dataplane.ipset_render import (
 )
 from agent.dataplane.iptables import detect_mode
 from agent.dataplane.iptables_render import Ruleset, cleanup_text, restore_text
-from agent.dataplane.transit_mark import CHAIN, SETS, chain_rules, render_sets
+from agent.dataplane.transit_mark import CHAIN, SETS, STANDALONE_JUMP, chain_rules, render_sets
 
 TABLE = "mangle"
-JUMP = ("FORWARD", "-m", "comment", "--comment", "picket: the transit mark", "-j", CHAIN)
+JUMP = STANDALONE_JUMP
 
 
 def _run(argv: list[str], stdin: str | None = None, check: bool = True) -> bool:
