@@ -15,9 +15,9 @@ from lab.lab import agent_args, agent_name, kubeconfig_path
 @contextmanager
 def agents_with(backend: str, *flags: str, nodes: int = 2) -> Iterator[None]:
     """Every node's agent restarted with `flags` added to the lab's own arguments. Each
-    first removes what its predecessor programmed (`--cleanup`), so that map sizes are
-    the flags' and not those of maps pinned before; after the body, the same again
-    without the flags."""
+    first removes what its predecessor programmed (`--cleanup`), so that the test starts
+    from nothing (ipsets keep the size they were made with); after the body, the same
+    again without the flags."""
     _restart(backend, flags, nodes)
     try:
         yield
