@@ -100,9 +100,6 @@ class PicketPods:
     def pod_dir(self, uid: str) -> Path:
         return self.state_dir / "pods" / uid.replace("-", "")[:12]
 
-    def holds(self, uid: str) -> bool:
-        return uid in self._pods
-
     def start(self, uid: str, obj: dict[str, Any], node: LabNode) -> None:
         if uid in self._supervisors:
             return

@@ -102,7 +102,7 @@ def load(pin_dir: Path, settings: EbpfSettings) -> tuple[Any, Any]:
     return bpf, program
 
 
-def unpin_maps(pin_dir: Path) -> list[str]:
+def unpin_maps(pin_dir: Path) -> None:
     """Every map a predecessor pinned, so that BCC makes this program's maps afresh (and
     pins them). The predecessor's program keeps its maps, unpinned, and enforces with
     them until this program, on maps the first sync filled, takes the hook from it
@@ -111,12 +111,9 @@ def unpin_maps(pin_dir: Path) -> list[str]:
     (BPF_MAP_GET_FD_BY_ID), which the kernel allows only with CAP_SYS_ADMIN, and the
     DaemonSet's agent has not got it; fresh maps also let a new build change a map's
     layout. The link's pins stay: they are how the hook is handed over."""
-    removed = []
-    for pin in sorted(pin_dir.iterdir()) if pin_dir.exists() else []:
+    for pin in pin_dir.iterdir():  # load() made the directory
         if not pin.name.startswith(LINK_PIN):
             pin.unlink()
-            removed.append(pin.name)
-    return removed
 
 
 def hook(program: Any, pin_dir: Path) -> None:
