@@ -14,9 +14,11 @@ from kubernetes import client, config
 from agent.portspec import SERVICE_TARGET, parse_port_protocol, parse_service_target
 from lab.config import (
     EXTERNAL_ADDRESS,
+    EXTERNAL_ADDRESS6,
     EXTERNAL_NS,
     MAX_NODES,
     OUTSIDE,
+    OUTSIDE6,
     LabNode,
     lab_nodes,
     node_by_address,
@@ -32,11 +34,22 @@ def core_api(kubeconfig: Path) -> client.CoreV1Api:
 @dataclass(frozen=True)
 class LabPod:
     ref: str
-    ip: str | None
+    ip: str | None  # the primary address (status.podIP)
     node: str | None
     netns: str | None  # where its sockets live (the node's for hostNetwork pods)
     ready: bool
     host_network: bool
+    ips: tuple[str, ...] = ()  # status.podIPs: one per family, the primary first
+
+    def address(self, family: int | None = None) -> str | None:
+        """The pod's address of `family` (None: the primary one); None if it has none."""
+        if family is None:
+            return self.ip
+        return next((ip for ip in self.ips if family_of(ip) == family), None)
+
+
+def family_of(address: str) -> int:
+    return 6 if ":" in address else 4
 
 
 def _lab_pod(obj: dict[str, Any]) -> LabPod:
@@ -50,6 +63,7 @@ def _lab_pod(obj: dict[str, Any]) -> LabPod:
         c.get("type") == "Ready" and c.get("status") == "True"
         for c in status.get("conditions") or []
     )
+    ips = tuple(p["ip"] for p in status.get("podIPs") or [] if isinstance(p, dict) and p.get("ip"))
     return LabPod(
         f"{meta['namespace']}/{meta['name']}",
         status.get("podIP"),
@@ -57,6 +71,7 @@ def _lab_pod(obj: dict[str, Any]) -> LabPod:
         netns,
         ready and bool(status.get("podIP")),
         host_network,
+        ips or ((status["podIP"],) if status.get("podIP") else ()),
     )
 
 
@@ -107,15 +122,16 @@ def lab_node(name: str) -> LabNode:
     return node
 
 
-def probe_source(api: client.CoreV1Api, text: str) -> tuple[str, str | None]:
+def probe_source(api: client.CoreV1Api, text: str, family: int = 4) -> tuple[str, str | None]:
     """(network namespace, source address) for NS/POD, node/NAME, a node's address,
     `external` (the outside host's own underlay address, as a NodePort client), or an
-    outside address (198.19.200.0/24, owned by the lab's external host)."""
+    outside address (198.19.200.0/24 or 2001:2:0:fe00::/64, owned by the lab's external
+    host); `family` is the target's, for the sources that have both."""
     if text == "external":
-        return EXTERNAL_NS, str(EXTERNAL_ADDRESS)
+        return EXTERNAL_NS, str(EXTERNAL_ADDRESS if family == 4 else EXTERNAL_ADDRESS6)
     if text.startswith("node/"):
         node = lab_node(text[5:])
-        return node.netns, str(node.address)
+        return node.netns, str(node.address if family == 4 else node.address6)
     if "/" in text:
         pod = get_pod(api, text)
         if pod.netns is None:
@@ -125,35 +141,46 @@ def probe_source(api: client.CoreV1Api, text: str) -> tuple[str, str | None]:
     if node is not None:
         return node.netns, text
     try:
-        if ip_address(text) in OUTSIDE:
+        if ip_address(text) in OUTSIDE or ip_address(text) in OUTSIDE6:
             return EXTERNAL_NS, text
     except ValueError:
         pass
     raise ValueError(
-        f"{text!r} is not NS/POD, node/NAME, external, a node address or an address in {OUTSIDE}"
+        f"{text!r} is not NS/POD, node/NAME, external, a node address or an address in "
+        f"{OUTSIDE} or {OUTSIDE6}"
     )
 
 
-def probe_target(api: client.CoreV1Api, text: str) -> str:
-    """An address for NS/POD or an address ('' for a pod without one)."""
-    return (get_pod(api, text).ip or "") if "/" in text else text
+def probe_target(api: client.CoreV1Api, text: str, family: int | None = None) -> str:
+    """An address for NS/POD (of `family`, else its primary one) or an address (''
+    for a pod without one)."""
+    if "/" not in text:
+        return text
+    pod = get_pod(api, text)
+    address = pod.address(family)
+    if address is None and family is not None and pod.ips:
+        raise ValueError(f"{text} has no IPv{family} address (it has {', '.join(pod.ips)})")
+    return address or ""
 
 
 def probe_destination(
-    api: client.CoreV1Api, text: str, port_text: str | None
+    api: client.CoreV1Api, text: str, port_text: str | None, family: int | None = None
 ) -> tuple[str, int, str]:
     """(address, port, protocol) for TARGET [PORT[/PROTO]]: NS/POD or an address with
-    a port; svc/NS/NAME with one of the Service's ports (probed at its ClusterIP); or
-    nodeport/NODE/PORT[/PROTO], the node's address, the port in the target itself."""
+    a port; svc/NS/NAME with one of the Service's ports (probed at its ClusterIP of
+    `family`, else its primary one); or nodeport/NODE/PORT[/PROTO], the node's address,
+    the port in the target itself."""
     if text.startswith(NODEPORT_TARGET):
         if port_text is not None:
             raise ValueError("a nodeport/NODE/PORT[/PROTO] target takes no PORT argument")
         node, port, protocol = parse_nodeport_target(text)
-        return str(lab_node(node).address), port, protocol
+        found = lab_node(node)
+        return str(found.address6 if family == 6 else found.address), port, protocol
     if port_text is None:
         raise ValueError("PORT[/PROTO] is missing")
     port, protocol = parse_port_protocol(port_text)
     if text.startswith(SERVICE_TARGET):
         namespace, name = parse_service_target(text)
-        return probe_address(get_service(api, namespace, name), port, protocol), port, protocol
-    return probe_target(api, text), port, protocol
+        service = get_service(api, namespace, name)
+        return probe_address(service, port, protocol, family), port, protocol
+    return probe_target(api, text, family), port, protocol

@@ -18,8 +18,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, ip_interface
+from ipaddress import IPv4Address, IPv6Address, ip_interface, ip_network
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +30,16 @@ CNI_VERSION = "1.0.0"
 LOOPBACK = {"cniVersion": CNI_VERSION, "name": "loopback", "type": "loopback"}
 
 
-def network_config(pod_cidr: str, data_dir: str | None = None) -> dict[str, Any]:
-    """The conflist for a node whose pods take addresses from `pod_cidr`. `data_dir` is
-    host-local's allocation store: lab nodes share one filesystem, so each needs its own;
-    a real node has its own disk and keeps host-local's default."""
+def network_config(pod_cidrs: Sequence[str], data_dir: str | None = None) -> dict[str, Any]:
+    """The conflist for a node whose pods take an address from each of `pod_cidrs` (one
+    per family: host-local allocates from every range set). `data_dir` is host-local's
+    allocation store: lab nodes share one filesystem, so each needs its own; a real node
+    has its own disk and keeps host-local's default."""
+    defaults = {4: "0.0.0.0/0", 6: "::/0"}
     ipam: dict[str, Any] = {
         "type": "host-local",
-        "ranges": [[{"subnet": pod_cidr}]],
-        "routes": [{"dst": "0.0.0.0/0"}],
+        "ranges": [[{"subnet": cidr}] for cidr in pod_cidrs],
+        "routes": [{"dst": defaults[ip_network(cidr).version]} for cidr in pod_cidrs],
     }
     if data_dir is not None:
         ipam["dataDir"] = data_dir
@@ -129,12 +132,10 @@ def check(
         )
 
 
-def result_ipv4(result: dict[str, Any]) -> IPv4Address | None:
-    for entry in result.get("ips", []):
-        address = ip_interface(entry["address"]).ip
-        if isinstance(address, IPv4Address):
-            return address
-    return None
+def result_ips(result: dict[str, Any]) -> tuple[IPv4Address | IPv6Address, ...]:
+    """The pod's addresses in a CNI result, in the order of the ranges (the primary
+    family first)."""
+    return tuple(ip_interface(entry["address"]).ip for entry in result.get("ips", []))
 
 
 def save_result(path: Path, result: dict[str, Any]) -> None:
@@ -148,13 +149,23 @@ def main(argv: list[str] | None = None) -> int:
         prog="python3 -m lab.cni",
         description="Print the CNI network configuration (conflist JSON) of a node.",
     )
-    parser.add_argument("--pod-cidr", required=True, help="the node's pod range, e.g. 10.42.1.0/24")
+    parser.add_argument(
+        "--pod-cidr",
+        required=True,
+        action="append",
+        help="the node's pod range, e.g. 10.42.1.0/24; once per family for dual-stack "
+        "(the first is the primary family)",
+    )
     args = parser.parse_args(argv)
-    try:
-        cidr = IPv4Network(args.pod_cidr)  # strict: host bits set is a typo, not a range
-    except ValueError as exc:
-        parser.error(f"--pod-cidr {args.pod_cidr!r}: {exc}")
-    json.dump(network_config(str(cidr)), sys.stdout, indent=2)
+    cidrs = []
+    for text in args.pod_cidr:
+        try:
+            cidrs.append(ip_network(text))  # strict: host bits set is a typo, not a range
+        except ValueError as exc:
+            parser.error(f"--pod-cidr {text!r}: {exc}")
+    if len({c.version for c in cidrs}) != len(cidrs):
+        parser.error("--pod-cidr: at most one range per address family")
+    json.dump(network_config([str(c) for c in cidrs]), sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
 

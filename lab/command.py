@@ -18,6 +18,7 @@ from agent.explain import render_matrix
 from lab import images, lab, processes
 from lab.cluster import (
     core_api,
+    family_of,
     get_pod,
     get_service,
     list_endpoint_slices,
@@ -31,6 +32,7 @@ from lab.config import (
     CLUSTER_DOMAIN,
     LabNode,
     lab_nodes,
+    parse_ip_families,
     state_dir,
 )
 from lab.dns.addon import NAMESPACE as DNS_NAMESPACE
@@ -104,6 +106,12 @@ def _register_up(cmds: argparse._SubParsersAction) -> None:
         help="nodes that exist only in the API: their pods get addresses and no "
         "namespace (for benchmarks with thousands of pods)",
     )
+    up.add_argument(
+        "--ip-families",
+        type=parse_ip_families,
+        help="the pods' address families: 4,6 (the default: dual-stack, IPv4 primary), "
+        "6,4, 4 or 6; fixed while the lab is up",
+    )
     up.set_defaults(func=cmd_up)
 
 
@@ -123,12 +131,25 @@ def _register_probes(cmds: argparse._SubParsersAction) -> None:
     )
     pr.add_argument("port", metavar="PORT[/PROTO]", nargs="?")
     pr.add_argument("--timeout", type=float, default=1.0)
+    pr.add_argument(
+        "--family",
+        type=int,
+        choices=(4, 6),
+        help="for NS/POD, node and nodeport targets: their address of this family "
+        "(default: the primary one, the pod's podIP)",
+    )
     pr.set_defaults(func=cmd_probe)
     mx = cmds.add_parser("matrix", help="probe every ordered pair of ready pods")
     mx.add_argument("--namespaces", help="only pods of these namespaces (x,y,z)")
     mx.add_argument("--port", type=int, default=80)
     mx.add_argument("--protocol", default="TCP", type=str.upper, choices=("TCP", "UDP", "SCTP"))
     mx.add_argument("--timeout", type=float, default=1.0)
+    mx.add_argument(
+        "--family",
+        type=int,
+        choices=(4, 6),
+        help="probe each pod's address of this family (default: the primary one)",
+    )
     mx.add_argument(
         "--via-service",
         action="store_true",
@@ -170,7 +191,9 @@ def _api() -> CoreV1Api:
 
 def cmd_up(args: argparse.Namespace) -> int:
     try:
-        path = lab.up(args.nodes, args.backend, args.virtual_nodes, args.api_validation)
+        path = lab.up(
+            args.nodes, args.backend, args.virtual_nodes, args.api_validation, args.ip_families
+        )
     except (lab.LabError, ValueError) as exc:
         return _fail(str(exc))
     print(path)
@@ -316,8 +339,8 @@ def cmd_exec(args: argparse.Namespace) -> int:
 def cmd_probe(args: argparse.Namespace) -> int:
     try:
         api = _api()
-        netns, source_ip = probe_source(api, args.source)
-        target, port, protocol = probe_destination(api, args.target, args.port)
+        target, port, protocol = probe_destination(api, args.target, args.port, args.family)
+        netns, source_ip = probe_source(api, args.source, family_of(target))
     except (lab.LabError, ApiException, ValueError) as exc:
         return _fail(str(exc))
     if not target:
@@ -358,7 +381,7 @@ def _probe_pods(args: argparse.Namespace) -> dict:
     pods = list_pods(api, namespaces)
     run = (args.port, args.protocol, args.timeout)
     if not args.via_service:
-        return asyncio.run(probe_matrix(pods, *run))
+        return asyncio.run(probe_matrix(pods, *run, family=args.family))
     nodes = lab_nodes(lab.config().get("nodes", 1))
     targets = probeable(pods)
     ports = [(args.port, args.protocol)]

@@ -20,6 +20,7 @@ from lab.config import (
     API_ADDRESS,
     API_PORT,
     HOST_LINK,
+    IP_FAMILIES_DEFAULT,
     LabNode,
     lab_nodes,
     state_dir,
@@ -95,7 +96,7 @@ def _start_apiserver(state: Path, validation: str) -> None:
     _wait_ready(state)
 
 
-def _start_kubelet(state: Path, nodes: int, virtual: int) -> None:
+def _start_kubelet(state: Path, nodes: int, virtual: int, families: tuple[int, ...]) -> None:
     processes.start(
         state,
         KUBELET,
@@ -110,6 +111,8 @@ def _start_kubelet(state: Path, nodes: int, virtual: int) -> None:
             str(virtual),
             "--state-dir",
             str(state),
+            "--ip-families",
+            ",".join(map(str, families)),
         ],
     )
 
@@ -198,10 +201,14 @@ def _reconcile_agents(state: Path, nodes: list[LabNode], backend: str, previous:
 
 
 def up(
-    node_count: int, backend: str, virtual_count: int = 0, api_validation: str | None = None
+    node_count: int,
+    backend: str,
+    virtual_count: int = 0,
+    api_validation: str | None = None,
+    ip_families: tuple[int, ...] | None = None,
 ) -> Path:
-    """Build or complete the lab; returns the kubeconfig path. `api_validation` None
-    keeps what the lab has (strict for a new lab)."""
+    """Build or complete the lab; returns the kubeconfig path. `api_validation` and
+    `ip_families` None keep what the lab has (strict and both families for a new lab)."""
     if backend not in BACKENDS:
         raise LabError(f"backend {backend!r} is not available (have: {', '.join(BACKENDS)})")
     nodes = lab_nodes(node_count)
@@ -214,6 +221,7 @@ def up(
             "run `picket lab down` before shrinking it"
         )
     validation = _api_validation(state, previous, api_validation)
+    families = _ip_families(previous, ip_families)
     state.mkdir(parents=True, exist_ok=True)
     if HOST_LINK not in set(_host_links()):
         topology.check_host_is_free()
@@ -221,7 +229,7 @@ def up(
     for node in nodes:
         topology.ensure_node(node, nodes)
     topology.ensure_external(nodes)
-    _ensure_control_plane(state, previous, (node_count, virtual_count), validation)
+    _ensure_control_plane(state, previous, (node_count, virtual_count), validation, families)
     _ensure_cluster_dns(state)
     mounted = previous.get("mounted_bpffs", False)
     if not _is_bpffs(BPF_ROOT):
@@ -238,6 +246,7 @@ def up(
     _reconcile_agents(state, nodes, backend, previous.get("backend", ""))
     conf = {"nodes": node_count, "virtual_nodes": virtual_count, "backend": backend}
     conf |= {"mounted_bpffs": mounted, "api_validation": validation}
+    conf |= {"ip_families": list(families)}
     (state / "lab.json").write_text(json.dumps(conf))
     return kubeconfig_path(state)
 
@@ -260,8 +269,27 @@ def _api_validation(state: Path, previous: dict, wanted: str | None) -> str:
     return wanted
 
 
+def _ip_families(previous: dict, wanted: tuple[int, ...] | None) -> tuple[int, ...]:
+    """The pods' address families: fixed while the lab is up, since every pod already
+    has its addresses."""
+    current = tuple(previous.get("ip_families", IP_FAMILIES_DEFAULT))
+    if wanted is None or not previous:
+        return wanted or current
+    if wanted != current:
+        raise LabError(
+            f"the lab is up with IP families {','.join(map(str, current))}; "
+            "run `picket lab down` before changing them"
+        )
+    return wanted
+
+
+def ip_families() -> tuple[int, ...]:
+    """The running lab's pod address families, the primary first."""
+    return tuple(_read_config(state_dir()).get("ip_families", IP_FAMILIES_DEFAULT))
+
+
 def _ensure_control_plane(
-    state: Path, previous: dict, wanted: tuple[int, int], validation: str
+    state: Path, previous: dict, wanted: tuple[int, int], validation: str, families: tuple[int, ...]
 ) -> None:
     """The API server and the kubelet, (re)started where they are not running."""
     if not kubeconfig_path(state).exists():
@@ -271,7 +299,7 @@ def _ensure_control_plane(
     if (previous.get("nodes"), previous.get("virtual_nodes", 0)) != wanted:
         processes.stop(state, KUBELET)  # it serves a fixed node list: restart to add nodes
     if processes.running(state, KUBELET) is None:
-        _start_kubelet(state, *wanted)
+        _start_kubelet(state, *wanted, families)
 
 
 def _ensure_cluster_dns(state: Path) -> None:

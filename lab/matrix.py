@@ -35,9 +35,10 @@ class ServiceProbeError(RuntimeError):
     pass
 
 
-def probeable(pods: list[LabPod]) -> list[LabPod]:
-    """The pods a matrix covers: ready, with an address and a namespace in the lab."""
-    return [p for p in pods if p.ready and p.netns is not None and p.ip is not None]
+def probeable(pods: list[LabPod], family: int | None = None) -> list[LabPod]:
+    """The pods a matrix covers: ready, with an address (of `family`, when given) and a
+    namespace in the lab."""
+    return [p for p in pods if p.ready and p.netns is not None and p.address(family) is not None]
 
 
 async def probe_matrix(
@@ -46,12 +47,13 @@ async def probe_matrix(
     protocol: str,
     timeout: float = 1.0,
     addresses: dict[str, str] | None = None,
+    family: int | None = None,
 ) -> dict[str, dict[str, ProbeResult]]:
-    """results[src][dst] for every pair of distinct ready pods; `addresses` (pod ref ->
-    address, e.g. a ClusterIP in front of the pod) replaces the pods' own, and must
-    then name every ready pod: a pod probed directly would pass for one probed through
-    its Service."""
-    ready = probeable(pods)
+    """results[src][dst] for every pair of distinct ready pods, to each pod's address of
+    `family` (None: its primary one); `addresses` (pod ref -> address, e.g. a ClusterIP
+    in front of the pod) replaces the pods' own, and must then name every ready pod: a
+    pod probed directly would pass for one probed through its Service."""
+    ready = probeable(pods, family)
     missing = [p.ref for p in ready if addresses is not None and p.ref not in addresses]
     if missing:
         raise ServiceProbeError(f"no probe Service for {', '.join(missing)}")
@@ -59,7 +61,7 @@ async def probe_matrix(
 
     async def one(src: LabPod, dst: LabPod) -> ProbeResult:
         async with gate:
-            target = dst.ip if addresses is None else addresses[dst.ref]
+            target = dst.address(family) if addresses is None else addresses[dst.ref]
             assert target is not None
             return await probe(src.netns, target, port, protocol, timeout)
 

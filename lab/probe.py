@@ -12,11 +12,13 @@ import errno
 import secrets
 import socket
 from dataclasses import dataclass
+from ipaddress import ip_address
 
 from lab import sctp
 from lab.netns import socket_in
 
 IPPROTO_SCTP = 132
+IPV6_FREEBIND = 78  # linux/in6.h; Python 3.11's socket module lacks the constant
 RESEND = 0.25  # seconds between datagram retries within the timeout
 CONNECTED, REFUSED, TIMEOUT = "connected", "refused", "timeout"
 # An answer that says no: RST or ICMP port unreachable, or ICMP host/net unreachable
@@ -64,8 +66,15 @@ async def probe(
         return ProbeResult(TIMEOUT)
 
 
-def _socket(netns: str | None, kind: int, proto: int, source_ip: str | None) -> socket.socket:
-    sock = socket_in(netns, socket.AF_INET, kind, proto)
+def _socket(
+    netns: str | None, kind: int, proto: int, source_ip: str | None, target: str
+) -> socket.socket:
+    family = socket.AF_INET6 if ":" in target else socket.AF_INET
+    sock = socket_in(netns, family, kind, proto)
+    if source_ip is not None and family == socket.AF_INET6:
+        # An outside address is owned by a `local` route, not assigned: IPv6 binds to it
+        # only with freebind (IPv4 takes a local route's address as it is).
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
     if source_ip is not None:
         sock.bind((source_ip, 0))
     return sock
@@ -73,7 +82,7 @@ def _socket(netns: str | None, kind: int, proto: int, source_ip: str | None) -> 
 
 async def _tcp(netns: str | None, ip: str, port: int, source_ip: str | None) -> ProbeResult:
     loop = asyncio.get_running_loop()
-    sock = _socket(netns, socket.SOCK_STREAM, 0, source_ip)
+    sock = _socket(netns, socket.SOCK_STREAM, 0, source_ip, ip)
     try:
         try:
             await loop.sock_connect(sock, (ip, port))
@@ -89,7 +98,7 @@ async def _tcp(netns: str | None, ip: str, port: int, source_ip: str | None) -> 
 
 async def _udp(netns: str | None, ip: str, port: int, source_ip: str | None) -> ProbeResult:
     loop = asyncio.get_running_loop()
-    sock = _socket(netns, socket.SOCK_DGRAM, 0, source_ip)
+    sock = _socket(netns, socket.SOCK_DGRAM, 0, source_ip, ip)
     try:
         sock.connect((ip, port))
         while True:
@@ -114,7 +123,7 @@ async def _udp(netns: str | None, ip: str, port: int, source_ip: str | None) -> 
 
 async def _sctp(netns: str | None, ip: str, port: int, source_ip: str | None) -> ProbeResult:
     loop = asyncio.get_running_loop()
-    sock = _socket(netns, socket.SOCK_RAW, IPPROTO_SCTP, source_ip)
+    sock = _socket(netns, socket.SOCK_RAW, IPPROTO_SCTP, source_ip, ip)
     tag = secrets.randbits(32) or 1
     src_port = 32768 + secrets.randbelow(28000)
     init = sctp.init_packet(src_port, port, tag, secrets.randbits(32))
@@ -148,13 +157,21 @@ async def _sctp_reply(
     """Wait for the INIT-ACK or ABORT that answers our INIT (a raw socket sees every
     SCTP packet of the namespace, so filter on addresses, ports and our tag)."""
     while True:
-        datagram = await loop.sock_recv(sock, 65535)
+        if sock.family == socket.AF_INET6:
+            # An IPv6 raw socket gets the SCTP packet alone, its source as the address.
+            payload, address = await loop.sock_recvfrom(sock, 65535)
+            src = address[0]
+        else:
+            datagram = await loop.sock_recv(sock, 65535)
+            try:
+                src, _, payload = sctp.split_ipv4(datagram)
+            except ValueError:
+                continue
         try:
-            src, _, payload = sctp.split_ipv4(datagram)
             packet = sctp.decode_packet(payload)
         except ValueError:
             continue
-        if (src, packet.src_port, packet.dst_port) != (ip, port, src_port):
+        if (ip_address(src), packet.src_port, packet.dst_port) != (ip_address(ip), port, src_port):
             continue
         if packet.verification_tag != tag:
             continue

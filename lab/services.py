@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent.portspec import parse_port_protocol
-from lab.dns.records import cluster_ipv4, is_headless, ready_endpoints
+from lab.dns.records import is_headless, ready_endpoints
 
 # svc/NS/NAME targets are agent.portspec's (expected.txt names them too).
 NODEPORT_TARGET = "nodeport/"
@@ -29,14 +29,32 @@ def service_ports(service: dict[str, Any]) -> list[tuple[int, str, int | None]]:
     ]
 
 
-def probe_address(service: dict[str, Any], port: int, protocol: str) -> str:
-    """The ClusterIP to probe `port`/`protocol` of this Service at: the Service port,
-    which kube-proxy translates to the endpoint's target port. Raises ValueError."""
+def cluster_ip(service: dict[str, Any], family: int | None = None) -> str | None:
+    """The Service's ClusterIP of `family` (None: its primary one, spec.clusterIP);
+    None when headless, unallocated, ExternalName or of other families only."""
+    spec = service.get("spec") or {}
+    if spec.get("type") == "ExternalName" or is_headless(service):
+        return None
+    candidates = [*(spec.get("clusterIPs") or []), spec.get("clusterIP")]
+    for ip in candidates:
+        if ip and ip != "None" and (family is None or (6 if ":" in ip else 4) == family):
+            return ip
+    return None
+
+
+def probe_address(
+    service: dict[str, Any], port: int, protocol: str, family: int | None = None
+) -> str:
+    """The ClusterIP (of `family`, else the primary one) to probe `port`/`protocol` of
+    this Service at: the Service port, which kube-proxy translates to the endpoint's
+    target port. Raises ValueError."""
     meta = service.get("metadata") or {}
     ref = f"{meta.get('namespace')}/{meta.get('name')}"
-    address = cluster_ipv4(service)
+    address = cluster_ip(service, family)
     if address is None:
         why = "is headless" if is_headless(service) else "has no ClusterIP"
+        if family is not None and cluster_ip(service) is not None:
+            why = f"has no IPv{family} ClusterIP"
         raise ValueError(f"Service {ref} {why}: probe its pods instead")
     served = [(p, proto) for p, proto, _ in service_ports(service)]
     if (port, protocol) not in served:

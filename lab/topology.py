@@ -14,26 +14,32 @@ import contextlib
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from pyroute2 import IPRoute, NetNS, netns
 
 from lab.config import (
     API_ADDRESS,
     EXTERNAL_ADDRESS,
+    EXTERNAL_ADDRESS6,
     EXTERNAL_LINK,
     EXTERNAL_NS,
     HOST_LINK,
     NETNS_PREFIX,
     OUTSIDE,
+    OUTSIDE6,
     SERVICE_CIDR,
+    SERVICE_CIDR6,
     UNDERLAY,
+    UNDERLAY6,
     UNDERLAY_BRIDGE,
     UNDERLAY_NS,
     LabNode,
 )
 
 HOST_PEER = "pu-host"
+Network = IPv4Network | IPv6Network
+Address = IPv4Address | IPv6Address
 
 
 class TopologyError(RuntimeError):
@@ -75,8 +81,17 @@ def _up(ipr: IPRoute | NetNS, ifname: str, **extra: object) -> None:
 def _ensure_netns(name: str) -> None:
     if name not in netns.listnetns():
         netns.create(name)
+        no_dad(name)
     with netns_ipr(name) as ipr:
         _up(ipr, "lo")
+
+
+def no_dad(namespace: str) -> None:
+    """IPv6 addresses usable at once: duplicate address detection would hold each new
+    one tentative for a second or more (the CNI plugin waits it out), and no address of
+    the lab can be duplicated, since the lab hands them all out."""
+    for scope in ("all", "default"):
+        sysctl(namespace, f"net.ipv6.conf.{scope}.accept_dad", "0")
 
 
 def _ensure_address(ipr: IPRoute | NetNS, ifname: str, address: str, prefixlen: int) -> None:
@@ -89,17 +104,17 @@ def _ensure_address(ipr: IPRoute | NetNS, ifname: str, address: str, prefixlen: 
 def check_host_is_free() -> None:
     """Refuse to build over an address plan someone else already uses on this host."""
     with netns_ipr(None) as ipr:
-        for route in ipr.get_routes(family=2):
+        for route in [*ipr.get_routes(family=2), *ipr.get_routes(family=10)]:
             dst = route.get_attr("RTA_DST")
             oif = route.get_attr("RTA_OIF")
             if dst is None or route["dst_len"] == 0:
                 continue
             links = ipr.get_links(oif) if oif else []
             name = links[0].get_attr("IFLA_IFNAME") if links else "?"
-            if name != HOST_LINK and dst.startswith(("198.18.", "198.19.")):
+            if name != HOST_LINK and dst.startswith(("198.18.", "198.19.", "2001:2:")):
                 raise TopologyError(
                     f"the host already routes {dst}/{route['dst_len']} via "
-                    f"{name}; the lab needs 198.18.0.0/15 for itself"
+                    f"{name}; the lab needs 198.18.0.0/15 and 2001:2::/48 for itself"
                 )
 
 
@@ -144,24 +159,35 @@ def ensure_node(node: LabNode, all_nodes: list[LabNode]) -> None:
         _up(ipr, node.underlay_link, master=_index(ipr, UNDERLAY_BRIDGE))
     with netns_ipr(node.netns) as ipr:
         _ensure_address(ipr, "eth0", str(node.address), UNDERLAY.prefixlen)
+        _ensure_address(ipr, "eth0", str(node.address6), UNDERLAY6.prefixlen)
         _up(ipr, "eth0")
-        routes = {peer.pod_cidr: peer.address for peer in all_nodes if peer != node}
+        routes: dict[Network, Address] = {
+            peer.pod_cidr: peer.address for peer in all_nodes if peer != node
+        }
+        routes |= {peer.pod_cidr6: peer.address6 for peer in all_nodes if peer != node}
         routes[OUTSIDE] = EXTERNAL_ADDRESS
+        routes[OUTSIDE6] = EXTERNAL_ADDRESS6
         # A real node's default route also carries the Service range: traffic to a
         # cluster IP that no DNAT rewrote (a Service without endpoints) is routed into
         # FORWARD, where kube-proxy rejects it, and the node itself can connect to
         # cluster IPs (its OUTPUT DNAT re-routes). The lab's nodes have no default
         # route, so the range goes where the outside does.
         routes[SERVICE_CIDR] = EXTERNAL_ADDRESS
+        routes[SERVICE_CIDR6] = EXTERNAL_ADDRESS6
         _ensure_routes(ipr, routes)
     sysctl(node.netns, "net.ipv4.ip_forward", "1")
+    sysctl(node.netns, "net.ipv6.conf.all.forwarding", "1")
     for scope in ("all", "default"):
         # Strict reverse-path filtering would drop pod traffic on asymmetric paths.
         sysctl(node.netns, f"net.ipv4.conf.{scope}.rp_filter", "0")
 
 
-def _ensure_routes(ipr: IPRoute | NetNS, routes: dict[IPv4Network, IPv4Address]) -> None:
-    present = {(r.get_attr("RTA_DST"), r["dst_len"]) for r in ipr.get_routes(family=2)}
+def _ensure_routes(ipr: IPRoute | NetNS, routes: dict[Network, Address]) -> None:
+    present = {
+        (r.get_attr("RTA_DST"), r["dst_len"])
+        for family in (2, 10)
+        for r in ipr.get_routes(family=family)
+    }
     for dst, gateway in routes.items():
         if (str(dst.network_address), dst.prefixlen) not in present:
             ipr.route("add", dst=str(dst), gateway=str(gateway))
@@ -169,7 +195,8 @@ def _ensure_routes(ipr: IPRoute | NetNS, routes: dict[IPv4Network, IPv4Address])
 
 def ensure_external(all_nodes: list[LabNode]) -> None:
     """The outside world: one namespace on the underlay that owns all of 198.19.200.0/24
-    (a `local` route: every address there is its own), reached through it by the nodes."""
+    and 2001:2:0:fe00::/64 (`local` routes: every address there is its own), reached
+    through it by the nodes."""
     _ensure_netns(EXTERNAL_NS)
     with netns_ipr(UNDERLAY_NS) as ipr:
         if _index(ipr, EXTERNAL_LINK) is None:
@@ -182,37 +209,35 @@ def ensure_external(all_nodes: list[LabNode]) -> None:
         _up(ipr, EXTERNAL_LINK, master=_index(ipr, UNDERLAY_BRIDGE))
     with netns_ipr(EXTERNAL_NS) as ipr:
         _ensure_address(ipr, "eth0", str(EXTERNAL_ADDRESS), UNDERLAY.prefixlen)
+        _ensure_address(ipr, "eth0", str(EXTERNAL_ADDRESS6), UNDERLAY6.prefixlen)
         _up(ipr, "eth0")
-        local = [
-            r
-            for r in ipr.get_routes(family=2, table=255)
-            if r.get_attr("RTA_DST") == str(OUTSIDE.network_address)
-            and r["dst_len"] == OUTSIDE.prefixlen
-        ]
-        if not local:
-            ipr.route(
-                "add",
-                dst=str(OUTSIDE),
-                type="local",
-                table=255,
-                scope="host",
-                oif=_index(ipr, "lo"),
-            )
-        _ensure_routes(ipr, {n.pod_cidr: n.address for n in all_nodes})
+        for outside, family in ((OUTSIDE, 2), (OUTSIDE6, 10)):
+            local = [
+                r
+                for r in ipr.get_routes(family=family, table=255)
+                if r.get_attr("RTA_DST") == str(outside.network_address)
+                and r["dst_len"] == outside.prefixlen
+            ]
+            if not local:
+                ipr.route(
+                    "add",
+                    dst=str(outside),
+                    type="local",
+                    table=255,
+                    scope="host",
+                    oif=_index(ipr, "lo"),
+                )
+        routes: dict[Network, Address] = {n.pod_cidr: n.address for n in all_nodes}
+        routes |= {n.pod_cidr6: n.address6 for n in all_nodes}
+        _ensure_routes(ipr, routes)
     # Every TCP and UDP port of every outside address is answered by one responder on 7.
-    for proto in ("tcp", "udp"):
-        rule = ["PREROUTING", "-p", proto, "-j", "REDIRECT", "--to-ports", "7"]
-        check = subprocess.run(
-            ["ip", "netns", "exec", EXTERNAL_NS, "iptables", "-w", "-t", "nat", "-C", *rule],
-            capture_output=True,
-            check=False,
-        )
-        if check.returncode != 0:
-            subprocess.run(
-                ["ip", "netns", "exec", EXTERNAL_NS, "iptables", "-w", "-t", "nat", "-A", *rule],
-                capture_output=True,
-                check=True,
-            )
+    for command in ("iptables", "ip6tables"):
+        for proto in ("tcp", "udp"):
+            rule = ["PREROUTING", "-p", proto, "-j", "REDIRECT", "--to-ports", "7"]
+            argv = ["ip", "netns", "exec", EXTERNAL_NS, command, "-w", "-t", "nat"]
+            check = subprocess.run([*argv, "-C", *rule], capture_output=True, check=False)
+            if check.returncode != 0:
+                subprocess.run([*argv, "-A", *rule], capture_output=True, check=True)
 
 
 def remove_everything() -> list[str]:

@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,9 @@ from agent.model.errors import InvalidObjectError
 from agent.model.objects import Pod
 from agent.model.parse import parse_object
 from lab import cni
-from lab.config import EXTERNAL_NS, LabNode, VirtualNode, pod_netns
+from lab.config import EXTERNAL_NS, IP_FAMILIES_DEFAULT, LabNode, VirtualNode, pod_netns
 from lab.kubelet import dns_pod, picket_pods
-from lab.kubelet.responder import Responder
+from lab.kubelet.responder import ANY_ADDRESS, ANY_ADDRESSES, Responder
 from lab.kubelet.status import node_body, running_status
 from lab.kubelet.virtual import VirtualAddresses
 from lab.kubelet.watcher import SYNCED, PodWatcher
@@ -46,7 +47,7 @@ REQUESTED_IP = "lab.picket.io/ip"
 class Sandbox:
     node: LabNode
     netns: str | None  # None: hostNetwork (the node's namespace)
-    ip: str
+    ips: tuple[str, ...]  # one per family, the primary first
     responder: Responder
     cni_result: dict[str, Any] | None
 
@@ -59,10 +60,12 @@ class Kubelet:
         state_dir: Path,
         virtual: list[VirtualNode] | None = None,
         kubeconfig: str | None = None,
+        families: tuple[int, ...] = IP_FAMILIES_DEFAULT,
     ) -> None:
         self.api = api
         self.nodes = {n.name: n for n in nodes}
-        self.virtual = VirtualAddresses(virtual or [])
+        self.families = families
+        self.virtual = VirtualAddresses(virtual or [], families)
         self.state_dir = state_dir
         self.sandboxes: dict[str, Sandbox] = {}
         self.pods: dict[str, dict[str, Any]] = {}  # uid -> latest object seen
@@ -72,26 +75,37 @@ class Kubelet:
         self.picket = picket_pods.PicketPods(api, state_dir)
 
     def conflist(self, node: LabNode) -> dict[str, Any]:
-        return cni.network_config(str(node.pod_cidr), str(self.state_dir / "ipam" / node.name))
+        cidrs = [str(c) for c in node.pod_cidrs(self.families)]
+        return cni.network_config(cidrs, str(self.state_dir / "ipam" / node.name))
+
+    def host_ips(self, node: LabNode) -> tuple[str, ...]:
+        return tuple(str(ip) for ip in node.addresses(self.families))
 
     async def register_nodes(self) -> None:
         for node in [*self.nodes.values(), *self.virtual.nodes.values()]:
-            body = node_body(node)
+            body = node_body(node, self.families)
             try:
                 await asyncio.to_thread(self.api.create_node, body)
             except client.ApiException as exc:
                 if exc.status != 409:
                     raise
-            await asyncio.to_thread(
-                self.api.patch_node_status, node.name, {"status": body["status"]}
-            )
+            # A JSON patch replacing the whole status: a strategic merge would merge
+            # status.addresses by type, and a dual-stack node has two InternalIPs (the
+            # real kubelet works around the same merge key).
+            replace = [{"op": "replace", "path": "/status", "value": body["status"]}]
+            await asyncio.to_thread(self.api.patch_node_status, node.name, replace)
 
     async def run(self) -> None:
         await self.register_nodes()
         if EXTERNAL_NS in netns.listnetns():
-            # "The internet": answers every TCP/UDP port (redirected to 7) and any SCTP INIT.
+            # "The internet": answers every TCP/UDP port (redirected to 7) and any SCTP
+            # INIT, on both families (the outside has both whatever the pods have).
             await Responder(
-                "external", EXTERNAL_NS, [(7, "TCP"), (7, "UDP")], sctp_any_port=True
+                "external",
+                EXTERNAL_NS,
+                [(7, "TCP"), (7, "UDP")],
+                ANY_ADDRESSES,
+                sctp_any_port=True,
             ).start()
         queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
         watcher = PodWatcher(self.api, asyncio.get_running_loop(), queue)
@@ -178,16 +192,16 @@ class Kubelet:
                 )
                 return
             # Its containers are processes (picket_pods), which report its status.
-            responder = Responder(pod.ref, node.netns, [], str(node.address))
-            self.sandboxes[uid] = Sandbox(node, None, str(node.address), responder, None)
+            responder = Responder(pod.ref, node.netns, [], self.host_ips(node))
+            self.sandboxes[uid] = Sandbox(node, None, self.host_ips(node), responder, None)
             self.picket.start(uid, obj, node)
             return
         if pod.host_network:
             sandbox = Sandbox(
                 node,
                 None,
-                str(node.address),
-                Responder(pod.ref, node.netns, ports, str(node.address)),
+                self.host_ips(node),
+                Responder(pod.ref, node.netns, ports, self.host_ips(node)),
                 None,
             )
         else:
@@ -201,9 +215,9 @@ class Kubelet:
             self.api.patch_namespaced_pod_status,
             pod.name,
             pod.namespace,
-            {"status": running_status(obj, sandbox.ip, str(node.address))},
+            {"status": running_status(obj, sandbox.ips, self.host_ips(node))},
         )
-        log.info("pod %s on %s at %s", pod.ref, node.name, sandbox.ip)
+        log.info("pod %s on %s at %s", pod.ref, node.name, ", ".join(sandbox.ips))
 
     async def _network(
         self, uid: str, pod: Pod, node: LabNode, ports: list[tuple[int, str]], requested: str
@@ -216,14 +230,15 @@ class Kubelet:
             sandbox = cni.Sandbox(uid, f"/run/netns/{name}", args=args)
             result = await asyncio.to_thread(cni.add, self.conflist(node), sandbox, node.netns)
             cni.save_result(self._result_file(uid), result)
-        ip = cni.result_ipv4(result)
-        if ip is None:
-            raise cni.CniError(f"CNI ADD for {pod.ref} returned no IPv4 address")
-        return Sandbox(node, name, str(ip), Responder(pod.ref, name, ports), result)
+        ips = tuple(str(ip) for ip in cni.result_ips(result))
+        if len(ips) != len(self.families):
+            raise cni.CniError(f"CNI ADD for {pod.ref} returned {ips}, not one per family")
+        wildcards = tuple(ANY_ADDRESS[f] for f in self.families)
+        return Sandbox(node, name, ips, Responder(pod.ref, name, ports, wildcards), result)
 
     async def _start_virtual(self, uid: str, obj: dict[str, Any]) -> None:
-        ip = self.virtual.assign(uid, obj)
-        if ip is None:
+        ips = self.virtual.assign(uid, obj)
+        if ips is None:
             return
         node = self.virtual.nodes[obj["spec"]["nodeName"]]
         meta = obj["metadata"]
@@ -231,7 +246,7 @@ class Kubelet:
             self.api.patch_namespaced_pod_status,
             meta["name"],
             meta["namespace"],
-            {"status": running_status(obj, ip, self.virtual.host_ip(node))},
+            {"status": running_status(obj, ips, self.virtual.host_ips(node))},
         )
 
     def _result_file(self, uid: str) -> Path:
@@ -277,9 +292,9 @@ class Kubelet:
             result_file.unlink(missing_ok=True)
 
     def _node_of(self, result_file: Path) -> LabNode:
-        """The node whose pod CIDR holds the address a CNI result recorded."""
-        ip = cni.result_ipv4(json.loads(result_file.read_text()))
-        found = [n for n in self.nodes.values() if ip is not None and ip in n.pod_cidr]
+        """The node whose pod CIDR holds an address a CNI result recorded."""
+        ips = cni.result_ips(json.loads(result_file.read_text()))
+        found = [n for n in self.nodes.values() if any(_within(ip, n) for ip in ips)]
         return found[0] if found else next(iter(self.nodes.values()))
 
     async def _teardown(self, uid: str) -> None:
@@ -301,3 +316,7 @@ class Kubelet:
         finally:
             await asyncio.to_thread(netns.remove, sandbox.netns)
             self._result_file(uid).unlink(missing_ok=True)
+
+
+def _within(ip: IPv4Address | IPv6Address, node: LabNode) -> bool:
+    return ip in (node.pod_cidr if ip.version == 4 else node.pod_cidr6)

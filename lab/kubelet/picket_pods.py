@@ -394,7 +394,7 @@ class PicketPods:
                 ],
             }
         else:
-            status = running_status(obj, host_ip, host_ip, ready=ready)
+            status = running_status(obj, (host_ip,), (host_ip,), ready=ready)
             for entry, item in zip(status["containerStatuses"], running, strict=True):
                 entry["ready"] = item.ready
                 entry["restartCount"] = item.restarts

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from lab.config import LabNode, VirtualNode
+from lab.config import IP_FAMILIES_DEFAULT, LabNode, VirtualNode
 
 KUBELET_VERSION = "v1.32.0-picket-lab"
 
@@ -14,12 +14,16 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def node_body(node: LabNode | VirtualNode) -> dict[str, Any]:
+def node_body(
+    node: LabNode | VirtualNode, families: tuple[int, ...] = IP_FAMILIES_DEFAULT
+) -> dict[str, Any]:
     now = _now()
     virtual = isinstance(node, VirtualNode)
     addresses = [{"type": "Hostname", "address": node.name}]
     if not virtual:
-        addresses.insert(0, {"type": "InternalIP", "address": str(node.address)})
+        internal = [{"type": "InternalIP", "address": str(ip)} for ip in node.addresses(families)]
+        addresses = internal + addresses
+    cidrs = [str(cidr) for cidr in node.pod_cidrs(families)]
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -32,7 +36,7 @@ def node_body(node: LabNode | VirtualNode) -> dict[str, Any]:
                 "picket.io/lab-node": "virtual" if virtual else "true",
             },
         },
-        "spec": {"podCIDR": str(node.pod_cidr), "podCIDRs": [str(node.pod_cidr)]},
+        "spec": {"podCIDR": cidrs[0], "podCIDRs": cidrs},
         "status": {
             "addresses": addresses,
             "conditions": [
@@ -62,9 +66,10 @@ def node_body(node: LabNode | VirtualNode) -> dict[str, Any]:
 
 
 def running_status(
-    pod: dict[str, Any], ip: str, host_ip: str, ready: bool = True
+    pod: dict[str, Any], ips: tuple[str, ...], host_ips: tuple[str, ...], ready: bool = True
 ) -> dict[str, Any]:
-    """Running (and Ready unless `ready` is False), one container status per container."""
+    """Running (and Ready unless `ready` is False), one container status per container;
+    `ips` and `host_ips` one per family, the primary first."""
     now = _now()
     conditions = [
         {"type": t, "status": "True", "lastTransitionTime": now}
@@ -88,10 +93,10 @@ def running_status(
     ]
     return {
         "phase": "Running",
-        "podIP": ip,
-        "podIPs": [{"ip": ip}],
-        "hostIP": host_ip,
-        "hostIPs": [{"ip": host_ip}],
+        "podIP": ips[0],
+        "podIPs": [{"ip": ip} for ip in ips],
+        "hostIP": host_ips[0],
+        "hostIPs": [{"ip": ip} for ip in host_ips],
         "startTime": now,
         "conditions": conditions,
         "containerStatuses": containers,

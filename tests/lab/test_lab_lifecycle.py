@@ -9,7 +9,7 @@ from pathlib import Path
 
 from lab.processes import lab_process_pids
 from tests.support.cluster_dns import dnsmasq_pids
-from tests.support.lab_cli import picket
+from tests.support.lab_cli import MODEL, Kubectl, picket
 
 
 def _run(*cmd: str) -> str:
@@ -30,7 +30,9 @@ def host_snapshot() -> dict[str, object]:
         "links": links,
         "addresses": sorted(_run("ip", "-o", "addr").split("\n")),
         "routes": sorted(_run("ip", "route", "show", "table", "all").splitlines()),
+        "routes6": sorted(_run("ip", "-6", "route", "show", "table", "all").splitlines()),
         "iptables": _rules("iptables-save"),
+        "ip6tables": _rules("ip6tables-save"),
         "lab_processes": lab_process_pids(),
         "dnsmasq": dnsmasq_pids(),
         "state_dir": Path("/run/picket-lab").exists(),
@@ -94,5 +96,27 @@ def test_up_is_idempotent():
         assert "picket-node-3" in host_snapshot()["netns"]
         shrink = picket("lab", "up", "--nodes", "2", check=False)
         assert shrink.returncode == 1 and "lab down" in shrink.stderr
+    finally:
+        picket("lab", "down")
+
+
+def test_an_ipv6_only_lab_gives_pods_ipv6_addresses_only_and_keeps_its_families():
+    picket("lab", "down")
+    try:
+        kubeconfig = picket("lab", "up", "--nodes", "2", "--ip-families", "6").stdout
+        kubectl = Kubectl(kubeconfig.strip().splitlines()[-1])
+        kubectl("apply", "-f", str(MODEL))
+        kubectl("wait", "--for=condition=Ready", "pod", "--all", "-n", "x", "--timeout=60s")
+        pod = kubectl.json("get", "pod", "-n", "x", "a")
+        ips = [entry["ip"] for entry in pod["status"]["podIPs"]]
+        assert len(ips) == 1 and ips[0] == pod["status"]["podIP"] and ips[0].startswith("2001:2:0:")
+        node = kubectl.json("get", "node", "node-1")
+        assert node["spec"]["podCIDRs"] == ["2001:2:0:1::/64"]
+        assert picket("lab", "probe", "x/b", "x/a", "80").stdout.strip() == "connected x/a"
+        asked = picket("lab", "probe", "x/b", "x/a", "80", "--family", "4", check=False)
+        assert asked.returncode == 1 and "has no IPv4 address" in asked.stderr
+        # The families are fixed while the lab is up: every pod has its addresses.
+        changed = picket("lab", "up", "--nodes", "2", "--ip-families", "4,6", check=False)
+        assert changed.returncode == 1 and "lab down" in changed.stderr
     finally:
         picket("lab", "down")

@@ -20,10 +20,12 @@ def pods_by_ref(kubectl: Kubectl) -> dict[str, dict]:
     return {f"{p['metadata']['namespace']}/{p['metadata']['name']}": p for p in items}
 
 
+@pytest.mark.parametrize("family", ["4", "6"])
 @pytest.mark.parametrize("protocol", ["TCP", "UDP", "SCTP"])
 @pytest.mark.parametrize("port", [80, 81])
-def test_model_is_all_connected(model, protocol, port):
-    doc = matrix("--namespaces", "x,y,z", "--port", str(port), "--protocol", protocol)
+def test_model_is_all_connected(model, protocol, port, family):
+    args = ("--namespaces", "x,y,z", "--port", str(port), "--protocol", protocol)
+    doc = matrix(*args, "--family", family)
     assert (doc["port"], doc["protocol"]) == (port, protocol)
     refs = [f"{ns}/{p}" for ns in "xyz" for p in "abc"]
     assert sorted(doc["results"]) == refs
@@ -41,17 +43,29 @@ def test_pairs_cross_nodes_and_stay_within_them(model):
         node = int(pod["spec"]["nodeName"].split("-")[1])
         assert pod["status"]["podIP"].startswith(f"198.18.{node}."), ref
         assert pod["status"]["hostIP"] == f"198.18.0.{node}"
+        # Dual-stack (the lab's default): an address per family, IPv4 first.
+        ipv4, ipv6 = (entry["ip"] for entry in pod["status"]["podIPs"])
+        assert ipv4 == pod["status"]["podIP"] and ipv6.startswith(f"2001:2:0:{node:x}::"), ref
+        assert [h["ip"] for h in pod["status"]["hostIPs"]] == [
+            f"198.18.0.{node}",
+            f"2001:2::{node:x}",
+        ]
 
 
-def test_probe_reports_the_peer_identity(model):
-    assert picket("lab", "probe", "x/a", "y/b", "80").stdout.strip() == "connected y/b"
-    assert picket("lab", "probe", "x/a", "z/c", "81/udp").stdout.strip() == "connected z/c"
-    assert picket("lab", "probe", "y/c", "x/b", "80/sctp").stdout.strip() == "connected x/b"
+@pytest.mark.parametrize("family", ["4", "6"])
+def test_probe_reports_the_peer_identity(model, family):
+    def probe(*args: str) -> str:
+        return picket("lab", "probe", *args, "--family", family).stdout.strip()
+
+    assert probe("x/a", "y/b", "80") == "connected y/b"
+    assert probe("x/a", "z/c", "81/udp") == "connected z/c"
+    assert probe("y/c", "x/b", "80/sctp") == "connected x/b"
 
 
+@pytest.mark.parametrize("family", ["4", "6"])
 @pytest.mark.parametrize("protocol", ["TCP", "UDP", "SCTP"])
-def test_unserved_port_is_refused(model, protocol):
-    proc = picket("lab", "probe", "x/a", "y/b", f"82/{protocol}", check=False)
+def test_unserved_port_is_refused(model, protocol, family):
+    proc = picket("lab", "probe", "x/a", "y/b", f"82/{protocol}", "--family", family, check=False)
     assert (proc.returncode, proc.stdout.strip()) == (1, "refused")
 
 
@@ -66,7 +80,9 @@ def test_nodes_are_registered_with_cidr_and_address(kubectl):
     for i, name in enumerate(sorted(nodes), start=1):
         node = nodes[name]
         assert node["spec"]["podCIDR"] == f"198.18.{i}.0/24"
-        assert {"type": "InternalIP", "address": f"198.18.0.{i}"} in node["status"]["addresses"]
+        assert node["spec"]["podCIDRs"] == [f"198.18.{i}.0/24", f"2001:2:0:{i}::/64"]
+        internal = [a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP"]
+        assert internal == [f"198.18.0.{i}", f"2001:2::{i}"]
         ready = [c for c in node["status"]["conditions"] if c["type"] == "Ready"]
         assert ready[0]["status"] == "True"
 
@@ -265,10 +281,25 @@ def test_kubelet_restart_keeps_pods_and_collects_deleted_ones(model):
         ("198.19.200.8", "y/c", "81/sctp", "connected y/c"),
         ("node/node-2", "x/a", "81/udp", "connected x/a"),
         ("198.18.0.1", "z/b", "80", "connected z/b"),
+        ("x/a", "2001:2:0:fe00::7", "443", "connected external"),
+        ("x/a", "2001:2:0:fe00::9", "53/udp", "connected external"),
+        ("x/a", "2001:2:0:fe00::9", "99/sctp", "connected external"),
+        ("2001:2:0:fe00::7", "y/b", "80", "connected y/b"),
+        ("2001:2:0:fe00::8", "y/c", "81/sctp", "connected y/c"),
+        ("2001:2::1", "z/b", "80", "connected z/b"),
     ],
 )
 def test_probes_from_and_to_outside_and_nodes(model, source, target, port, want):
-    assert picket("lab", "probe", source, target, port).stdout.strip() == want
+    # A pod target is probed at its address of the source's family.
+    family = ["--family", "6"] if ":" in source else []
+    assert picket("lab", "probe", source, target, port, *family).stdout.strip() == want
+
+
+def test_node_sources_take_the_family_of_the_target(model):
+    probe = ("lab", "probe", "node/node-2", "x/a", "81/udp", "--family", "6")
+    assert picket(*probe).stdout.strip() == "connected x/a"
+    proc = picket("lab", "probe", "external", "x/a", "80", "--family", "6")
+    assert proc.stdout.strip() == "connected x/a"
 
 
 def test_virtual_node_pods_get_addresses_without_namespaces(kubectl):
@@ -294,6 +325,9 @@ def test_virtual_node_pods_get_addresses_without_namespaces(kubectl):
     ips = [p["status"]["podIP"] for p in items]
     assert len(set(ips)) == 6
     for pod in items:
-        k = pod["spec"]["nodeName"].split("-")[1]
-        assert pod["status"]["podIP"].startswith(f"198.19.{k}.")
+        k = int(pod["spec"]["nodeName"].split("-")[1])
+        ipv4, ipv6 = (entry["ip"] for entry in pod["status"]["podIPs"])
+        assert ipv4.startswith(f"198.19.{k}.") and ipv6.startswith(f"2001:2:0:{0x100 + k:x}::")
+        # The same offset into each family's range.
+        assert ipv6.rsplit(":", 1)[1] == f"{int(ipv4.rsplit('.', 1)[1]):x}"
     kubectl("delete", "pod", "-l", "virtual=yes")

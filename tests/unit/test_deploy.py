@@ -500,9 +500,10 @@ def vagrant_conflist(tmp_path: Path, lab_env: dict, node: str) -> dict:
 
 
 def lab_conflist(name: str, cidr: str) -> dict:
-    """What the netns lab's kubelet uses for a node with this pod range."""
-    node = SimpleNamespace(name=name, pod_cidr=IPv4Network(cidr))
-    return Kubelet(None, [], Path("/run/picket-lab")).conflist(node)
+    """What the netns lab's kubelet uses for a node with this pod range (an IPv4-only
+    lab: the Vagrant lab's k3s is single-stack)."""
+    node = SimpleNamespace(name=name, pod_cidrs=lambda families: (IPv4Network(cidr),))
+    return Kubelet(None, [], Path("/run/picket-lab"), families=(4,)).conflist(node)
 
 
 def without_data_dir(conflist: dict) -> dict:
@@ -529,7 +530,7 @@ def test_a_lab_node_range_generates_the_lab_nodes_conflist(tmp_path):
     node = LabNode(1)
     lab_env = {"PICKET_NODES": f"{node.name},{node.address},{node.pod_cidr}"}
     vagrant = vagrant_conflist(tmp_path, lab_env, node.name)
-    kubelet = Kubelet(None, [node], tmp_path)
+    kubelet = Kubelet(None, [node], tmp_path, families=(4,))
     assert vagrant == without_data_dir(kubelet.conflist(node))
 
 
