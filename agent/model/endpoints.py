@@ -40,15 +40,19 @@ class Endpoint:
         return str(self.ip)
 
 
-def resolve(state: ClusterState, what: Pod | IPAddress | str) -> Endpoint:
+def resolve(
+    state: ClusterState, what: Pod | IPAddress | str, family: int | None = None
+) -> Endpoint:
+    """`family` (4 or 6) picks which address a pod or node is reached at (None: its
+    primary one); an address given as such keeps its own family."""
     if isinstance(what, Pod):
-        return _from_pod(state, what)
+        return _from_pod(state, what, family)
     if isinstance(what, str):
-        return _from_text(state, what)
+        return _from_text(state, what, family)
     return _from_ip(state, what)
 
 
-def _from_text(state: ClusterState, text: str) -> Endpoint:
+def _from_text(state: ClusterState, text: str, family: int | None) -> Endpoint:
     try:
         return _from_ip(state, ip_address(text))
     except ValueError:
@@ -56,15 +60,22 @@ def _from_text(state: ClusterState, text: str) -> Endpoint:
     pod = state.pods.get(text)
     if pod is None:
         raise UnknownEndpointError(f"no pod {text!r} (expected NAMESPACE/POD or an IP)")
-    return _from_pod(state, pod)
+    return _from_pod(state, pod, family)
 
 
-def _from_pod(state: ClusterState, pod: Pod) -> Endpoint:
+def _of_family(ips: tuple[IPAddress | None, ...], family: int | None) -> IPAddress | None:
+    return next((ip for ip in ips if ip is not None and family in (None, ip.version)), None)
+
+
+def _from_pod(state: ClusterState, pod: Pod, family: int | None) -> Endpoint:
     if pod.host_network:
         # A hostNetwork pod uses its node's address: it is node traffic, not a pod.
-        ip = pod.host_ip or (pod.ips[0] if pod.ips else None) or state.node_ip(pod.node_name or "")
+        ip = _of_family((pod.host_ip, *pod.ips), family) or state.node_ip(
+            pod.node_name or "", family
+        )
         return Endpoint(NODE, ip, pod, pod.node_name)
-    return Endpoint(POD, pod.ips[0] if pod.ips else None, pod, pod.node_name)
+    # Every address of a pod is that pod; the one of the connection's family is its end.
+    return Endpoint(POD, _of_family(pod.ips, family), pod, pod.node_name)
 
 
 def _from_ip(state: ClusterState, ip: IPAddress) -> Endpoint:

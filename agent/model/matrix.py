@@ -16,12 +16,13 @@ def matrix_pods(state: ClusterState, namespaces: Iterable[str] | None = None) ->
 
 
 def oracle_matrix(
-    state: ClusterState, pods: list[Pod], protocol: str, port: int
+    state: ClusterState, pods: list[Pod], protocol: str, port: int, family: int | None = None
 ) -> dict[str, dict[str, bool]]:
-    """results[src][dst] for every ordered pair of distinct pods."""
+    """results[src][dst] for every ordered pair of distinct pods, over `family` (None:
+    the pods' primary addresses)."""
     return {
         src.ref: {
-            dst.ref: verdict(state, src, dst, protocol, port).allowed
+            dst.ref: verdict(state, src, dst, protocol, port, family).allowed
             for dst in pods
             if dst.ref != src.ref
         }

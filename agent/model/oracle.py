@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from ipaddress import ip_address
 
 from agent.model.endpoints import Endpoint, resolve
 from agent.model.objects import (
@@ -91,18 +92,33 @@ def verdict(
     dst: Pod | IPAddress | str,
     protocol: str = "TCP",
     port: int | None = None,
+    family: int | None = None,
 ) -> Verdict:
     """Whether a new `protocol` connection from `src` to `dst` on `port` is allowed.
 
     `src` and `dst` are pods, `namespace/name` strings or IP addresses; an address that
-    belongs to a pod or a node is treated as that pod or node."""
+    belongs to a pod or a node is treated as that pod or node. `family` (4 or 6) is the
+    connection's address family, which decides the address a pod or node has in it
+    (None: the family of an address given, else the pods' primary one): ipBlocks match
+    addresses of their own family only, so it matters where an ipBlock decides."""
     protocol = protocol.upper()
-    source, destination = resolve(state, src), resolve(state, dst)
+    if family is None:
+        given = [w for w in (src, dst) if not isinstance(w, (Pod, str))]
+        given += [_address(w) for w in (src, dst) if isinstance(w, str)]
+        family = next((ip.version for ip in given if ip is not None), None)
+    source, destination = resolve(state, src, family), resolve(state, dst, family)
     egress = _direction(state, EGRESS, source, destination, destination, protocol, port)
     ingress = _direction(state, INGRESS, destination, source, destination, protocol, port)
     return Verdict(
         source, destination, protocol, port, egress, ingress, _exemption(source, destination)
     )
+
+
+def _address(text: str) -> IPAddress | None:
+    try:
+        return ip_address(text)
+    except ValueError:
+        return None
 
 
 def _exemption(src: Endpoint, dst: Endpoint) -> str | None:

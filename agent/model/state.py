@@ -144,9 +144,9 @@ class ClusterState:
                 index[ip] = node.name
         return index
 
-    def node_ip(self, name: str) -> IPAddress | None:
-        """An address of node `name`, if any object tells it."""
+    def node_ip(self, name: str, family: int | None = None) -> IPAddress | None:
+        """An address of node `name` (of `family` when given), if any object tells it."""
         node = self.nodes.get(name)
-        if node is not None and node.addresses:
-            return node.addresses[0]
-        return next((ip for ip, n in sorted(self._nodes_by_ip.items(), key=str) if n == name), None)
+        known = [ip for ip in node.addresses] if node is not None else []
+        known += [ip for ip, n in sorted(self._nodes_by_ip.items(), key=str) if n == name]
+        return next((ip for ip in known if family is None or ip.version == family), None)
