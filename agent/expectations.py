@@ -11,10 +11,15 @@ The format is the text `picket explain --matrix` prints, so a reviewer can diff 
     check shop/api 198.19.200.7 443/TCP allowed
     check shop/web svc/shop/api 80/TCP allowed
 
+    matrix 5432/TCP namespaces=shop family=6
+
+
 Blocks are separated by blank lines; '.' means connects, 'X' denied, '-' self. A check
 goes FROM a pod or an address TO a pod, an address or `svc/NS/NAME`: a new connection
 to that Service's ClusterIP on the Service port PORT, which kube-proxy sends to one of
 its backend pods (policy judges that connection; agent/model/service_backends.py).
+A matrix with `family=4` or `family=6` is over the pods' addresses of that family (by
+default their primary ones); a check naming an address is over that address's family.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ class MatrixExpectation:
     protocol: str
     namespaces: tuple[str, ...]
     results: dict[str, dict[str, bool]] = field(hash=False)
+    family: int | None = None  # 4 or 6; None: the pods' primary addresses
 
 
 @dataclass(frozen=True)
@@ -98,11 +104,15 @@ def _parse_matrix(line: str, block: list[str], where: str) -> MatrixExpectation:
     words = line.split()
     port, protocol = _port(words[1] if len(words) > 1 else "", where)
     namespaces: tuple[str, ...] = ()
+    family: int | None = None
     for word in words[2:]:
         key, _, value = word.partition("=")
-        if key != "namespaces" or not value:
+        if key == "namespaces" and value:
+            namespaces = tuple(value.split(","))
+        elif key == "family" and value in ("4", "6"):
+            family = int(value)
+        else:
             raise ExpectationSyntaxError(f"{where}: unknown matrix option {word!r}")
-        namespaces = tuple(value.split(","))
     if not block:
         raise ExpectationSyntaxError(f"{where}: matrix without a table")
     columns = block[0].split()[1:]
@@ -119,7 +129,7 @@ def _parse_matrix(line: str, block: list[str], where: str) -> MatrixExpectation:
                 raise ExpectationSyntaxError(f"{where}: cell {mark!r} is not '.', 'X' or '-'")
             if dst != src:
                 results[src][dst] = mark == "."
-    return MatrixExpectation(port, protocol, namespaces, results)
+    return MatrixExpectation(port, protocol, namespaces, results, family)
 
 
 def _port(text: str, where: str) -> tuple[int, str]:

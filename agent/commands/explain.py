@@ -36,6 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="print the verdict for every ordered pair of pods instead",
     )
     p.add_argument("--namespaces", help="with --matrix: only pods of these namespaces (x,y,z)")
+    p.add_argument(
+        "--family",
+        type=int,
+        choices=(4, 6),
+        help="the connection's address family: pods and nodes are their address of it "
+        "(default: an address given names it, else the pods' primary ones); an ipBlock "
+        "matches its own family only",
+    )
     p.set_defaults(func=run)
 
 
@@ -54,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         print("picket explain: --from and --to are required (or use --matrix)", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        v = verdict(state, args.src, args.dst, protocol, port)
+        v = verdict(state, args.src, args.dst, protocol, port, args.family)
     except UnknownEndpointError as exc:
         print(f"picket explain: {exc.args[0]}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -67,10 +75,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _matrix(state: ClusterState, args: argparse.Namespace, port: int, protocol: str) -> int:
     namespaces = args.namespaces.split(",") if args.namespaces else None
-    results = oracle_matrix(state, matrix_pods(state, namespaces), protocol, port)
+    results = oracle_matrix(state, matrix_pods(state, namespaces), protocol, port, args.family)
     if args.output == "json":
         print(json.dumps(matrix_document(results, protocol, port), indent=2))
     else:
-        print(f"# {port}/{protocol}: rows connect to columns; '.' allowed, 'X' denied")
+        over = f" over IPv{args.family}" if args.family else ""
+        print(f"# {port}/{protocol}{over}: rows connect to columns; '.' allowed, 'X' denied")
         print(render_matrix(results))
     return EXIT_ALLOWED

@@ -58,7 +58,7 @@ def node_addresses(state: ClusterView, node: str) -> tuple[IPAddress, ...]:
     found: list[IPAddress] = []
     if node in state.nodes:
         found += state.nodes[node].addresses
-    found += [p.host_ip for p in state.pods_on(node) if p.host_ip]
+    found += [ip for p in state.pods_on(node) for ip in p.host_ips]
     return tuple(dict.fromkeys(found))
 
 

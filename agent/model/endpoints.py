@@ -70,7 +70,7 @@ def _of_family(ips: tuple[IPAddress | None, ...], family: int | None) -> IPAddre
 def _from_pod(state: ClusterState, pod: Pod, family: int | None) -> Endpoint:
     if pod.host_network:
         # A hostNetwork pod uses its node's address: it is node traffic, not a pod.
-        ip = _of_family((pod.host_ip, *pod.ips), family) or state.node_ip(
+        ip = _of_family((*pod.host_ips, *pod.ips), family) or state.node_ip(
             pod.node_name or "", family
         )
         return Endpoint(NODE, ip, pod, pod.node_name)

@@ -59,9 +59,14 @@ class Pod:
     node_name: str | None = None
     host_network: bool = False
     ips: tuple[IPAddress, ...] = ()
-    host_ip: IPAddress | None = None
+    # status.hostIPs (a dual-stack node has one per family), the primary first.
+    host_ips: tuple[IPAddress, ...] = ()
     container_ports: tuple[ContainerPort, ...] = ()
     phase: str | None = None
+
+    @property
+    def host_ip(self) -> IPAddress | None:
+        return self.host_ips[0] if self.host_ips else None
 
     @property
     def ref(self) -> str:

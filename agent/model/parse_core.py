@@ -113,20 +113,24 @@ def parse_pod(obj: dict[str, Any], errs: FieldErrors, default_namespace: str = "
         node_name=get_str(spec, "nodeName", "spec.nodeName", errs) or None,
         host_network=get_bool(spec, "hostNetwork", "spec.hostNetwork", errs),
         ips=_pod_ips(status, errs),
-        host_ip=parse_ip(get_str(status, "hostIP", "status.hostIP", errs), "status.hostIP", errs),
+        host_ips=_pod_ips(status, errs, "hostIP", "hostIPs"),
         container_ports=_container_ports(spec, errs),
         phase=get_str(status, "phase", "status.phase", errs),
     )
 
 
-def _pod_ips(status: dict[str, Any], errs: FieldErrors) -> tuple[IPAddress, ...]:
-    """status.podIPs, or status.podIP alone; the first is the primary address."""
+def _pod_ips(
+    status: dict[str, Any], errs: FieldErrors, single: str = "podIP", plural: str = "podIPs"
+) -> tuple[IPAddress, ...]:
+    """status.podIPs, or status.podIP alone; the first is the primary address (the
+    same shape for hostIP and hostIPs)."""
     ips: list[IPAddress] = []
-    primary = parse_ip(get_str(status, "podIP", "status.podIP", errs), "status.podIP", errs)
+    path = f"status.{single}"
+    primary = parse_ip(get_str(status, single, path, errs), path, errs)
     if primary is not None:
         ips.append(primary)
-    items = get_list(status, "podIPs", "status.podIPs", errs)
-    for path, item in list_of_maps(items, "status.podIPs", errs):
+    items = get_list(status, plural, f"status.{plural}", errs)
+    for path, item in list_of_maps(items, f"status.{plural}", errs):
         ip = parse_ip(item.get("ip"), f"{path}.ip", errs)
         if ip is not None and ip not in ips:
             ips.append(ip)

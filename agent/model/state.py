@@ -137,8 +137,8 @@ class ClusterState:
     def _nodes_by_ip(self) -> dict[IPAddress, str]:
         index: dict[IPAddress, str] = {}
         for pod in self.pods.values():
-            if pod.node_name and pod.host_ip is not None:
-                index[pod.host_ip] = pod.node_name
+            for ip in pod.host_ips if pod.node_name else ():
+                index[ip] = pod.node_name
         for node in self.nodes.values():
             for ip in node.addresses:
                 index[ip] = node.name
