@@ -43,6 +43,21 @@ A direction chain is named by a hash of its rules, so pods selected by the same
 policies share one. Peers are ipsets (ipset_render.py). The rule count depends on local
 pods and policy rules, never on how many pods a peer set holds.
 Traffic between a pod and its own node never passes FORWARD, so it is always allowed.
+
+Both address families get this layout from the same IR: IPv4 as iptables-restore
+text, IPv6 as ip6tables-restore text (`family`=6), with the same chain names (each
+family has its own tables) and each family's own sets (`picket6-...`, ipset_render.py).
+What differs: the sets and addresses named are the family's (a clause whose peers are
+only CIDR sets of the other family writes no rule there: an IPv4 ipBlock admits
+nothing over IPv6), and the pod CIDRs, transit pods and node addresses are the
+family's. The rest holds as is: a pod's direction chains are reached by its interface,
+so an isolated pod's IPv6 traffic is judged even when the API lists no IPv6 address
+for it; ICMPv6 (`ipv6-icmp`, 58) is policed like ICMP, its echo a NEW connection that
+only a rule without ports admits, its errors passing only as RELATED to a connection
+policy admitted; ip6tables' `-p` finds the transport header past extension headers;
+fragments are reassembled by conntrack's defragmentation before FORWARD (a fragment
+that never completes never gets here); and neighbour discovery between a pod and its
+node is link-local, so it never passes FORWARD.
 """
 
 from __future__ import annotations
@@ -62,7 +77,7 @@ from agent.compiler.ir import (
 )
 from agent.dataplane import source_check, transit_mark, unprogrammed
 from agent.dataplane.counters import AUDIT_REASON
-from agent.dataplane.ipset_render import IpSet, render_sets, set_name
+from agent.dataplane.ipset_render import FAMILIES, IpSet, family_sets, render_sets, set_name
 
 TABLE = "mangle"
 FORWARD_CHAIN = "PICKET-FORWARD"
@@ -127,18 +142,36 @@ def _comment(clause: Clause) -> str:
     return f'-m comment --comment "{clause.origin}"'
 
 
-def _clause_rules(clause: Clause, peer_side: str) -> list[str]:
+@dataclass(frozen=True)
+class Family:
+    """What one address family's rules name: its number and the peer sets that exist
+    in it (ipset_render.family_sets)."""
+
+    version: int
+    sets: frozenset[str]
+
+    @classmethod
+    def of(cls, ir: NodeIR, version: int) -> Family:
+        return cls(version, frozenset(family_sets(ir, version)))
+
+
+def _clause_rules(clause: Clause, peer_side: str, family: Family) -> list[str]:
     """`peer_side` is src for ingress (the peer sends), dst for egress."""
     if isinstance(clause, NamedPortClause):
         return [
-            f"-m set --match-set {set_name(clause.members)} {peer_side},{peer_side} "
-            f"{_comment(clause)} -j RETURN"
+            f"-m set --match-set {set_name(clause.members, family.version)} "
+            f"{peer_side},{peer_side} {_comment(clause)} -j RETURN"
         ]
     assert isinstance(clause, PeerPortClause)
+    # A CIDR set of the other family does not exist here: it admits no one.
     peers = (
         [""]
         if clause.peers is None
-        else [f"-m set --match-set {set_name(sid)} {peer_side}" for sid in clause.peers]
+        else [
+            f"-m set --match-set {set_name(sid, family.version)} {peer_side}"
+            for sid in clause.peers
+            if sid in family.sets
+        ]
     )
     rules = []
     for proto, port_match in _port_matches(clause.ports):
@@ -168,7 +201,7 @@ def nflog_prefix(direction: str, audit: bool) -> str:
 
 
 def _direction_chain(
-    direction: str, rules: DirectionRules, nflog_group: int, audit: bool = False
+    direction: str, rules: DirectionRules, nflog_group: int, family: Family, audit: bool = False
 ) -> tuple[str, list[str]]:
     peer_side = "src" if direction == "Ingress" else "dst"
     # No conntrack entry (conntrack refused the packet, or it is untracked): nothing
@@ -176,7 +209,7 @@ def _direction_chain(
     # per pod, direction and window.
     body: list[str] = [_invalid_log_rule(direction, nflog_group), INVALID_RULE]
     for clause in rules.clauses:
-        body += _clause_rules(clause, peer_side)
+        body += _clause_rules(clause, peer_side, family)
     body.append(
         f'-m comment --comment "isolated by {", ".join(rules.policies)}" '
         f'-j NFLOG --nflog-group {nflog_group} --nflog-prefix "{nflog_prefix(direction, audit)}"'
@@ -194,17 +227,20 @@ def render_chains(
     nflog_group: int = DEFAULT_NFLOG_GROUP,
     uplinks: Iterable[str] = (),
     transit_dscp: int = transit_mark.DEFAULT_DSCP,
+    family: int = 4,
 ) -> dict[str, list[str]]:
     """`interfaces` maps a local endpoint (namespace/name) to its host-side interface;
     endpoints without one (not wired yet) get no rules until they have one. `uplinks`
-    are the interfaces holding the node's addresses (where the transit mark is read)."""
+    are the interfaces holding the node's addresses (where the transit mark is read).
+    `family`: 4 for iptables, 6 for ip6tables (the module docstring says what differs)."""
+    fam = Family.of(ir, family)
     chains: dict[str, list[str]] = {}
     forward = [ESTABLISHED_RULE]
     if source_check.applies(ir, interfaces):
         # Before everything: a forged source could ride another pod's connection.
-        forward.insert(0, source_check.forward_rule())
+        forward.insert(0, source_check.forward_rule(family))
         chains[source_check.CHAIN] = source_check.chain_rules(nflog_group)
-    closed = unprogrammed.forward_rules(ir)
+    closed = unprogrammed.forward_rules(ir, family)
     if closed:
         # Next: a pod's traffic before its rules are in place (unprogrammed.py).
         at = forward.index(ESTABLISHED_RULE)
@@ -216,7 +252,7 @@ def render_chains(
     # allowed, and the connection would live on. Which end is the client is unknown, so
     # it is dropped where a pod it leaves or enters is isolated in either direction.
     no_syn: list[str] = []
-    transit_rules = transit_mark.chain_rules(ir, uplinks, transit_dscp)
+    transit_rules = transit_mark.chain_rules(ir, uplinks, transit_dscp, family)
     if transit_rules:
         chains[transit_mark.CHAIN] = transit_rules
         forward += [
@@ -245,21 +281,21 @@ def render_chains(
         ):
             if rules is None:
                 continue  # not isolated: nothing to check
-            name, body = _direction_chain(direction, rules, nflog_group, endpoint.audit)
+            name, body = _direction_chain(direction, rules, nflog_group, fam, endpoint.audit)
             chains[name] = body
             target.append(f'{flag} {ifname} -m comment --comment "{ref}" -j {name}')
     for ref, endpoint in ir.transit.items():
         assert endpoint.ingress is not None  # transit endpoints are ingress-isolated
-        name, body = _direction_chain("Ingress", endpoint.ingress, nflog_group, endpoint.audit)
+        name, body = _direction_chain("Ingress", endpoint.ingress, nflog_group, fam, endpoint.audit)
         chains[name] = body
         dnat = "-m conntrack --ctstate DNAT"
         for ip in endpoint.ips:
-            if ip.version != 4:
+            if ip.version != family:
                 continue
             forward += [
                 f'-s {node_ip} -d {ip} {dnat} -m comment --comment "{ref}: its node" -j RETURN'
                 for node_ip in endpoint.node_ips
-                if node_ip.version == 4
+                if node_ip.version == family
             ]
             forward.append(f'-d {ip} {dnat} -m comment --comment "{ref}: transit" -j {name}')
             no_syn.append(f'-d {ip} {dnat} -m comment --comment "{ref}: transit" -j DROP')
@@ -277,13 +313,30 @@ def render(
     nflog_group: int = DEFAULT_NFLOG_GROUP,
     uplinks: Iterable[str] = (),
     transit_dscp: int = transit_mark.DEFAULT_DSCP,
+    family: int = 4,
 ) -> Ruleset:
-    sets = render_sets(ir)
-    sets.update({s.name: s for s in source_check.render_sets(ir, interfaces)})
+    """The chains of `family` and every set they name."""
+    sets = render_sets(ir, family)
+    sets.update({s.name: s for s in source_check.render_sets(ir, interfaces, family)})
     if transit_dscp:
-        peers, transit = transit_mark.render_sets(ir)
+        peers, transit = transit_mark.render_sets(ir, family)
         sets.update({s.name: s for s in (*peers, *transit)})
-    return Ruleset(render_chains(ir, interfaces, nflog_group, uplinks, transit_dscp), sets)
+    chains = render_chains(ir, interfaces, nflog_group, uplinks, transit_dscp, family)
+    return Ruleset(chains, sets)
+
+
+def render_families(
+    ir: NodeIR,
+    interfaces: Mapping[str, str],
+    nflog_group: int = DEFAULT_NFLOG_GROUP,
+    uplinks: Iterable[str] = (),
+    transit_dscp: int = transit_mark.DEFAULT_DSCP,
+) -> dict[int, Ruleset]:
+    """Both families' rulesets: 4 for iptables-restore, 6 for ip6tables-restore."""
+    return {
+        family: render(ir, interfaces, nflog_group, uplinks, transit_dscp, family)
+        for family in FAMILIES
+    }
 
 
 def restore_text(ruleset: Ruleset, stale_chains: Iterable[str] = (), table: str = TABLE) -> str:

@@ -18,14 +18,19 @@ pod by the interface NFLOG reports, and folds its packets into one record per wi
 
 `picket-pod-links` (hash:net,iface) holds 0.0.0.0/1 and 128.0.0.0/1 with each pod's
 host-side interface (hash:net holds no /0): "arrived on a pod's interface";
-`picket-pod-sources` (hash:net,iface) each pod's address with its interface."""
+`picket-pod-sources` (hash:net,iface) each pod's address with its interface. IPv6 has
+its own pair (`picket6-pod-links` with ::/1 and 8000::/1, `picket6-pod-sources`, family
+inet6) named by the ip6tables rules: a pod that sends IPv6 from an address its Pod does
+not list (an IPv4-only pod the CNI gave an IPv6 address the API never saw) is spoofing.
+Link-local sources (neighbour discovery with the node) are never forwarded, so they
+never meet this check."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 from agent.compiler.ir import NodeIR
-from agent.dataplane.ipset_render import IpSet
+from agent.dataplane.ipset_render import HALVES, IpSet, family_name
 
 LINKS_SET = "picket-pod-links"
 SOURCES_SET = "picket-pod-sources"
@@ -40,31 +45,30 @@ def applies(ir: NodeIR, interfaces: Mapping[str, str]) -> bool:
     return any(ref in ir.endpoints for ref in interfaces)
 
 
-def render_sets(ir: NodeIR, interfaces: Mapping[str, str]) -> list[IpSet]:
-    """Both sets; none when no local pod has an interface yet and the node has no pod
-    CIDR (the unprogrammed check, unprogrammed.py, reads the sources set)."""
+def render_sets(ir: NodeIR, interfaces: Mapping[str, str], family: int = 4) -> list[IpSet]:
+    """Both sets of `family`; none when no local pod has an interface yet and the node
+    has no pod CIDR of the family (the unprogrammed check, unprogrammed.py, reads the
+    sources set)."""
     wired = {ref: ifname for ref, ifname in interfaces.items() if ref in ir.endpoints}
-    if not wired and not any(c.version == 4 for c in ir.pod_cidrs):
+    if not wired and not any(c.version == family for c in ir.pod_cidrs):
         return []
-    links = frozenset(f"{half},{ifname}" for ifname in wired.values() for half in _HALVES)
+    links = frozenset(f"{half},{ifname}" for ifname in wired.values() for half in HALVES[family])
     sources = frozenset(
         f"{ip},{ifname}"
         for ref, ifname in wired.items()
         for ip in ir.endpoints[ref].ips
-        if ip.version == 4
+        if ip.version == family
     )
     return [
-        IpSet(LINKS_SET, "hash:net,iface", links),
-        IpSet(SOURCES_SET, "hash:net,iface", sources),
+        IpSet(family_name(LINKS_SET, family), "hash:net,iface", links, family),
+        IpSet(family_name(SOURCES_SET, family), "hash:net,iface", sources, family),
     ]
 
 
-_HALVES = ("0.0.0.0/1", "128.0.0.0/1")
-
-
-def forward_rule() -> str:
+def forward_rule(family: int = 4) -> str:
+    links, sources = (family_name(n, family) for n in SETS)
     return (
-        f"-m set --match-set {LINKS_SET} src,src -m set ! --match-set {SOURCES_SET} src,src "
+        f"-m set --match-set {links} src,src -m set ! --match-set {sources} src,src "
         f'-m comment --comment "{COMMENT}" -j {CHAIN}'
     )
 

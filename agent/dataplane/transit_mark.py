@@ -29,7 +29,7 @@ from collections.abc import Iterable
 
 from agent.compiler.ir import NodeIR
 from agent.dataplane.ebpf_layout import TRUSTED_CTMARK
-from agent.dataplane.ipset_render import SET_PREFIX, IpSet
+from agent.dataplane.ipset_render import SET_PREFIX, IpSet, family_name
 
 CHAIN = "PICKET-TRANSIT"
 # A code point of RFC 2474's pool 2 (xxxx11: experimental and local use).
@@ -39,7 +39,14 @@ DEFAULT_DSCP = 0x17
 # marks (0x4000, 0x8000), not connection marks.
 PEER_NODES_SET = f"{SET_PREFIX}peer-nodes"
 TRANSIT_SET = f"{SET_PREFIX}transit"
-SETS = (PEER_NODES_SET, TRANSIT_SET)
+SETS = (PEER_NODES_SET, TRANSIT_SET)  # IPv4's; `sets(6)`: picket6-peer-nodes, picket6-transit
+
+
+def sets(family: int = 4) -> tuple[str, str]:
+    """The names of the two sets of `family` (peer nodes, transit pods)."""
+    return family_name(PEER_NODES_SET, family), family_name(TRANSIT_SET, family)
+
+
 # The eBPF backend's jump from FORWARD (mangle) to the chain (ebpf/transit_chain.py);
 # the iptables backend jumps to it from its own chain instead. While this jump stands,
 # the chain and its sets are the eBPF backend's, whatever the other's cleanup finds.
@@ -51,28 +58,35 @@ def trusted(ctmark: int) -> bool:
     return bool(ctmark & TRUSTED_CTMARK)
 
 
-def render_sets(ir: NodeIR) -> tuple[list[IpSet], list[IpSet]]:
-    """(The other nodes' addresses, where trusted transit comes from; the transit
-    endpoints' addresses, what this node marks), each only when there are any (the
-    rules of chain_rules use them then). IPv4: IPv6 comes with ip6tables."""
-    peers = frozenset(str(ip) for ip in ir.peer_node_ips if ip.version == 4)
-    transit = frozenset(str(ip) for e in ir.transit.values() for ip in e.ips if ip.version == 4)
+def render_sets(ir: NodeIR, family: int = 4) -> tuple[list[IpSet], list[IpSet]]:
+    """(The other nodes' addresses of `family`, where trusted transit comes from; the
+    transit endpoints' addresses of `family`, what this node marks), each only when
+    there are any (the rules of chain_rules use them then; the transit set whenever
+    there are transit endpoints, as the mark rule is written then)."""
+    peers = frozenset(str(ip) for ip in ir.peer_node_ips if ip.version == family)
+    transit = frozenset(
+        str(ip) for e in ir.transit.values() for ip in e.ips if ip.version == family
+    )
+    peers_set, transit_set = sets(family)
     return (
-        [IpSet(PEER_NODES_SET, "hash:ip", peers)] if peers else [],
-        [IpSet(TRANSIT_SET, "hash:ip", transit)] if ir.transit else [],
+        [IpSet(peers_set, "hash:ip", peers, family)] if peers else [],
+        [IpSet(transit_set, "hash:ip", transit, family)] if ir.transit else [],
     )
 
 
-def chain_rules(ir: NodeIR, uplinks: Iterable[str], dscp: int) -> list[str]:
-    """PICKET-TRANSIT's rules (after `-A PICKET-TRANSIT`): the trust when other nodes
-    exist, the mark when this node has transit endpoints; none when the mark is off.
-    `uplinks`: the interfaces holding this node's addresses."""
+def chain_rules(ir: NodeIR, uplinks: Iterable[str], dscp: int, family: int = 4) -> list[str]:
+    """PICKET-TRANSIT's rules of `family` (after `-A PICKET-TRANSIT`): the trust when
+    other nodes of that family exist, the mark when this node has transit endpoints;
+    none when the mark is off. `uplinks`: the interfaces holding this node's addresses.
+    DSCP, CONNMARK and conntrack matches read the same in ip6tables (DSCP is the top
+    six bits of IPv6's traffic class)."""
     if not dscp:
         return []
     new = "-m conntrack --ctstate NEW"
-    peers = any(ip.version == 4 for ip in ir.peer_node_ips)
+    peers = any(ip.version == family for ip in ir.peer_node_ips)
+    peers_set, transit_set = sets(family)
     rules = [
-        f"-i {uplink} {new} -m dscp --dscp {dscp:#x} -m set --match-set {PEER_NODES_SET} src "
+        f"-i {uplink} {new} -m dscp --dscp {dscp:#x} -m set --match-set {peers_set} src "
         f'-m comment --comment "picket: judged by the node that DNATed it" '
         f"-j CONNMARK --set-xmark {TRUSTED_CTMARK:#x}/{TRUSTED_CTMARK:#x}"
         for uplink in (sorted(set(uplinks)) if peers else ())
@@ -80,7 +94,7 @@ def chain_rules(ir: NodeIR, uplinks: Iterable[str], dscp: int) -> list[str]:
     if not ir.transit:
         return rules
     rules.append(
-        f"{new} -m conntrack --ctstate DNAT -m set --match-set {TRANSIT_SET} dst "
+        f"{new} -m conntrack --ctstate DNAT -m set --match-set {transit_set} dst "
         f'-m comment --comment "picket: judged here for its backend\'s node" '
         f"-j DSCP --set-dscp {dscp:#x}"
     )

@@ -15,13 +15,16 @@ the anti-spoofing check and before everything else in PICKET-FORWARD:
                         -> PICKET-UNPROG-IN
     PICKET-UNPROG-EG  NFLOG "picket unprogrammed egress", DROP   (-IN: ingress)
 
-(`dst,dst` matches the destination address with the outgoing interface.) Without a pod
-CIDR (a Node with no spec.podCIDRs and no --pod-cidr) nothing is added, and a new pod
-is open until programmed, as before; the agent warns at start (agent/loop/agent.py)."""
+(`dst,dst` matches the destination address with the outgoing interface.) Each family's
+rules name its own pod CIDRs and sources set: ip6tables the IPv6 ranges and
+`picket6-pod-sources`. Without a pod CIDR (a Node with no spec.podCIDRs and no
+--pod-cidr) nothing is added, and a new pod is open until programmed, as before; the
+agent warns at start (agent/loop/agent.py)."""
 
 from __future__ import annotations
 
 from agent.compiler.ir import NodeIR
+from agent.dataplane.ipset_render import family_name
 from agent.dataplane.source_check import SOURCES_SET
 
 EGRESS_CHAIN, INGRESS_CHAIN = "PICKET-UNPROG-EG", "PICKET-UNPROG-IN"
@@ -33,16 +36,17 @@ def nflog_prefix(direction: str) -> str:
     return f"picket unprogrammed {direction}"
 
 
-def forward_rules(ir: NodeIR) -> list[str]:
-    """The two rules per IPv4 pod CIDR (IPv6 is not policed yet)."""
+def forward_rules(ir: NodeIR, family: int = 4) -> list[str]:
+    """The two rules per pod CIDR of `family`."""
     rules = []
+    sources = family_name(SOURCES_SET, family)
     for cidr in ir.pod_cidrs:
-        if cidr.version != 4:
+        if cidr.version != family:
             continue
         rules += [
-            f"-s {cidr} -m set ! --match-set {SOURCES_SET} src,src "
+            f"-s {cidr} -m set ! --match-set {sources} src,src "
             f'-m comment --comment "{COMMENT}" -j {EGRESS_CHAIN}',
-            f"-d {cidr} -m set ! --match-set {SOURCES_SET} dst,dst "
+            f"-d {cidr} -m set ! --match-set {sources} dst,dst "
             f'-m comment --comment "{COMMENT}" -j {INGRESS_CHAIN}',
         ]
     return rules

@@ -1,11 +1,14 @@
 """Every kernel text and kernel write plan, as golden files, for every example in
 examples/ and both nodes: what `git diff tests/unit/golden/` shows a reviewer.
 
-- `.iptables`: the iptables-restore text of the chains, and each set's members;
+- `.iptables`: the iptables-restore text of the chains, and each set's members, then
+  the same for IPv6 (ip6tables-restore, the `picket6-` sets);
 - `.ipset`: the `ipset restore` scripts: a full sync (create, build aside, swap,
   destroy the temporary), an incremental one adding every member to the sets, the one
-  removing them again, and the destroy of the sets once no rule uses them;
-- `.cleanup`: what `picket agent --cleanup` runs on the iptables backend;
+  removing them again, and the destroy of the sets once no rule uses them; IPv4's
+  sets, then IPv6's;
+- `.cleanup`: what `picket agent --cleanup` runs on the iptables backend (both
+  families);
 - `.ebpf`: the eBPF plan (identities and the maps' entries, as `picket compile
   --backend ebpf` prints it), then the map writes of a first sync, in the order the
   backend makes them, as bytes.
@@ -57,34 +60,52 @@ def veths(ir: NodeIR) -> dict[str, str]:
     return {ref: f"veth-{ref.replace('/', '-')}"[:15] for ref in ir.endpoints}
 
 
+FAMILY_TITLES = {4: "", 6: " (IPv6)"}
+
+
 def iptables_text(ir: NodeIR) -> str:
-    ruleset = render(ir, veths(ir))
-    sets = "".join(
-        f"# set {s.name} {s.kind}: {' '.join(sorted(s.members))}\n" for s in ruleset.sets.values()
-    )
-    return restore_text(ruleset) + sets
+    out = ""
+    for family in FAMILY_TITLES:
+        ruleset = render(ir, veths(ir), family=family)
+        sets = "".join(
+            f"# set {s.name} {s.kind}: {' '.join(sorted(s.members))}\n"
+            for s in ruleset.sets.values()
+        )
+        heading = "# ip6tables-restore --noflush\n" if family == 6 else ""
+        out += heading + restore_text(ruleset) + sets
+    return out
 
 
 def ipset_text(ir: NodeIR) -> str:
     empty = dataclasses.replace(ir, members={sid: frozenset() for sid in ir.members})
-    sections = {
-        "full sync": swap_script(render_sets(ir).values()),
-        "incremental: every member added": update_script(ir, diff_ir(empty, ir)),
-        "incremental: every member removed": update_script(empty, diff_ir(ir, empty)),
-        "sets no rule uses any more": destroy_script(sorted(render_sets(ir))),
-    }
+    sections = {}
+    for f, title in FAMILY_TITLES.items():
+        sets = render_sets(ir, f)
+        sections |= {
+            f"full sync{title}": swap_script(sets.values()),
+            f"incremental: every member added{title}": update_script(
+                ir, diff_ir(empty, ir), family=f
+            ),
+            f"incremental: every member removed{title}": update_script(
+                empty, diff_ir(ir, empty), family=f
+            ),
+            f"sets no rule uses any more{title}": destroy_script(sorted(sets)),
+        }
     return "".join(
         f"# ipset restore: {title}\n{script_text(lines)}" for title, lines in sections.items()
     )
 
 
 def cleanup(ir: NodeIR) -> str:
-    chains = render(ir, veths(ir)).chains
-    return (
-        f"# iptables -w -D {shlex.join(JUMP_RULE)}  (until it fails)\n"
-        f"# iptables-restore --noflush\n{cleanup_text(chains)}"
-        f"# ipset restore\n{script_text(destroy_script(sorted(render_sets(ir))))}"
-    )
+    out = ""
+    for family, command in ((4, "iptables"), (6, "ip6tables")):
+        chains = render(ir, veths(ir), family=family).chains
+        out += (
+            f"# {command} -w -D {shlex.join(JUMP_RULE)}  (until it fails)\n"
+            f"# {command}-restore --noflush\n{cleanup_text(chains)}"
+        )
+    names = sorted(name for f in FAMILY_TITLES for name in render_sets(ir, f))
+    return out + f"# ipset restore\n{script_text(destroy_script(names))}"
 
 
 def ebpf_text(ir: NodeIR) -> str:

@@ -122,7 +122,7 @@ def test_pod_cidrs_close_what_no_programmed_pod_holds_before_anything_else():
         '-m comment --comment "picket: a pod not programmed yet" -j PICKET-UNPROG-EG',
         "-d 198.18.1.0/24 -m set ! --match-set picket-pod-sources dst,dst "
         '-m comment --comment "picket: a pod not programmed yet" -j PICKET-UNPROG-IN',
-    ]  # the IPv6 range is not policed yet
+    ]  # the IPv6 range is in the ip6tables rules (test_iptables_families.py)
     assert forward[3] == ESTABLISHED_RULE
     assert wired.chains["PICKET-UNPROG-IN"] == [
         '-j NFLOG --nflog-group 100 --nflog-prefix "picket unprogrammed ingress"',
