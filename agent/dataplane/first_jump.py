@@ -46,7 +46,8 @@ def repair_text(table: str, jump: Sequence[str], copies: int) -> str:
 
 def ensure_first(tool: str, table: str, jump: Sequence[str]) -> str | None:
     """Makes `jump` the first and only copy in its chain, with `tool` ("iptables-nft",
-    "iptables-legacy"); returns what was wrong, or None when nothing was."""
+    "ip6tables-legacy", ...; its `-restore` beside it); returns what was wrong, or None
+    when nothing was."""
     listing = _run([tool, "-w", "-t", table, "-S", jump[0]])
     problem = misplaced(listing, jump)
     if problem is not None:
@@ -72,20 +73,22 @@ class FirstJump:
     displaced, duplicated, or removed after it was in place (the metric
     picket_jump_restored_total)."""
 
-    def __init__(self, table: str, jump: Sequence[str]) -> None:
+    def __init__(self, table: str, jump: Sequence[str], family: int = 4) -> None:
         self.table, self.jump = table, tuple(jump)
+        self.where = f"{table} table" if family == 4 else f"{table} table, IPv6"
         self.restored = 0
         self._placed = False
 
     def keep(self, tool: str) -> None:
+        """`tool`: the family's and flavour's ("ip6tables-nft" keeps IPv6's jump)."""
         problem = ensure_first(tool, self.table, self.jump)
         if problem == "missing" and not self._placed:  # the first sync: nothing was lost
-            log.info("inserted the jump from %s to %s (%s table)", *self._ends(), self.table)
+            log.info("inserted the jump from %s to %s (%s)", *self._ends(), self.where)
         elif problem is not None:
             self.restored += 1
             log.warning(
-                "the jump from %s to %s (%s table) was %s: put back first",
-                *self._ends(), self.table, problem,
+                "the jump from %s to %s (%s) was %s: put back first",
+                *self._ends(), self.where, problem,
             )  # fmt: skip
         self._placed = True
 

@@ -9,10 +9,17 @@ atomically; every text it hands the kernel comes from them.
   restore` batches of add/del, so a relabel costs set updates, not a chain rewrite),
   rebuilt through a temporary set and `swap` on a full sync, destroyed after the rules
   that used them are gone.
-- The iptables flavour (legacy or nft) is the host's: the one holding more rules.
-- Drop counters are the rules' packet counters, read (`iptables-save -c`) at each
-  metrics reading (agent/metrics/readings.py) and just before a restore zeroes them,
-  and kept as totals that only grow.
+- Both address families, from the same IR (iptables_render.py): IPv4 through
+  iptables-restore, IPv6 through ip6tables-restore, each with its jump kept first and
+  its own sets (`family inet6`, named `picket6-...`) in the same `ipset restore`
+  batches, so each step of the order above holds for both before the next begins. A
+  kernel without IPv6 (no /proc/net/if_inet6) gets IPv4 only: no IPv6 packet exists.
+- The iptables flavour (legacy or nft) is the host's, per family: the one holding more
+  rules (iptables-legacy-save against iptables-nft-save, ip6tables-... for IPv6).
+- Drop counters are the rules' packet counters, read (`iptables-save -c`,
+  `ip6tables-save -c`) at each metrics reading (agent/metrics/readings.py) and just
+  before a restore zeroes them, and kept as totals that only grow (both families'
+  drops add up under the same labels).
 - Errors raise DataplaneError; the agent logs them and retries, it never crashes.
 """
 
@@ -27,14 +34,16 @@ from agent.compiler.ir import NodeIR
 from agent.dataplane import conntrack, source_check, transit_mark
 from agent.dataplane.capacity import Overflow, Overflows, closed, policies_of, sets_users
 from agent.dataplane.counters import DatapathCounters, MonotonicTotals, split_audit
-from agent.dataplane.errors import DataplaneError
 from agent.dataplane.first_jump import FirstJump
 from agent.dataplane.ipset_render import (
     DEFAULT_MAX_SET_ELEMENTS,
     DEFAULT_MAXELEM,
-    SET_PREFIX,
+    IpSet,
     destroy_script,
+    family_count,
+    family_sets,
     ipset_create,
+    ours,
     render_set,
     render_sets,
     script_text,
@@ -43,7 +52,6 @@ from agent.dataplane.ipset_render import (
     update_script,
 )
 from agent.dataplane.iptables_render import (
-    CHAIN_PREFIX,
     DEFAULT_NFLOG_GROUP,
     JUMP_RULE,
     TABLE,
@@ -53,46 +61,14 @@ from agent.dataplane.iptables_render import (
     render_chains,
     restore_text,
 )
+from agent.dataplane.iptables_tools import chains_in, detect_mode, tool
+from agent.dataplane.iptables_tools import run as _run
 from agent.dataplane.pod_interfaces import host_interfaces, node_addresses, uplink_interfaces
 from agent.model.objects import IPAddress
 
 log = logging.getLogger("picket.iptables")
 JUMP = list(JUMP_RULE)
 RETIRED_TABLE = "filter"  # where agents before the move to mangle put their chains
-
-
-def _chains_in(save: str) -> set[str]:
-    """Our chains declared in `iptables-save` output."""
-    return {
-        line[1:].split()[0] for line in save.splitlines() if line.startswith(f":{CHAIN_PREFIX}")
-    }
-
-
-def _run(argv: list[str], stdin: str | None = None) -> str:
-    proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise DataplaneError(f"{' '.join(argv[:3])} failed: {proc.stderr.strip()}")
-    return proc.stdout
-
-
-def _count_rules(command: str) -> int:
-    try:
-        out = subprocess.run([command], capture_output=True, text=True, check=False).stdout
-    except OSError:
-        return 0
-    return sum(line.startswith("-A") for line in out.splitlines())
-
-
-def detect_mode() -> str:
-    """legacy or nft: whichever already holds more rules (what the host's other tools
-    use); with none anywhere, what the `iptables` command is."""
-    legacy, nft = _count_rules("iptables-legacy-save"), _count_rules("iptables-nft-save")
-    if legacy != nft:
-        return "legacy" if legacy > nft else "nft"
-    version = subprocess.run(
-        ["iptables", "--version"], capture_output=True, text=True, check=False
-    ).stdout
-    return "nft" if "nf_tables" in version else "legacy"
 
 
 class IptablesBackend:
@@ -104,13 +80,20 @@ class IptablesBackend:
         mode: str | None = None,
         transit_dscp: int = transit_mark.DEFAULT_DSCP,
         max_set_elements: int = DEFAULT_MAX_SET_ELEMENTS,
+        families: tuple[int, ...] | None = None,
     ) -> None:
-        self.mode = mode or detect_mode()
+        self.families = families or conntrack.kernel_families()
+        if 6 not in self.families:
+            log.info("this kernel has no IPv6: only IPv4 is programmed")
+        # `mode` forces both families' flavour (tests); else each is detected.
+        self.modes = {f: mode or detect_mode(f) for f in self.families}
+        modes = set(self.modes.values())
+        self.mode = modes.pop() if len(modes) == 1 else f"{self.modes[4]}, IPv6 {self.modes[6]}"
         self.max_set_elements = max_set_elements
         self.nflog_group = nflog_group
         self.transit_dscp = transit_dscp
         self._uplinks: tuple[str, ...] = ()
-        self._chains: dict[str, list[str]] | None = None  # what is programmed
+        self._chains: dict[int, dict[str, list[str]]] | None = None  # what is programmed
         self._interfaces: dict[str, str] = {}
         self._set_names: set[str] = set()  # the sets that exist (ours)
         self._sizes: dict[str, int] = {}  # peer set -> the maxelem it was built with
@@ -118,10 +101,11 @@ class IptablesBackend:
         self._counters = MonotonicTotals()
         self._counters_lock = threading.Lock()  # the metrics reader reads them from its thread
         self._retired = False  # an older agent's filter-table chains are gone
-        self.jump = FirstJump(TABLE, JUMP)  # checked first in FORWARD on every sync
+        # Checked first in each family's FORWARD on every sync.
+        self.jumps = {f: FirstJump(TABLE, JUMP, f) for f in self.families}
 
-    def _tool(self, name: str) -> str:
-        return f"{name}-{self.mode}" if name == "iptables" else f"iptables-{self.mode}-{name}"
+    def _tool(self, family: int, name: str = "") -> str:
+        return tool(family, self.modes[family], name)
 
     def apply(self, ir: NodeIR, change: IRDiff | None = None, full: bool = True) -> bool:
         """Program `ir`. A full apply rebuilds every set and chain, which also repairs
@@ -138,7 +122,7 @@ class IptablesBackend:
             self._interfaces = host_interfaces(ir)
             self._uplinks = uplink_interfaces(ir.node_ips)
             self._set_names = set(self._existing_sets())
-            built = [*render_sets(ir).values(), *peers]
+            built = [*self._peer_sets(ir), *peers]
             self._ipset(swap_script(built, self._set_names))
             self._sizes = {s.name: s.maxelem for s in built}
         else:
@@ -146,10 +130,12 @@ class IptablesBackend:
                 self._interfaces = host_interfaces(ir)
             if change.node_ips is not None:
                 self._uplinks = uplink_interfaces(ir.node_ips)
-            grown = self._grown(ir, change)
-            self._ipset(update_script(ir, change, grown, self._set_names))
-            for sid in {*change.sets_added, *grown}:
-                self._sizes[set_name(sid)] = render_set(ir, sid).maxelem
+            for family in self.families:
+                grown = self._grown(ir, change, family)
+                self._ipset(update_script(ir, change, grown, self._set_names, family))
+                for sid in {*change.sets_added, *grown}:
+                    if sid in family_sets(ir, family):
+                        self._sizes[set_name(sid, family)] = render_set(ir, sid, family).maxelem
             if change.peer_node_ips is not None:
                 self._ipset(swap_script(peers, self._set_names))
         transit_changed = (
@@ -161,7 +147,9 @@ class IptablesBackend:
         )
         if transit_changed:  # the rules name it: it must exist before them
             self._ipset([ipset_create(s) for s in transit])
-        sources = source_check.render_sets(ir, self._interfaces)
+        sources = [
+            s for f in self.families for s in source_check.render_sets(ir, self._interfaces, f)
+        ]
         sources_changed = (
             full
             or change is None
@@ -172,9 +160,12 @@ class IptablesBackend:
         )
         if sources_changed:  # the rules name them: they must exist before them
             self._ipset([ipset_create(s) for s in sources])
-        chains = render_chains(
-            ir, self._interfaces, self.nflog_group, self._uplinks, self.transit_dscp
-        )
+        chains = {
+            f: render_chains(
+                ir, self._interfaces, self.nflog_group, self._uplinks, self.transit_dscp, f
+            )
+            for f in self.families
+        }
         rules_changed = self._apply_chains(chains, full or self._chains is None)
         if sources_changed:
             # After the chains: a pod in the sources set passes the unprogrammed check
@@ -186,27 +177,32 @@ class IptablesBackend:
         # once its ingress is judged here.
         if transit_changed:
             self._ipset(swap_script(transit))
-        wanted = {set_name(sid) for sid in ir.sets} | {s.name for s in (*peers, *transit, *sources)}
+        wanted = {s.name for s in (*self._peer_sets(ir), *peers, *transit, *sources)}
         self._destroy_stale_sets(wanted)
         return rules_changed
+
+    def _peer_sets(self, ir: NodeIR) -> list[IpSet]:
+        """Every peer set of every family, with its members."""
+        return [s for f in self.families for s in render_sets(ir, f).values()]
 
     def _fit(self, ir: NodeIR) -> tuple[NodeIR, list[Overflow]]:
         """The IR to program, and the peer sets bigger than `max_set_elements`: the
         endpoints whose rules use one deny everything (capacity.py)."""
         too_big = {
-            sid: len(members)
+            (sid, family): wanted
             for sid, members in ir.members.items()
-            if len(members) > self.max_set_elements
+            for family in self.families
+            if (wanted := family_count(members, family)) > self.max_set_elements
         }
         if not too_big:
             return ir, []
         users = sets_users(ir)
         overflows = []
-        for sid, wanted in sorted(too_big.items()):
+        for (sid, family), wanted in sorted(too_big.items()):
             refs = tuple(sorted(users.get(sid, ())))
             overflows.append(
                 Overflow(
-                    f"ipset {set_name(sid)}",
+                    f"ipset {set_name(sid, family)}",
                     self.max_set_elements,
                     wanted,
                     refs,
@@ -218,60 +214,79 @@ class IptablesBackend:
     def capacity_exceeded(self) -> list[Overflow]:
         return self._overflows.latest()
 
-    def _grown(self, ir: NodeIR, change: IRDiff) -> list[str]:
-        """Sets the change grows past the size they were built with: rebuilt whole."""
+    def _grown(self, ir: NodeIR, change: IRDiff, family: int) -> list[str]:
+        """`family`'s sets the change grows past the size they were built with: rebuilt
+        whole."""
+        present = set(family_sets(ir, family))
         return sorted(
             sid
             for sid in change.members
-            if sid in ir.sets
-            and render_set(ir, sid).maxelem > self._sizes.get(set_name(sid), DEFAULT_MAXELEM)
+            if sid in present
+            and render_set(ir, sid, family).maxelem
+            > self._sizes.get(set_name(sid, family), DEFAULT_MAXELEM)
         )
 
-    def _transit_sets(self, ir: NodeIR) -> tuple[list, list]:
-        """The transit mark's sets (transit_mark.py): (peer nodes, transit pods)."""
+    def _transit_sets(self, ir: NodeIR) -> tuple[list[IpSet], list[IpSet]]:
+        """The transit mark's sets (transit_mark.py) of every family: (peer nodes,
+        transit pods)."""
         if not self.transit_dscp:
             return [], []
-        return transit_mark.render_sets(ir)
+        both = [transit_mark.render_sets(ir, f) for f in self.families]
+        return [s for p, _ in both for s in p], [s for _, t in both for s in t]
 
     @staticmethod
     def _ipset(lines: list[str]) -> None:
         if lines:
             _run(["ipset", "restore"], script_text(lines))
 
-    def _apply_chains(self, chains: dict[str, list[str]], full: bool) -> bool:
-        """All our chains in one iptables-restore transaction, when they changed (or on a
-        full sync, which also deletes chains we no longer use and restores the jump)."""
-        changed = chains != self._chains
-        if changed or full:
-            with self._counters_lock:
-                save = self._read_counters()  # the restore zeroes every chain it declares
-                stale = _chains_in(save) if full else set(self._chains or ())
-                _run(
-                    [self._tool("restore"), "--noflush", "-w"],
-                    restore_text(Ruleset(chains, {}), stale),
-                )
-                self._counters.forget()
-            self._chains = chains
-            self._ensure_jump()
-            if not self._retired:
-                # Ours are in place first: enforcement never pauses across the upgrade.
-                for what in self._remove_chains(RETIRED_TABLE):
-                    log.info("removed %s, left by an older agent", what)
-                self._retired = True
+    def _apply_chains(self, chains: dict[int, dict[str, list[str]]], full: bool) -> bool:
+        """Each family's chains in one (ip6)iptables-restore transaction, when they
+        changed (or on a full sync, which also deletes chains we no longer use and
+        restores the jump): IPv4's, then IPv6's."""
+        before = self._chains or {}
+        changed = chains != before
+        for family, family_chains in chains.items():
+            if family_chains != before.get(family) or full:
+                self._restore(family, family_chains, full, before.get(family))
+        self._chains = chains
+        if (changed or full) and not self._retired:
+            # Ours are in place first: enforcement never pauses across the upgrade.
+            for what in self._remove_chains(4, RETIRED_TABLE):
+                log.info("removed %s, left by an older agent", what)
+            self._retired = True
         return changed
 
-    def _read_counters(self) -> str:
-        """Feeds the totals; returns the `iptables-save -c` text it read."""
-        save = _run([self._tool("save"), "-c", "-t", TABLE])
+    def _restore(
+        self,
+        family: int,
+        chains: dict[str, list[str]],
+        full: bool,
+        before: dict[str, list[str]] | None,
+    ) -> None:
+        with self._counters_lock:
+            save = self._read_counters(family)  # the restore zeroes every chain it declares
+            stale = chains_in(save) if full else set(before or ())
+            _run(
+                [self._tool(family, "restore"), "--noflush", "-w"],
+                restore_text(Ruleset(chains, {}), stale),
+            )
+            self._counters.forget((family, source) for source, _, _ in counted_rules(save))
+        self.jumps[family].keep(self._tool(family))
+
+    def _read_counters(self, family: int) -> str:
+        """Feeds the totals; returns the `iptables-save -c` (`ip6tables-save -c`) text
+        it read."""
+        save = _run([self._tool(family, "save"), "-c", "-t", TABLE])
         for source, labels, packets in counted_rules(save):
-            self._counters.observe(source, labels, packets)
+            self._counters.observe((family, source), labels, packets)
         return save
 
     def datapath_counters(self) -> DatapathCounters:
         """Drops by direction, reason and namespace; allowed packets are not counted (no
         rule sees every admitted packet: replies pass the shared ESTABLISHED rule)."""
         with self._counters_lock:
-            self._read_counters()
+            for family in self.families:
+                self._read_counters(family)
             totals = self._counters.totals()
         return split_audit(totals)
 
@@ -292,42 +307,41 @@ class IptablesBackend:
         return conntrack.remove_denied(ir, node_addresses(), gone, touching)
 
     def rule_count(self) -> int:
-        return sum(len(rules) for rules in (self._chains or {}).values())
+        """Both families' rules."""
+        return sum(len(r) for chains in (self._chains or {}).values() for r in chains.values())
 
-    def _existing_chains(self, table: str = TABLE) -> set[str]:
-        return _chains_in(_run([self._tool("save"), "-t", table]))
-
-    def _ensure_jump(self) -> None:
-        self.jump.keep(self._tool("iptables"))
+    def _existing_chains(self, family: int, table: str = TABLE) -> set[str]:
+        return chains_in(_run([self._tool(family, "save"), "-t", table]))
 
     @property
     def jumps_restored(self) -> int:
-        return self.jump.restored
+        return sum(jump.restored for jump in self.jumps.values())
 
-    def _ebpf_transit(self) -> bool:
-        """Whether the eBPF backend's jump to the transit chain is in FORWARD."""
-        check = [self._tool("iptables"), "-w", "-t", TABLE, "-C", *transit_mark.STANDALONE_JUMP]
+    def _ebpf_transit(self, family: int) -> bool:
+        """Whether the eBPF backend's jump to the transit chain is in `family`'s FORWARD."""
+        check = [self._tool(family), "-w", "-t", TABLE, "-C", *transit_mark.STANDALONE_JUMP]
         return subprocess.run(check, capture_output=True).returncode == 0
 
-    def _remove_chains(self, table: str, keep_transit: bool = False) -> list[str]:
-        """Our jump and chains in `table`: what cleanup removes, and what an agent from
-        before the move to mangle left in filter."""
+    def _remove_chains(self, family: int, table: str, keep_transit: bool = False) -> list[str]:
+        """Our jump and chains in `family`'s `table`: what cleanup removes, and what an
+        agent from before the move to mangle left in filter."""
         removed = []
-        iptables = [self._tool("iptables"), "-w", "-t", table]
+        where = table if family == 4 else f"{table}, IPv6"
+        iptables = [self._tool(family), "-w", "-t", table]
         while subprocess.run([*iptables, "-D", *JUMP], capture_output=True).returncode == 0:
-            removed.append(f"jump from FORWARD ({table})")
+            removed.append(f"jump from FORWARD ({where})")
         chains = sorted(
-            self._existing_chains(table) - ({transit_mark.CHAIN} if keep_transit else set())
+            self._existing_chains(family, table) - ({transit_mark.CHAIN} if keep_transit else set())
         )
         if chains:
-            _run([self._tool("restore"), "--noflush", "-w"], cleanup_text(chains, table))
-            removed += [f"chain {c} ({table})" for c in chains]
+            _run([self._tool(family, "restore"), "--noflush", "-w"], cleanup_text(chains, table))
+            removed += [f"chain {c} ({where})" for c in chains]
         return removed
 
     def _destroy_stale_sets(self, wanted: set[str]) -> None:
         # A full apply read the kernel's sets as it began; every set made since is wanted.
         present = self._set_names
-        stale = sorted(n for n in present - wanted if n.startswith(SET_PREFIX))
+        stale = sorted(n for n in present - wanted if ours(n))
         self._set_names = set(wanted)
         for line in destroy_script(stale):
             # One at a time: a set still in use (a rule of another chain) must not stop
@@ -344,16 +358,22 @@ class IptablesBackend:
 
     @staticmethod
     def _existing_sets() -> list[str]:
-        return [n for n in _run(["ipset", "list", "-n"]).split() if n.startswith(SET_PREFIX)]
+        return [n for n in _run(["ipset", "list", "-n"]).split() if ours(n)]
 
     def cleanup(self) -> list[str]:
-        """Remove everything this backend added: the jump, the chains, the sets. The
-        transit chain and its sets stay while the eBPF backend's own jump to them does:
-        they are that backend's (its DaemonSet's init container runs this cleanup on
-        every start, with the eBPF agent's rules in place)."""
-        kept = self._ebpf_transit()
-        removed = self._remove_chains(TABLE, kept) + self._remove_chains(RETIRED_TABLE)
-        sets = sorted(set(self._existing_sets()) - set(transit_mark.SETS if kept else ()))
+        """Remove everything this backend added, in both families: the jumps, the
+        chains, the sets. A family's transit chain and its sets stay while the eBPF
+        backend's own jump to them does: they are that backend's (its DaemonSet's init
+        container runs this cleanup on every start, with the eBPF agent's rules in
+        place)."""
+        removed, kept_sets = [], set()
+        for family in self.families:
+            kept = self._ebpf_transit(family)
+            removed += self._remove_chains(family, TABLE, kept)
+            if kept:
+                kept_sets.update(transit_mark.sets(family))
+        removed += self._remove_chains(4, RETIRED_TABLE)
+        sets = sorted(set(self._existing_sets()) - kept_sets)
         self._ipset(destroy_script(sets))
         removed += [f"set {name}" for name in sets]
         self._chains, self._set_names = None, set()
