@@ -17,10 +17,14 @@ from ipaddress import IPv4Address
 from typing import Any, Protocol
 
 from agent.droplog.ct_attrs import original_destination
-from agent.droplog.events import DROP, PacketEvent, parse_ipv4, sent_to
+from agent.droplog.events import DROP, PacketEvent, sent_to
 from agent.droplog.nflog import ConntrackUnavailable, NflogReader
+from agent.droplog.nflog_wire import parse_payload
 
 log = logging.getLogger("picket.droplog")
+# What of each logged packet the drop log reads: an IPv6 header (40 bytes), a few
+# extension headers and the transport header's ports (nflog_wire.parse_ipv6).
+COPY_RANGE = 256
 
 
 class Capture(Protocol):
@@ -91,15 +95,15 @@ class NflogCapture:
         self._prefixes = dict(source.prefixes)
         self._others = dict(source.others)
         try:
-            self._reader = NflogReader(source.group, conntrack=True)
+            self._reader = NflogReader(source.group, COPY_RANGE, conntrack=True)
         except ConntrackUnavailable as exc:
             log.warning("%s; drop records will not name the Service a connection went to", exc)
-            self._reader = NflogReader(source.group)
+            self._reader = NflogReader(source.group, COPY_RANGE)
 
     def read(self, timeout: float) -> list[PacketEvent]:
         events = []
         for packet in self._reader.read(timeout):
-            parsed = parse_ipv4(packet.payload)
+            parsed = parse_payload(packet.payload)  # IPv4 or IPv6 (ip6tables' rules)
             other = self._others.get(packet.prefix)
             if other is not None and parsed is not None:
                 direction, reason = other
@@ -109,7 +113,7 @@ class NflogCapture:
                 continue
             kind = self._prefixes.get(packet.prefix)
             if kind is None or parsed is None:
-                continue  # another NFLOG user of the group, or not IPv4
+                continue  # another NFLOG user of the group, or not IP
             protocol, src, sport, dst, dport = parsed
             original = original_destination(packet.conntrack) if packet.conntrack else None
             events.append(

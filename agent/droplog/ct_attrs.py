@@ -7,7 +7,8 @@ nested `NFULA_CT` attribute, built by nf_conntrack_netlink's glue
 (include/uapi/linux/netfilter/nfnetlink_conntrack.h):
 
     CTA_TUPLE_ORIG   (nested)  the connection as its first packet was sent
-      CTA_TUPLE_IP    (nested)  CTA_IP_V4_SRC, CTA_IP_V4_DST: 4 bytes each
+      CTA_TUPLE_IP    (nested)  CTA_IP_V4_SRC, CTA_IP_V4_DST: 4 bytes each (IPv6:
+                                CTA_IP_V6_SRC, CTA_IP_V6_DST, 16 bytes each)
       CTA_TUPLE_PROTO (nested)  CTA_PROTO_NUM (u8), CTA_PROTO_SRC_PORT,
                                 CTA_PROTO_DST_PORT (be16)
     CTA_TUPLE_REPLY  (nested)  the same for replies: after DNAT its source is the backend
@@ -23,13 +24,13 @@ is what it said before the kernel gave us conntrack at all."""
 from __future__ import annotations
 
 import struct
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from agent.droplog.nflog_wire import NLA, NLA_TYPE_MASK
 
 CTA_TUPLE_ORIG = 1
 CTA_TUPLE_IP, CTA_TUPLE_PROTO = 1, 2
-CTA_IP_V4_DST = 2
+CTA_IP_V4_DST, CTA_IP_V6_DST = 2, 4
 CTA_PROTO_DST_PORT = 3
 
 
@@ -47,16 +48,21 @@ def attributes(data: bytes) -> dict[int, bytes]:
     return found
 
 
-def original_destination(conntrack: bytes) -> tuple[IPv4Address, int] | None:
+def original_destination(conntrack: bytes) -> tuple[IPv4Address | IPv6Address, int] | None:
     """(address, port) the connection's first packet was sent to, from the content of
     an NFULA_CT attribute; port 0 when its protocol has none (ICMP). None when the entry
-    has no IPv4 original tuple."""
+    has no original tuple with an address."""
     tuple_orig = attributes(conntrack).get(CTA_TUPLE_ORIG)
     if tuple_orig is None:
         return None
     parts = attributes(tuple_orig)
-    address = attributes(parts.get(CTA_TUPLE_IP, b"")).get(CTA_IP_V4_DST)
-    if address is None or len(address) != 4:
+    ip = attributes(parts.get(CTA_TUPLE_IP, b""))
+    address: IPv4Address | IPv6Address
+    if len(ip.get(CTA_IP_V4_DST, b"")) == 4:
+        address = IPv4Address(ip[CTA_IP_V4_DST])
+    elif len(ip.get(CTA_IP_V6_DST, b"")) == 16:
+        address = IPv6Address(ip[CTA_IP_V6_DST])
+    else:
         return None
     port = attributes(parts.get(CTA_TUPLE_PROTO, b"")).get(CTA_PROTO_DST_PORT)
-    return IPv4Address(address), struct.unpack("!H", port)[0] if port and len(port) == 2 else 0
+    return address, struct.unpack("!H", port)[0] if port and len(port) == 2 else 0
