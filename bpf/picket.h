@@ -27,7 +27,7 @@
 #define REASON_ALLOWED_CT 1
 #define REASON_ALLOWED_NOT_ISOLATED 2
 #define REASON_ALLOWED_HOST 3
-#define REASON_ALLOWED_OTHER 4      /* not IPv4: not policed */
+#define REASON_ALLOWED_OTHER 4      /* not counted: each hook sees only its family */
 #define REASON_DROP_POLICY 5
 #define REASON_DROP_NO_SYN 6        /* TCP without SYN and without a connection */
 #define REASON_EVENT_SUPPRESSED 7   /* drop events the rate limit kept out of the ring */
@@ -59,11 +59,21 @@
  * another node DNATed and judged (agent/dataplane/transit_mark.py: 0x01000000). */
 #define TRUSTED_CTMARK 16777216
 
-/* LPM trie over (prefix of) a peer address. IPv4 now; IPv6 gets its own map with a
- * 16-byte address, the value shape stays. */
+/* Address families, as the drop event's `family` says them (the IP version). */
+#define FAMILY_IPV4 4
+#define FAMILY_IPV6 6
+
+/* Every address a map holds is 16 bytes, network byte order: an IPv6 address as it
+ * is, an IPv4 address IPv4-mapped (::ffff:a.b.c.d, RFC 4291 2.5.5.2), so that one set
+ * of maps serves both families. In the LPM tries an IPv4 prefix /n is /(96 + n): every
+ * IPv4 prefix lies inside ::ffff:0:0/96, where no IPv6 pod or ipBlock address is. */
+#define ADDR_BYTES 16
+#define IPV4_MAPPED_BITS 96
+
+/* LPM trie over (prefix of) a peer address. */
 struct addr_key {
     __u32 prefixlen;
-    __u8 addr[4];
+    __u8 addr[16];
 };
 
 struct addr_value {
@@ -71,8 +81,9 @@ struct addr_value {
     __u32 cidr_identity;  /* the longest ipBlock prefix holding the address, or 0 */
 };
 
-/* The node's pod CIDRs (an LPM trie of addr_key, value 1): an address in them on an
- * interface that is no local endpoint's is a pod not programmed yet. */
+/* The node's pod CIDRs, of both families (an LPM trie of addr_key, value 1): an
+ * address in them on an interface that is no local endpoint's is a pod not programmed
+ * yet. */
 #define PICKET_POD_CIDR_ENTRIES 16
 /* Endpoint number of the drop events of pods not programmed yet (they have none): the
  * drop log's bucket they share. Endpoint numbers start at 1. */
@@ -83,24 +94,33 @@ struct endpoint_value {
     __u32 flags;
 };
 
+/* Room per endpoint in the maps keyed by a pod's address (sources, transit,
+ * transit_home): one address per family. */
+#define ADDRS_PER_ENDPOINT 2
+
 /* Transit endpoints (pods of other nodes this node DNATs outside clients to) are keyed
- * by their address, network byte order, with an endpoint_value; their own node's
- * addresses, from which they are always reachable, by (endpoint, address). */
-struct transit_home_key {
-    __u32 endpoint;
-    __u32 addr;       /* network byte order */
+ * by their address, with an endpoint_value; their own node's addresses, from which
+ * they are always reachable, by (endpoint, address). */
+struct transit_key {
+    __u8 addr[16];
 };
 
-/* A local pod's own source addresses: (host-side ifindex, address in network byte
- * order). A packet from a pod's interface with any other source is dropped. */
+struct transit_home_key {
+    __u32 endpoint;
+    __u8 addr[16];
+};
+
+/* A local pod's own source addresses: (host-side ifindex, address). A packet from a
+ * pod's interface with any other source is dropped. */
 struct source_key {
     __u32 ifindex;
-    __u32 addr;
+    __u8 addr[16];
 };
 
 /* LPM trie: (endpoint, direction, identity) exactly, then protocol and port as a
  * prefix: 96 bits = any protocol, 104 = any port of one protocol, 105..120 = a port
- * range as aligned blocks, 120 = one port. All multi-byte fields big-endian. */
+ * range as aligned blocks, 120 = one port. All multi-byte fields big-endian. The same
+ * entries serve both families: identities are per pod, not per address. */
 struct policy_key {
     __u32 prefixlen;
     __u8 endpoint[4];
@@ -111,18 +131,19 @@ struct policy_key {
     __u8 port[2];
 };
 
-/* Egress named ports: the port depends on the destination pod. */
+/* Egress named ports: the port depends on the destination pod (one entry per
+ * destination address, so per family). */
 struct named_key {
     __u32 endpoint;
-    __u32 daddr;      /* network byte order */
+    __u8 daddr[16];
     __u16 port;       /* host byte order */
     __u8 protocol;
     __u8 pad;
 };
 
 /* Packets dropped (or, in audit mode, that would be) per endpoint, direction and
- * reason: the metrics name the namespace from the endpoint. The agent removes an
- * endpoint's entries when it removes the endpoint. */
+ * reason, both families together: the metrics name the namespace from the endpoint.
+ * The agent removes an endpoint's entries when it removes the endpoint. */
 struct drop_count_key {
     __u32 endpoint;
     __u8 direction;
@@ -133,22 +154,23 @@ struct drop_count_key {
 /* A dropped connection attempt as policy judged it: the client's own address (before
  * any masquerade) and the backend's (after kube-proxy's DNAT); `service_addr` and
  * `service_port` are the address it was sent to when that differs (a ClusterIP or a
- * NodePort), else 0. */
+ * NodePort), else zeroes. Addresses as the maps hold them (IPv4-mapped for IPv4);
+ * `family` says which (FAMILY_IPV4, FAMILY_IPV6). 80 bytes, 8-byte aligned. */
 struct drop_event {
     __u64 timestamp_ns;
-    __u32 saddr;      /* network byte order */
-    __u32 daddr;
+    __u8 saddr[16];
+    __u8 daddr[16];
+    __u8 service_addr[16];
+    __u32 endpoint;
+    __u32 ifindex;
     __u16 sport;      /* host byte order */
     __u16 dport;
-    __u32 service_addr;  /* network byte order */
     __u16 service_port;  /* host byte order */
-    __u16 pad2;
     __u8 protocol;
     __u8 direction;
     __u8 reason;
-    __u8 pad;
-    __u32 endpoint;
-    __u32 ifindex;
+    __u8 family;
+    __u8 pad[6];
 };
 
 struct rate_state {

@@ -141,7 +141,9 @@ def ring_source(backend: EbpfBackend) -> RingSource:
         open=backend.bpf["picket_drops"].open_ring_buffer,
         poll=backend.bpf.ring_buffer_poll,
         suppressed=lambda: backend.counters().get("event_suppressed", 0),
-        layout=RingEventLayout(layout.DropEvent, verdicts, layout.DIR_EGRESS, others),
+        layout=RingEventLayout(
+            layout.DropEvent, verdicts, layout.DIR_EGRESS, layout.FAMILY_IPV4, others
+        ),
     )
 
 

@@ -67,8 +67,15 @@ REASON_NAMES = {
     REASON_DROP_UNPROGRAMMED: "dropped_unprogrammed",
 }
 
+FAMILY_IPV4, FAMILY_IPV6 = 4, 6  # the drop event's `family`: the IP version
+# Every map address is 16 bytes: IPv6 as it is, IPv4 mapped (::ffff:a.b.c.d), an IPv4
+# prefix /n as /(96 + n) in the LPM tries.
+ADDR_BYTES = 16
+IPV4_MAPPED_BITS = 96
+
 PICKET_POD_CIDR_ENTRIES = 16  # the node's pod CIDRs (lpm_trie picket_pod_cidrs)
 UNPROGRAMMED_ENDPOINT = 0  # the drop events of pods not programmed yet
+ADDRS_PER_ENDPOINT = 2  # room per endpoint in sources, transit, transit_home: a family each
 
 TRUSTED_CTMARK = 16777216  # 0x01000000: agent/dataplane/transit_mark.py
 
@@ -87,8 +94,11 @@ POLICY_PROTOCOL_BITS = 104
 POLICY_FULL_BITS = 120
 
 
+Addr = ctypes.c_uint8 * ADDR_BYTES
+
+
 class AddrKey(ctypes.Structure):
-    _fields_ = [("prefixlen", ctypes.c_uint32), ("addr", ctypes.c_uint8 * 4)]
+    _fields_ = [("prefixlen", ctypes.c_uint32), ("addr", Addr)]
 
 
 class AddrValue(ctypes.Structure):
@@ -99,12 +109,16 @@ class EndpointValue(ctypes.Structure):
     _fields_ = [("id", ctypes.c_uint32), ("flags", ctypes.c_uint32)]
 
 
+class TransitKey(ctypes.Structure):
+    _fields_ = [("addr", Addr)]
+
+
 class TransitHomeKey(ctypes.Structure):
-    _fields_ = [("endpoint", ctypes.c_uint32), ("addr", ctypes.c_uint32)]
+    _fields_ = [("endpoint", ctypes.c_uint32), ("addr", Addr)]
 
 
 class SourceKey(ctypes.Structure):
-    _fields_ = [("ifindex", ctypes.c_uint32), ("addr", ctypes.c_uint32)]
+    _fields_ = [("ifindex", ctypes.c_uint32), ("addr", Addr)]
 
 
 class PolicyKey(ctypes.Structure):
@@ -122,7 +136,7 @@ class PolicyKey(ctypes.Structure):
 class NamedKey(ctypes.Structure):
     _fields_ = [
         ("endpoint", ctypes.c_uint32),
-        ("daddr", ctypes.c_uint32),
+        ("daddr", Addr),
         ("port", ctypes.c_uint16),
         ("protocol", ctypes.c_uint8),
         ("pad", ctypes.c_uint8),
@@ -132,19 +146,19 @@ class NamedKey(ctypes.Structure):
 class DropEvent(ctypes.Structure):
     _fields_ = [
         ("timestamp_ns", ctypes.c_uint64),
-        ("saddr", ctypes.c_uint32),
-        ("daddr", ctypes.c_uint32),
+        ("saddr", Addr),
+        ("daddr", Addr),
+        ("service_addr", Addr),
+        ("endpoint", ctypes.c_uint32),
+        ("ifindex", ctypes.c_uint32),
         ("sport", ctypes.c_uint16),
         ("dport", ctypes.c_uint16),
-        ("service_addr", ctypes.c_uint32),
         ("service_port", ctypes.c_uint16),
-        ("pad2", ctypes.c_uint16),
         ("protocol", ctypes.c_uint8),
         ("direction", ctypes.c_uint8),
         ("reason", ctypes.c_uint8),
-        ("pad", ctypes.c_uint8),
-        ("endpoint", ctypes.c_uint32),
-        ("ifindex", ctypes.c_uint32),
+        ("family", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 6),
     ]
 
 
@@ -165,6 +179,7 @@ STRUCTS = {
     "addr_key": AddrKey,
     "addr_value": AddrValue,
     "endpoint_value": EndpointValue,
+    "transit_key": TransitKey,
     "transit_home_key": TransitHomeKey,
     "source_key": SourceKey,
     "policy_key": PolicyKey,

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any, Protocol
 
 from agent.droplog.ct_attrs import original_destination
@@ -54,16 +53,19 @@ class NflogSource:
 @dataclass(frozen=True)
 class RingEventLayout:
     """How to read one ring-buffer record: `record` is its ctypes structure (fields
-    direction, reason, protocol, saddr, daddr and service_addr in network order, sport,
-    dport and service_port; service_addr 0 when DNAT left the destination); `verdicts`
-    maps the reasons that are policy denials to a verdict ("drop", "would-drop"), other
-    reasons are not the drop log's; `egress` is the direction value of egress;
-    `others` maps the reasons of drops that are no policy's to events.py's reason
-    names (a forged source, an untracked packet)."""
+    direction, reason, protocol, family; saddr, daddr and service_addr, 16 bytes each in
+    network order, an IPv4 address IPv4-mapped (::ffff:a.b.c.d); sport, dport and
+    service_port; service_addr zeroes when DNAT left the destination); `verdicts` maps
+    the reasons that are policy denials to a verdict ("drop", "would-drop"), other
+    reasons are not the drop log's; `egress` is the direction value of egress; `ipv4`
+    the family value of an IPv4 record (any other is IPv6's); `others` maps the reasons
+    of drops that are no policy's to events.py's reason names (a forged source, an
+    untracked packet)."""
 
     record: type[ctypes.Structure]
     verdicts: Mapping[int, str]
     egress: int
+    ipv4: int
     others: Mapping[int, str] = field(default_factory=dict)
 
 
@@ -146,6 +148,8 @@ class EbpfCapture:
         raw = ctypes.cast(data, self._record).contents
         layout = self._source.layout
         direction = "egress" if raw.direction == layout.egress else "ingress"
+        ipv4 = raw.family == layout.ipv4
+        src, dst = _address(raw.saddr, ipv4), _address(raw.daddr, ipv4)
         other = layout.others.get(raw.reason)
         if other is not None:
             self._batch.append(
@@ -153,9 +157,9 @@ class EbpfCapture:
                     direction,
                     DROP,
                     raw.protocol,
-                    IPv4Address(socket.ntohl(raw.saddr)),
+                    src,
                     raw.sport,
-                    IPv4Address(socket.ntohl(raw.daddr)),
+                    dst,
                     raw.dport,
                     None,
                     other,
@@ -166,14 +170,13 @@ class EbpfCapture:
         verdict = layout.verdicts.get(raw.reason)
         if verdict is None:
             return
-        dst = IPv4Address(socket.ntohl(raw.daddr))
-        original = (IPv4Address(socket.ntohl(raw.service_addr)), raw.service_port)
+        original = (_address(raw.service_addr, ipv4), raw.service_port)
         self._batch.append(
             PacketEvent(
                 direction,
                 verdict,
                 raw.protocol,
-                IPv4Address(socket.ntohl(raw.saddr)),
+                src,
                 raw.sport,
                 dst,
                 raw.dport,
@@ -191,3 +194,12 @@ class EbpfCapture:
 
     def close(self) -> None:
         pass
+
+
+def _address(raw: ctypes.Array, ipv4: bool) -> IPv4Address | IPv6Address:
+    """A record's 16 address bytes in its family: an IPv4 record's are ::ffff:a.b.c.d
+    (zeroes, for no address, are 0.0.0.0). By the record's family, not by the bytes: an
+    IPv6 packet may carry ::ffff:a.b.c.d itself (a forged source), which is shown as
+    it was sent."""
+    packed = bytes(raw)
+    return IPv4Address(packed[12:]) if ipv4 else IPv6Address(packed)

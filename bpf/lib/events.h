@@ -84,8 +84,8 @@ static __always_inline int take_token(__u32 endpoint)
 
 /* A drop event for the drop log, when `endpoint`'s bucket and the node's allow it (the
  * drop is counted by the caller). */
-static __always_inline void send_drop_event(struct flow *pkt, __u32 endpoint, __u8 direction,
-                                            __u8 reason, __u32 ifindex)
+static __always_inline void send_drop_event(struct flow *pkt, const int family, __u32 endpoint,
+                                            __u8 direction, __u8 reason, __u32 ifindex)
 {
     if (!take_token(endpoint)) {
         count_packet(direction, REASON_EVENT_SUPPRESSED);
@@ -97,27 +97,30 @@ static __always_inline void send_drop_event(struct flow *pkt, __u32 endpoint, __
         return;
     }
     event->timestamp_ns = bpf_ktime_get_ns();
-    event->saddr = pkt->saddr;
-    event->daddr = pkt->daddr;
+    __builtin_memcpy(event->saddr, &pkt->saddr, sizeof(event->saddr));
+    __builtin_memcpy(event->daddr, &pkt->daddr, sizeof(event->daddr));
+    if (pkt->dnat)
+        __builtin_memcpy(event->service_addr, &pkt->service_addr, sizeof(event->service_addr));
+    else
+        __builtin_memset(event->service_addr, 0, sizeof(event->service_addr));
+    event->endpoint = endpoint;
+    event->ifindex = ifindex;
     event->sport = pkt->sport;
     event->dport = pkt->dport;
-    event->service_addr = pkt->service_addr;
     event->service_port = pkt->service_port;
-    event->pad2 = 0;
     event->protocol = pkt->protocol;
     event->direction = direction;
     event->reason = reason;
-    event->pad = 0;
-    event->endpoint = endpoint;
-    event->ifindex = ifindex;
+    event->family = family;
+    __builtin_memset(event->pad, 0, sizeof(event->pad));
     picket_drops.ringbuf_submit(event, 0);
 }
 
-static __always_inline void report_drop(struct flow *pkt, __u32 endpoint, __u8 direction,
-                                        __u8 reason, __u32 ifindex)
+static __always_inline void report_drop(struct flow *pkt, const int family, __u32 endpoint,
+                                        __u8 direction, __u8 reason, __u32 ifindex)
 {
     count_drop(endpoint, direction, reason);
-    send_drop_event(pkt, endpoint, direction, reason, ifindex);
+    send_drop_event(pkt, family, endpoint, direction, reason, ifindex);
 }
 
 #endif

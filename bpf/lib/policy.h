@@ -5,12 +5,18 @@
 #ifndef PICKET_POLICY_H
 #define PICKET_POLICY_H
 
-static __always_inline struct addr_value peer_identity(__u32 addr)
+/* Addresses are 16 bytes in every family (IPv4 mapped), so a whole one is 128 bits. An
+ * IPv6 packet's ::ffff:a.b.c.d is no peer at all (WORLD, no ipBlock): else a host that
+ * sends IPv6 from a pod's IPv4 address so written would pass as that pod. */
+static __always_inline struct addr_value peer_identity(const union inet_addr *addr,
+                                                       const int family)
 {
-    struct addr_key key = {.prefixlen = 32};
-    __builtin_memcpy(key.addr, &addr, 4);
-    struct addr_value *found = picket_addr.lookup(&key);
     struct addr_value none = {.pod_identity = IDENTITY_WORLD, .cidr_identity = 0};
+    if (family == FAMILY_IPV6 && addr_is_ipv4_mapped(addr))
+        return none;
+    struct addr_key key = {.prefixlen = 128};
+    __builtin_memcpy(key.addr, addr, sizeof(key.addr));
+    struct addr_value *found = picket_addr.lookup(&key);
     return found ? *found : none;
 }
 
@@ -39,8 +45,9 @@ static __always_inline int policy_allows(struct endpoint_value *ep, __u8 directi
     if (policy_lookup(ep->id, direction, IDENTITY_ANY, pkt))
         return 1;
     if (direction == DIR_EGRESS && (ep->flags & EP_NAMED_EGRESS)) {
-        struct named_key key = {.endpoint = ep->id, .daddr = pkt->daddr,
-                                .port = pkt->dport, .protocol = pkt->protocol};
+        struct named_key key = {.endpoint = ep->id, .port = pkt->dport,
+                                .protocol = pkt->protocol};
+        __builtin_memcpy(key.daddr, &pkt->daddr, sizeof(key.daddr));
         if (picket_named.lookup(&key))
             return 1;
     }

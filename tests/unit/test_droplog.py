@@ -10,9 +10,8 @@ import dataclasses
 import io
 import json
 import re
-import socket
 import struct
-from ipaddress import IPv4Address, ip_network
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from pathlib import Path
 
 from agent.commands.agent_cmd import capture_source
@@ -323,15 +322,7 @@ def test_the_ring_source_decodes_policy_denials_with_the_ebpf_layout():
     capture = open_capture(capture_source(argparse.Namespace(backend="ebpf"), ring))
 
     def event(direction, reason, sport):
-        return ebpf_layout.DropEvent(
-            saddr=socket.htonl(int(IPv4Address("198.18.1.1"))),
-            daddr=socket.htonl(int(IPv4Address("198.18.1.12"))),
-            sport=sport,
-            dport=80,
-            protocol=6,
-            direction=direction,
-            reason=reason,
-        )
+        return ring_event("198.18.1.1", "198.18.1.12", direction, reason, sport)
 
     ring.events = [
         event(ebpf_layout.DIR_INGRESS, ebpf_layout.REASON_DROP_POLICY, 1),
@@ -352,6 +343,66 @@ def test_the_ring_source_decodes_policy_denials_with_the_ebpf_layout():
         untracked(UNPARSED, "198.18.1.1", "198.18.1.12", protocol=6),
     ]
     assert capture.lost() == 4  # counted from the reader's start
+
+
+def ring_event(src, dst, direction, reason, sport, service=None, protocol=6, dport=80):
+    """A record as bpf/lib/events.h writes it: 16-byte addresses, IPv4 mapped."""
+    family = ip_address(src).version  # FAMILY_IPV4 and FAMILY_IPV6 are the IP versions
+
+    def packed(ip):
+        address = ip_address(ip)
+        return (bytes(10) + b"\xff\xff" if address.version == 4 else b"") + address.packed
+
+    def addr(raw):
+        return (ctypes.c_uint8 * 16)(*raw)
+
+    return ebpf_layout.DropEvent(
+        saddr=addr(packed(src)),
+        daddr=addr(packed(dst)),
+        service_addr=addr(packed(service[0]) if service else bytes(16)),
+        service_port=service[1] if service else 0,
+        sport=sport,
+        dport=dport,
+        protocol=protocol,
+        direction=direction,
+        reason=reason,
+        family=family,
+    )
+
+
+def test_the_ring_source_decodes_ipv6_records():
+    ring = FakeRing()
+    capture = open_capture(capture_source(argparse.Namespace(backend="ebpf"), ring))
+    ingress, egress = ebpf_layout.DIR_INGRESS, ebpf_layout.DIR_EGRESS
+    ring.events = [
+        ring_event("2001:2:0:1::1", "2001:2:0:1::c", ingress, ebpf_layout.REASON_DROP_POLICY, 5),
+        # Sent to a Service's IPv6 ClusterIP, DNATed to the pod.
+        ring_event(
+            "2001:2:0:1::1",
+            "2001:2:0:2::17",
+            egress,
+            ebpf_layout.REASON_DROP_POLICY,
+            6,
+            service=("fd00:10:96::a", 8080),
+        ),
+        # ICMPv6 echo: no ports. A forged IPv4-mapped source stays the IPv6 it was.
+        ring_event(
+            "::ffff:198.18.1.12",
+            "2001:2:0:1::2",
+            egress,
+            ebpf_layout.REASON_DROP_SPOOFED,
+            0,
+            protocol=58,
+            dport=0,
+        ),
+    ]
+    ring.events[-1].ifindex = 9
+    v6 = IPv6Address
+    first, second, third = capture.read(0.2)
+    assert first == PacketEvent("ingress", DROP, 6, v6("2001:2:0:1::1"), 5, v6("2001:2:0:1::c"), 80)
+    assert (second.dst_ip, second.sent_to) == (v6("2001:2:0:2::17"), (v6("fd00:10:96::a"), 8080))
+    assert third == spoofed(9, src="::ffff:198.18.1.12", dst="2001:2:0:1::2", protocol=58)
+    assert third.src_ip.version == 6
 
 
 def untracked(reason: str, src: str, dst: str, protocol: int = 17, direction: str = "ingress"):
@@ -418,7 +469,7 @@ def test_untracked_packets_are_recorded_but_not_counted_as_denied_connections():
 
 def spoofed(interface: int, src: str, dst: str = "198.18.1.12", protocol: int = 17):
     return PacketEvent(
-        "egress", DROP, protocol, IPv4Address(src), 0, IPv4Address(dst), 0, None, SPOOFED, interface
+        "egress", DROP, protocol, ip_address(src), 0, ip_address(dst), 0, None, SPOOFED, interface
     )
 
 

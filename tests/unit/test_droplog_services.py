@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import socket
 import struct
 from ipaddress import IPv4Address
 
@@ -145,16 +144,19 @@ def test_the_ring_source_decodes_the_service_address():
     ring = Ring()
     ring.bpf = ring
     capture = open_capture(capture_source(argparse.Namespace(backend="ebpf"), ring))
-    addr = lambda ip: socket.htonl(int(IPv4Address(ip)))  # noqa: E731
+    # 16-byte addresses, IPv4 mapped (bpf/picket.h), the family the IP version.
+    addr = lambda ip: ebpf_layout.Addr(*bytes(10), 0xFF, 0xFF, *IPv4Address(ip).packed)  # noqa: E731
+    v4 = ebpf_layout.FAMILY_IPV4
     ring.events = [
         ebpf_layout.DropEvent(
             saddr=addr("198.18.1.1"), daddr=addr("198.18.1.12"), sport=5, dport=80,
             service_addr=addr("198.19.0.10"), service_port=8080, protocol=6,
-            direction=ebpf_layout.DIR_EGRESS, reason=ebpf_layout.REASON_DROP_POLICY,
+            direction=ebpf_layout.DIR_EGRESS, reason=ebpf_layout.REASON_DROP_POLICY, family=v4,
         ),
         ebpf_layout.DropEvent(
             saddr=addr("198.18.1.1"), daddr=addr("198.18.1.12"), sport=6, dport=80,
             protocol=6, direction=ebpf_layout.DIR_EGRESS, reason=ebpf_layout.REASON_DROP_POLICY,
+            family=v4,
         ),
     ]  # fmt: skip
     via_service, direct = capture.read(0)

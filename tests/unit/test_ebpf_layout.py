@@ -66,13 +66,29 @@ def test_policy_key_bits():
     assert ebpf_layout.POLICY_FULL_BITS == ebpf_layout.POLICY_EXACT_BITS + 8 + 16
 
 
+def test_the_drop_event_has_no_hidden_padding_and_keeps_8_byte_alignment():
+    # The ring buffer hands records over as they are: every byte is a declared field
+    # (the program writes each), and the size is a multiple of the u64's alignment.
+    fields = header_structs()["drop_event"]
+    declared = sum(ctypes.sizeof(C_TYPES[c]) * n for _, c, n in fields)
+    assert declared == ctypes.sizeof(ebpf_layout.DropEvent) == 80
+    assert ctypes.sizeof(ebpf_layout.DropEvent) % 8 == 0
+
+
+@pytest.mark.parametrize("name", ["addr_key", "transit_key", "transit_home_key", "source_key"])
+def test_every_address_in_a_map_key_is_16_bytes(name):
+    fields = {field: (ctype, count) for field, ctype, count in header_structs()[name]}
+    assert fields["addr"] == ("__u8", ebpf_layout.ADDR_BYTES)
+
+
 def test_program_source_inlines_local_headers():
     from agent.dataplane.ebpf.loader import program_source
 
     source = program_source()
     assert '#include "' not in source  # BCC rewrites map calls only in the main text
     for needed in (
-        "int picket_forward(",
+        "int picket_forward4(",
+        "int picket_forward6(",
         "struct policy_key {",
         "static __always_inline int picket_verdict(",
     ):

@@ -1,6 +1,7 @@
-"""The eBPF backend: loads the FORWARD program (`loader`), hooks it into the node
-namespace's netfilter FORWARD hook, and writes what the planner says into the pinned
-maps (`maps`, in the order `writes` gives). Endpoints are keyed by the ifindex of the
+"""The eBPF backend: loads the FORWARD programs (`loader`; one per address family, one
+verdict), hooks them into the node namespace's IPv4 and IPv6 netfilter FORWARD hooks,
+and writes what the planner says into the pinned maps (`maps`, in the order `writes`
+gives), which hold both families' addresses. Endpoints are keyed by the ifindex of the
 pod's host-side interface: the program finds the pod a packet leaves by the hook's
 input device and the pod it enters by the output device.
 
@@ -12,14 +13,16 @@ against what the kernel holds.
 
 A restarted agent finds its maps and its link pinned and its identity numbering in a
 state file (written when the numbering changes), computes the same contents, and hooks
-its program in before the old link goes: enforcement never stops. Connections are the
+its programs in before the old links go: enforcement never stops. Connections are the
 kernel's (conntrack): a narrowing change removes the entries it forbids, as the
-iptables backend does. `cleanup` unhooks the program and unpins the maps.
+iptables backend does. `cleanup` unhooks the programs and unpins the maps.
 
 Counters: the programs count every verdict by direction and reason (a per-CPU array)
 and every drop by endpoint, direction and reason (a hash the metrics read to name the
 namespace). An endpoint's drop entries are read once more and deleted when the
-endpoint goes, so a reused endpoint number starts from zero.
+endpoint goes, so a reused endpoint number starts from zero. Neither counts by family:
+a pod's two families share its endpoint and identity, and a verdict is the same whichever
+family carried it.
 """
 
 from __future__ import annotations
@@ -122,7 +125,7 @@ class EbpfBackend:
     # --- loading ------------------------------------------------------------------------
 
     def _load(self) -> None:
-        self.bpf, self.program = loader.load(self.pin_dir, self.settings)
+        self.bpf, self.programs = loader.load(self.pin_dir, self.settings)
         self.maps = Maps(self.bpf)
         s = self.settings
         config = {
@@ -199,9 +202,9 @@ class EbpfBackend:
         repaired, a new one on complete maps), and again on a full sync that finds the
         link gone."""
         if self._hooked:
-            log.warning("the FORWARD program was unhooked; hooking it again")
+            log.warning("a FORWARD program was unhooked; hooking the programs again")
         conntrack_hold.hold()
-        loader.hook(self.program, self.pin_dir)
+        loader.hook(self.programs, self.pin_dir)
         tc_retired.detach_everywhere()
         self._hooked = True
 
@@ -270,7 +273,7 @@ class EbpfBackend:
                 self._ifindex[ref] = index
             endpoint = ir.endpoints.get(ref)
             ips = endpoint.ips if endpoint is not None else ()
-            keys = {codec.source_key(index, str(ip)) for ip in ips if ip.version == 4}
+            keys = {codec.source_key(index, str(ip)) for ip in ips}  # every family's
             old_keys = self._sources.get(ref, set())
             out.sources_put += sorted(keys - old_keys)
             out.sources_delete += sorted(old_keys - keys)

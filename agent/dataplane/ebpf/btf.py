@@ -109,6 +109,8 @@ OFFSETS = (
     ("PICKET_OFF_SKB_NFCT", "sk_buff", "_nfct"),
     ("PICKET_OFF_SKB_HEAD", "sk_buff", "head"),
     ("PICKET_OFF_SKB_NETWORK_HEADER", "sk_buff", "network_header"),
+    ("PICKET_OFF_SKB_TAIL", "sk_buff", "tail"),
+    ("PICKET_OFF_SKB_LEN", "sk_buff", "len"),
     ("PICKET_OFF_CT_TUPLEHASH", "nf_conn", "tuplehash"),
     ("PICKET_OFF_CT_TCP_STATE", "nf_conn", "proto.tcp.state"),
     ("PICKET_OFF_CT_MARK", "nf_conn", "mark"),

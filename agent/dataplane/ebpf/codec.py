@@ -6,6 +6,10 @@ Byte order follows the header's types: `__u8 x[N]` arrays are big-endian (networ
 order, so an LPM key's bits run from the most significant), scalars are host order, and
 a scalar the header marks "network byte order" is handed over as its bytes.
 
+Addresses are 16 bytes in every map (bpf/picket.h): an IPv6 address as it is, an IPv4
+address IPv4-mapped (::ffff:a.b.c.d), and an IPv4 prefix /n is /(96 + n) in the LPM
+tries. The plans keep addresses in their own family's notation; only here do they meet.
+
 Packing with `struct` rather than building ctypes structures per entry: a full sync
 writes hundreds of thousands of entries, and a structure costs more than the system
 call."""
@@ -15,18 +19,21 @@ from __future__ import annotations
 import ctypes
 import struct
 import sys
-from ipaddress import IPv4Address
+from ipaddress import IPv6Address, ip_address
 
 from agent.dataplane.ebpf.entries import AddrKey, HomeEntry, NamedEntry, PolicyEntry
-from agent.dataplane.ebpf_layout import AddrKey as AddrKeyLayout
 from agent.dataplane.ebpf_layout import (
+    IPV4_MAPPED_BITS,
     AddrValue,
     EndpointValue,
     NamedKey,
     PolicyKey,
     SourceKey,
     TransitHomeKey,
+    TransitKey,
 )
+from agent.dataplane.ebpf_layout import AddrKey as AddrKeyLayout
+from agent.model.objects import IPAddress
 
 _SCALARS = {1: "B", 2: "H", 4: "I", 8: "Q"}
 
@@ -78,18 +85,39 @@ POLICY_KEY = Codec(PolicyKey)
 NAMED_KEY = Codec(NamedKey)
 TRANSIT_HOME_KEY = Codec(TransitHomeKey)
 SOURCE_KEY = Codec(SourceKey)
+TRANSIT_KEY = Codec(TransitKey)
 U32 = scalar(ctypes.c_uint32)
 U64 = scalar(ctypes.c_uint64)
 PRESENT = b"\x01"  # the value of a set-like map (policy, named)
 
 
+IPV4_MAPPED = bytes(10) + b"\xff\xff"  # ::ffff:0:0/96, where IPv4 addresses sit
+
+
+def addr_bytes(ip: str | IPAddress) -> bytes:
+    """An address as the maps hold it: 16 bytes, IPv4 mapped."""
+    address = ip_address(ip)
+    return IPV4_MAPPED + address.packed if address.version == 4 else address.packed
+
+
+def addr_from_bytes(raw: bytes) -> IPAddress:
+    """The address 16 map bytes hold, in its own family (the inverse of addr_bytes)."""
+    address = IPv6Address(raw)
+    return address.ipv4_mapped or address
+
+
 def addr_key(key: AddrKey) -> bytes:
-    return ADDR_KEY.encode(prefixlen=key[1], addr=IPv4Address(key[0]).packed)
+    address = ip_address(key[0])
+    bits = key[1] + IPV4_MAPPED_BITS if address.version == 4 else key[1]
+    return ADDR_KEY.encode(prefixlen=bits, addr=addr_bytes(address))
 
 
 def addr_key_from_bytes(raw: bytes) -> AddrKey:
     fields = ADDR_KEY.decode(raw)
-    return str(IPv4Address(fields["addr"])), fields["prefixlen"]
+    bits, packed = fields["prefixlen"], fields["addr"].to_bytes(16, "big")
+    if bits >= IPV4_MAPPED_BITS and packed.startswith(IPV4_MAPPED):
+        return str(addr_from_bytes(packed)), bits - IPV4_MAPPED_BITS
+    return str(IPv6Address(packed)), bits
 
 
 def addr_value(pod_identity: int, cidr_identity: int) -> bytes:
@@ -106,7 +134,7 @@ def endpoint_value(number: int, flags: int) -> bytes:
 
 def source_key(ifindex: int, ip: str) -> bytes:
     """A local pod's own source address on its host-side interface."""
-    return SOURCE_KEY.encode(ifindex=ifindex, addr=IPv4Address(ip).packed)
+    return SOURCE_KEY.encode(ifindex=ifindex, addr=addr_bytes(ip))
 
 
 def policy_key(entry: PolicyEntry) -> bytes:
@@ -122,19 +150,16 @@ def policy_key(entry: PolicyEntry) -> bytes:
 
 def named_key(entry: NamedEntry) -> bytes:
     endpoint, ip, protocol, port = entry
-    return NAMED_KEY.encode(
-        endpoint=endpoint, daddr=IPv4Address(ip).packed, port=port, protocol=protocol
-    )
+    return NAMED_KEY.encode(endpoint=endpoint, daddr=addr_bytes(ip), port=port, protocol=protocol)
 
 
 def transit_key(ip: str) -> bytes:
-    """A transit endpoint's address: a network-order __u32, so its bytes."""
-    return IPv4Address(ip).packed
+    return TRANSIT_KEY.encode(addr=addr_bytes(ip))
 
 
 def transit_home_key(entry: HomeEntry) -> bytes:
     endpoint, ip = entry
-    return TRANSIT_HOME_KEY.encode(endpoint=endpoint, addr=IPv4Address(ip).packed)
+    return TRANSIT_HOME_KEY.encode(endpoint=endpoint, addr=addr_bytes(ip))
 
 
 def config_entry(slot: int, value: int) -> tuple[bytes, bytes]:

@@ -1,7 +1,8 @@
 """Compiling, loading and hooking the datapath: bpf/picket_forward.c compiled with BCC
 at start (its local headers inlined, the running kernel's struct offsets from its BTF
-passed as defines), maps pinned under the BPF filesystem, the program hooked into the
-namespace's FORWARD hook through a pinned BPF netfilter link (`nf_link`).
+passed as defines), maps pinned under the BPF filesystem, its two programs (one per
+address family, one verdict) hooked into the namespace's IPv4 and IPv6 FORWARD hooks
+through pinned BPF netfilter links (`nf_link`).
 
 The program reads the kernel's connection tracking (docs/ebpf.md), which runs in a
 namespace only while some netfilter user needs it: kube-proxy's rules do, and where
@@ -10,8 +11,10 @@ unreferenced rule in the raw table (`conntrack_hold`)."""
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +25,31 @@ from agent.dataplane.errors import DataplaneError
 BPF_DIR = Path(__file__).resolve().parents[3] / "bpf"
 ENTRY = "picket_forward.c"
 KERNEL_BTF = Path("/sys/kernel/btf/vmlinux")
-LINK_PIN = "forward_link"  # in the pin directory, beside the maps
+LINK_PIN = "forward_link"  # what every link pin's name starts with, beside the maps
+IPV6_SYSCTLS = Path("/proc/sys/net/ipv6")  # absent where the kernel runs without IPv6
+
+log = logging.getLogger("picket.ebpf")
+
+
+@dataclass(frozen=True)
+class Hook:
+    """One family's program and where its link is pinned: `<pin>-<priority>`. IPv4's
+    pin keeps the name it had when IPv4 was the only family, so that a restarted agent
+    takes the hook over from an agent of an earlier build."""
+
+    family: int  # NFPROTO_*
+    function: str  # in bpf/picket_forward.c
+    pin: str
+
+
+HOOKS = (
+    Hook(nf_link.NFPROTO_IPV4, "picket_forward4", LINK_PIN),
+    Hook(nf_link.NFPROTO_IPV6, "picket_forward6", LINK_PIN + "6"),
+)
 
 
 def program_source() -> str:
-    """bpf/picket_tc.c with its local includes inlined: BCC rewrites map calls only in
+    """bpf/picket_forward.c with its local includes inlined: BCC rewrites map calls only in
     the main text, and we keep the logic in small headers."""
 
     def inline(path: Path) -> str:
@@ -80,8 +103,8 @@ def kernel_offsets(path: Path = KERNEL_BTF) -> dict[str, int]:
         ) from exc
 
 
-def load(pin_dir: Path, settings: EbpfSettings) -> tuple[Any, Any]:
-    """The BPF object and its FORWARD program, maps pinned."""
+def load(pin_dir: Path, settings: EbpfSettings) -> tuple[Any, dict[int, Any]]:
+    """The BPF object and its FORWARD programs by family (NFPROTO_*), maps pinned."""
     from bcc import BPF
 
     ensure_bpffs(pin_dir.parent)
@@ -90,16 +113,19 @@ def load(pin_dir: Path, settings: EbpfSettings) -> tuple[Any, Any]:
     offsets = [f"-D{name}={value}" for name, value in kernel_offsets().items()]
     try:
         bpf = BPF(text=program_source(), cflags=cflags(pin_dir, settings) + offsets)
-        program = bpf.load_func(
-            "picket_forward", nf_link.BPF_PROG_TYPE_NETFILTER, attach_type=nf_link.BPF_NETFILTER
-        )
+        programs = {
+            h.family: bpf.load_func(
+                h.function, nf_link.BPF_PROG_TYPE_NETFILTER, attach_type=nf_link.BPF_NETFILTER
+            )
+            for h in HOOKS
+        }
     except Exception as exc:
         raise DataplaneError(
-            f"cannot compile or load the FORWARD program ({exc}); it needs a kernel >= "
+            f"cannot compile or load the FORWARD programs ({exc}); they need a kernel >= "
             "6.4 (BPF netfilter programs) and BCC a kernel headers tree at "
             "/lib/modules/$(uname -r)/build (make setup links the distribution's)"
         ) from exc
-    return bpf, program
+    return bpf, programs
 
 
 def unpin_maps(pin_dir: Path) -> None:
@@ -116,23 +142,45 @@ def unpin_maps(pin_dir: Path) -> None:
             pin.unlink()
 
 
-def hook(program: Any, pin_dir: Path) -> None:
-    """Hook `program` into FORWARD, replacing the link an earlier agent pinned."""
-    try:
-        nf_link.hook_in_place_of_pinned(program.fd, pin_dir, LINK_PIN)
-    except OSError as exc:
-        raise DataplaneError(f"cannot hook the program into FORWARD: {exc}") from exc
+def ipv6_enabled() -> bool:
+    """Whether this kernel has IPv6 (not booted with ipv6.disable=1): without it there is
+    no IPv6 FORWARD hook to take, and no IPv6 traffic to judge."""
+    return IPV6_SYSCTLS.is_dir()
+
+
+def hooks() -> tuple[Hook, ...]:
+    """The families whose FORWARD hook the programs take on this kernel."""
+    return tuple(h for h in HOOKS if h.family == nf_link.NFPROTO_IPV4 or ipv6_enabled())
+
+
+def hook(programs: dict[int, Any], pin_dir: Path) -> None:
+    """Hook each family's program into its FORWARD hook, replacing the link an earlier
+    agent pinned for that family (IPv4 first: the family every node has)."""
+    for h in hooks():
+        try:
+            nf_link.hook_in_place_of_pinned(programs[h.family].fd, pin_dir, h.pin, h.family)
+        except OSError as exc:
+            raise DataplaneError(
+                f"cannot hook the program into {_family_name(h)} FORWARD: {exc}"
+            ) from exc
+    if len(hooks()) < len(HOOKS):
+        log.warning("this kernel has no IPv6: only the IPv4 FORWARD hook is taken")
 
 
 def is_hooked(pin_dir: Path) -> bool:
-    """Whether a pinned link holds a FORWARD program of ours (someone may have removed
-    it: a full sync hooks the program in again)."""
-    return any(pin_dir.glob(f"{LINK_PIN}-*"))
+    """Whether a pinned link holds our program in every family's FORWARD hook (someone
+    may have removed one: a full sync hooks the programs in again)."""
+    return all(any(pin_dir.glob(f"{h.pin}-*")) for h in hooks())
 
 
 def unhook(pin_dir: Path) -> list[str]:
     removed = []
-    for link in sorted(pin_dir.glob(f"{LINK_PIN}-*")):
-        link.unlink()
-        removed.append(f"FORWARD program (link {link})")
+    for h in HOOKS:
+        for link in sorted(pin_dir.glob(f"{h.pin}-*")):
+            link.unlink()
+            removed.append(f"{_family_name(h)} FORWARD program (link {link})")
     return removed
+
+
+def _family_name(h: Hook) -> str:
+    return "IPv4" if h.family == nf_link.NFPROTO_IPV4 else "IPv6"
