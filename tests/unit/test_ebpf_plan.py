@@ -2,12 +2,14 @@
 changes, the maps the planner maintains from the IR diffs alone (as the backend is
 handed them), read with the datapath's own lookups (ebpf/evaluate.py), decide every
 connection as the oracle does; and after every change they are exactly what a plan from
-scratch gives."""
+scratch gives. Dual-stack clusters too: every pod address of both families, ipBlocks of
+both, through the one 16-byte address map (IPv4 mapped, as the kernel's trie holds it)."""
 
 from __future__ import annotations
 
 import copy
-from ipaddress import IPv4Address
+import dataclasses
+from ipaddress import ip_address, ip_network
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,13 +29,14 @@ from tests.support.mutations import NODES, key, mutate, ops
 from tests.support.strategies import clusters
 
 OUTSIDE = ["198.19.200.7", "198.19.200.8", "198.18.0.1", "198.18.0.2"]
+OUTSIDE6 = ["2001:2:0:fe00::7", "2001:2:0:fe00::8", "2001:2::1", "2001:2::2", "2001:db8::1"]
 TARGETS = [("TCP", 80), ("TCP", 81), ("UDP", 81), ("TCP", 1080), ("TCP", 1081), ("SCTP", 80)]
 
 
 def maps_allow(plans: dict, irs: dict, src: str, dst: str, protocol: str, port: int) -> bool:
     """Both ends' datapaths, as the oracle's `allowed`: egress at the source's node,
     ingress at the destination's."""
-    s, d = IPv4Address(src), IPv4Address(dst)
+    s, d = ip_address(src), ip_address(dst)
     if s == d:
         return True
     for node, ir in irs.items():
@@ -78,11 +81,13 @@ def assert_as_from_scratch(planner: EbpfPlanner, ir: NodeIR) -> None:
 
 
 def compare(objects: dict, plans: dict, irs: dict) -> None:
+    """Every pair of one family: every address of every pod, and outside addresses."""
     state = ClusterState.from_objects(parse_object(o) for o in objects.values())
-    pod_ips = [str(p.ips[0]) for p in state.endpoint_pods]
-    for src in pod_ips + OUTSIDE:
-        for dst in pod_ips + OUTSIDE:
-            if src in OUTSIDE and dst in OUTSIDE:
+    pod_ips = [str(ip) for p in state.endpoint_pods for ip in p.ips]
+    outside = OUTSIDE + (OUTSIDE6 if any(":" in ip for ip in pod_ips) else [])
+    for src in pod_ips + outside:
+        for dst in pod_ips + outside:
+            if (src in outside and dst in outside) or (":" in src) != (":" in dst):
                 continue
             for protocol, port in TARGETS:
                 want = verdict(state, src, dst, protocol, port).allowed
@@ -335,3 +340,150 @@ def test_a_reused_endpoint_number_keeps_its_entries():
     assert not delta.policy_add & delta.policy_del
     write(kernel, delta)
     assert kernel == planner.state
+
+
+# --- dual-stack ------------------------------------------------------------------------
+
+IPV6_BLOCKS = [
+    {"cidr": "2001:2:0:1::/64"},
+    {"cidr": "2001:2:0:1::1/128"},
+    {"cidr": "2001:2::/48", "except": ["2001:2:0:2::/64"]},
+    {"cidr": "2001:2:0:fe00::/64", "except": ["2001:2:0:fe00::7/128"]},
+    {"cidr": "::/0", "except": ["2001:2:0:1::/64"]},  # holds ::ffff:0:0/96: no IPv4 in it
+    {"cidr": "::/0"},
+    {"cidr": "198.18.1.0/24"},  # an IPv4 block beside: it never matches IPv6
+    {"cidr": "0.0.0.0/0", "except": ["198.19.200.7/32"]},
+]
+
+
+def dual_stack(objs: list[dict]) -> list[dict]:
+    """`objs` with an IPv6 address beside every IPv4 one, as the dual-stack lab plans
+    them (docs/lab.md): pod 198.18.N.M also 2001:2:0:N::M, node i also 2001:2::i."""
+    out = copy.deepcopy(objs)
+    for o in out:
+        if o["kind"] == "Pod" and o["status"].get("podIP"):
+            n, m = ip_address(o["status"]["podIP"]).packed[2:]
+            v4 = o["status"]["podIP"]
+            o["status"]["podIPs"] = [{"ip": v4}, {"ip": f"2001:2:0:{n:x}::{m:x}"}]
+        elif o["kind"] == "Node":
+            i = int(o["metadata"]["name"].rpartition("-")[2])
+            o["status"]["addresses"].append({"type": "InternalIP", "address": f"2001:2::{i:x}"})
+    return out
+
+
+def ipblock_policy(namespace: str, direction: str, blocks: list[dict]) -> dict:
+    from tests.support.builders import policy
+
+    side = "from" if direction == "ingress" else "to"
+    spec = {
+        "podSelector": {},
+        "policyTypes": [direction.capitalize()],
+        direction: [{side: [{"ipBlock": b} for b in blocks]}],
+    }
+    return policy(namespace, f"blocks-{direction}", spec)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    clusters().map(dual_stack),
+    st.lists(st.sampled_from(IPV6_BLOCKS), max_size=3),
+    st.sampled_from(["x", "y", "z"]),
+    st.sampled_from(["ingress", "egress"]),
+    st.lists(st.lists(ops, min_size=1, max_size=3), max_size=1),
+)
+def test_dual_stack_maps_decide_like_the_oracle_on_both_families(
+    objs, blocks, namespace, direction, batches
+):
+    extra = [ipblock_policy(namespace, direction, blocks)] if blocks else []
+    run_sequence([*objs, *extra], batches)
+
+
+def test_a_dual_stack_pods_addresses_share_its_identity():
+    from tests.support.builders import model_cluster
+
+    objs = dual_stack([*model_cluster(), ipblock_policy("y", "ingress", IPV6_BLOCKS[:3])])
+    ir = IncrementalCompiler("node-1").rebuild(
+        LiveState.from_state(ClusterState.from_objects(parse_object(o) for o in objs))
+    )
+    planner = EbpfPlanner()
+    planner.rebuild(ir, ir.node_ips)
+    addresses = planner.state.addresses
+    # One identity per pod, whichever family; the node's own addresses HOST in both.
+    assert addresses[("198.18.1.1", 32)][0] == addresses[("2001:2:0:1::1", 128)][0]
+    assert addresses[("198.18.0.1", 32)] == addresses[("2001:2::1", 128)] == (1, 0)
+    # A pod's IPv6 address carries its IPv6 ipBlock's identity (the /128, the longest).
+    block = planner.prefixes.by_thing[ip_network("2001:2:0:1::1/128")]
+    assert addresses[("2001:2:0:1::1", 128)][1] == block
+    assert addresses[("198.18.1.1", 32)][1] == 0  # no IPv4 block holds it
+    assert addresses[("2001:2:0:1::", 64)] == (
+        2,
+        planner.prefixes.get(ip_network("2001:2:0:1::/64")),
+    )
+    assert ("0.0.0.0", 0) not in addresses  # no IPv6 block as wide as IPv4's mapped space
+
+
+def test_an_ipv6_block_over_the_mapped_space_gives_ipv4_addresses_nothing():
+    """::/0 in the kernel's trie holds ::ffff:0:0/96, where IPv4 addresses are kept; the
+    plan then holds the whole IPv4 space as WORLD, so that an outside IPv4 address is no
+    member of the IPv6 block (and an IPv4 0.0.0.0/0 block, when there is one, takes
+    that very key)."""
+    from agent.dataplane.ebpf.evaluate import peer_identity
+    from tests.support.builders import model_cluster
+
+    objs = dual_stack([*model_cluster(), ipblock_policy("y", "egress", [{"cidr": "::/0"}])])
+    ir = IncrementalCompiler("node-1").rebuild(
+        LiveState.from_state(ClusterState.from_objects(parse_object(o) for o in objs))
+    )
+    planner = EbpfPlanner()
+    planner.rebuild(ir, ir.node_ips)
+    everything6 = planner.prefixes.by_thing[ip_network("::/0")]
+    assert planner.state.addresses[("0.0.0.0", 0)] == (2, 0)
+    assert peer_identity(planner.state, ip_address("198.19.200.7")) == (2, 0)
+    assert peer_identity(planner.state, ip_address("2001:2:0:fe00::7")) == (2, everything6)
+    # An IPv6 packet's ::ffff:a.b.c.d is no peer: not the pod whose IPv4 it spells.
+    assert peer_identity(planner.state, ip_address("::ffff:198.18.1.1")) == (2, 0)
+    both = [{"cidr": "::/0"}, {"cidr": "0.0.0.0/0"}]
+    objs = dual_stack([*model_cluster(), ipblock_policy("y", "egress", both)])
+    ir = IncrementalCompiler("node-1").rebuild(
+        LiveState.from_state(ClusterState.from_objects(parse_object(o) for o in objs))
+    )
+    planner = EbpfPlanner()
+    planner.rebuild(ir, ir.node_ips)
+    everything4 = planner.prefixes.by_thing[ip_network("0.0.0.0/0")]
+    assert planner.state.addresses[("0.0.0.0", 0)] == (2, everything4)
+
+
+def test_named_ports_and_transit_endpoints_of_both_families():
+    from agent.compiler.ir import TransitEndpoint
+    from agent.dataplane.ebpf.entries import PROTOCOL_NUMBERS
+    from tests.support.builders import model_cluster, policy
+
+    to_named = {
+        "podSelector": {"matchLabels": {"pod": "a"}},
+        "policyTypes": ["Egress"],
+        "egress": [{"ports": [{"port": "serve-80-tcp"}]}],
+    }
+    deny_y = policy("y", "deny", {"podSelector": {}})
+    objs = dual_stack([*model_cluster(), policy("x", "named", to_named), deny_y])
+    ir = IncrementalCompiler("node-1").rebuild(
+        LiveState.from_state(ClusterState.from_objects(parse_object(o) for o in objs))
+    )
+    planner = EbpfPlanner()
+    planner.rebuild(ir, ir.node_ips)
+    x_a = planner.state.endpoints["x/a"][0]
+    tcp = PROTOCOL_NUMBERS["TCP"]
+    assert {(x_a, "198.18.1.12", tcp, 80), (x_a, "2001:2:0:1::c", tcp, 80)} <= planner.state.named
+    # A transit endpoint (a pod of node-2 this node DNATs to): both its addresses, and
+    # both of its own node's.
+    transit = TransitEndpoint(
+        "y/c",
+        (ip_address("198.18.2.13"), ip_address("2001:2:0:2::d")),
+        ir.endpoints["y/b"].ingress,
+        None,
+        node_ips=(ip_address("198.18.0.2"), ip_address("2001:2::2")),
+    )
+    with_transit = dataclasses.replace(ir, transit={"y/c": transit})
+    planner.update(with_transit, diff_ir(ir, with_transit))
+    number = planner.endpoint_ids.by_thing["y/c"]
+    assert {"198.18.2.13", "2001:2:0:2::d"} <= set(planner.state.transit)
+    assert {(number, "198.18.0.2"), (number, "2001:2::2")} <= planner.state.homes

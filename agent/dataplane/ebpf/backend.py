@@ -330,11 +330,10 @@ class EbpfBackend:
         return self._overflows.latest()
 
     def _write_pod_cidrs(self, ir: NodeIR, repair: bool) -> None:
-        """The node's IPv4 pod CIDRs, when they changed (read back on a full sync)."""
+        """The node's pod CIDRs of both families, when they changed (read back on a full
+        sync)."""
         want = {
-            codec.addr_key((str(cidr.network_address), cidr.prefixlen))
-            for cidr in ir.pod_cidrs
-            if cidr.version == 4
+            codec.addr_key((str(cidr.network_address), cidr.prefixlen)) for cidr in ir.pod_cidrs
         }
         if not repair and want == self._pod_cidrs:
             return
@@ -446,7 +445,7 @@ class EbpfBackend:
         return len(state.policy) + len(state.named)
 
     def cleanup(self) -> list[str]:
-        """Unhook our program, drop the conntrack hold and unpin our maps."""
+        """Unhook our programs, drop the conntrack hold and unpin our maps."""
         removed = loader.unhook(self.pin_dir) + tc_retired.detach_everywhere()
         removed += conntrack_hold.release() + self.transit.remove()
         if self.pin_dir.exists():

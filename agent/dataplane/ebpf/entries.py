@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
 from typing import NamedTuple
 
 from agent.compiler.ir import (
@@ -28,7 +27,7 @@ from agent.dataplane.ebpf_layout import (
     PROTOCOL_NUMBERS,
 )
 
-AddrKey = tuple[str, int]  # (network address, prefix length)
+AddrKey = tuple[str, int]  # (network address, prefix length), in its own family's notation
 
 
 class PolicyEntry(NamedTuple):
@@ -46,8 +45,8 @@ class PolicyEntry(NamedTuple):
         return POLICY_EXACT_BITS if self.protocol is None else POLICY_PROTOCOL_BITS + self.bits
 
 
-NamedEntry = tuple[int, str, int, int]  # endpoint, IPv4 address, protocol, port
-HomeEntry = tuple[int, str]  # transit endpoint, an IPv4 address of its own node
+NamedEntry = tuple[int, str, int, int]  # endpoint, address (either family), protocol, port
+HomeEntry = tuple[int, str]  # transit endpoint, an address of its own node (either family)
 
 
 @dataclass
@@ -60,7 +59,7 @@ class MapDelta:
     policy_del: set[PolicyEntry] = field(default_factory=set)
     named_add: set[NamedEntry] = field(default_factory=set)
     named_del: set[NamedEntry] = field(default_factory=set)
-    # Transit endpoints by IPv4 address (their released numbers go in endpoint_del).
+    # Transit endpoints by address, each family's (released numbers go in endpoint_del).
     transit_set: dict[str, tuple[int, int]] = field(default_factory=dict)
     transit_del: set[str] = field(default_factory=set)
     home_add: set[HomeEntry] = field(default_factory=set)
@@ -77,7 +76,7 @@ class MapState:
     endpoints: dict[str, tuple[int, int]] = field(default_factory=dict)
     policy: set[PolicyEntry] = field(default_factory=set)
     named: set[NamedEntry] = field(default_factory=set)
-    transit: dict[str, tuple[int, int]] = field(default_factory=dict)  # by IPv4 address
+    transit: dict[str, tuple[int, int]] = field(default_factory=dict)  # by address
     homes: set[HomeEntry] = field(default_factory=set)
 
 
@@ -146,11 +145,7 @@ def endpoint_entries(
 
 
 def _named_entries(number: int, members: frozenset) -> set[NamedEntry]:
-    return {
-        (number, str(ip), PROTOCOL_NUMBERS[protocol], port)
-        for ip, protocol, port in members
-        if isinstance(ip, IPv4Address)
-    }
+    return {(number, str(ip), PROTOCOL_NUMBERS[protocol], port) for ip, protocol, port in members}
 
 
 def _clause_entries(

@@ -4,9 +4,11 @@ oracle; `picket compile --backend ebpf` users can read the maps it reads."""
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, ip_network
+from functools import lru_cache
+from ipaddress import IPv6Network, ip_address
 
-from agent.dataplane.ebpf.entries import MapState
+from agent.dataplane.ebpf.codec import addr_bytes
+from agent.dataplane.ebpf.entries import AddrKey, MapState
 from agent.dataplane.ebpf_layout import (
     DIR_EGRESS,
     EP_EGRESS_ISOLATED,
@@ -15,16 +17,33 @@ from agent.dataplane.ebpf_layout import (
     IDENTITY_ANY,
     IDENTITY_HOST,
     IDENTITY_WORLD,
+    IPV4_MAPPED_BITS,
     PROTOCOL_NUMBERS,
 )
+from agent.model.objects import IPAddress
 
 
-def peer_identity(state: MapState, ip: IPv4Address) -> tuple[int, int]:
-    """The longest prefix in the address map that holds `ip` (LPM)."""
+@lru_cache(maxsize=65536)
+def _as_mapped(key: AddrKey) -> IPv6Network:
+    """A key as the kernel's trie holds it: 128 bits, IPv4 mapped (codec.py), so that an
+    IPv6 prefix over ::ffff:0:0/96 holds IPv4 addresses here as it does there."""
+    address, bits = key
+    if ip_address(address).version == 4:
+        bits += IPV4_MAPPED_BITS
+    return IPv6Network((addr_bytes(address), bits))
+
+
+def peer_identity(state: MapState, ip: IPAddress) -> tuple[int, int]:
+    """The longest prefix in the address map that holds `ip` (LPM, over 16 bytes); an
+    IPv6 address ::ffff:a.b.c.d is no peer's (policy.h)."""
     best, found = -1, (IDENTITY_WORLD, 0)
-    for (address, bits), value in state.addresses.items():
-        if bits > best and ip in ip_network(f"{address}/{bits}"):
-            best, found = bits, value
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return found
+    mapped = _as_mapped((str(ip), ip.max_prefixlen)).network_address
+    for key, value in state.addresses.items():
+        prefix = _as_mapped(key)
+        if prefix.prefixlen > best and mapped in prefix:
+            best, found = prefix.prefixlen, value
     return found
 
 
@@ -46,8 +65,8 @@ def endpoint_admits(
     state: MapState,
     ref: str,
     direction: int,
-    peer: IPv4Address,
-    destination: IPv4Address,
+    peer: IPAddress,
+    destination: IPAddress,
     protocol: str,
     port: int,
 ) -> bool:

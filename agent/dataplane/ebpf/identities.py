@@ -5,11 +5,12 @@ restarted agent computes the very same maps; and which identities a peer set sel
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
-from ipaddress import IPv4Network, ip_network
+from ipaddress import ip_network
 from typing import Any
 
 from agent.compiler.ir import CIDRSet, IdentityKey, SelectorSet, selects_identity
 from agent.dataplane.ebpf_layout import IDENTITY_CIDR_FIRST, IDENTITY_POD_FIRST
+from agent.model.objects import IPNetwork
 
 
 class Numbering:
@@ -78,17 +79,22 @@ class Allocations:
         self,
         peer_set: SelectorSet | CIDRSet,
         keys: Iterable[IdentityKey],
-        prefixes: Iterable[IPv4Network],
+        prefixes: Iterable[IPNetwork],
     ) -> frozenset[int]:
         """The identities `peer_set` selects: for a selector, those of the label sets it
-        matches; for an ipBlock, the prefixes inside it and not inside an except (the
-        longest prefix holding an address then decides exactly)."""
+        matches; for an ipBlock, the prefixes of its family inside it and not inside an
+        except (the longest prefix holding an address then decides exactly). An IPv4
+        ipBlock never matches an IPv6 address, nor the reverse."""
         if isinstance(peer_set, SelectorSet):
             return frozenset(self.identities.get(k) for k in keys if selects_identity(peer_set, k))
+        cidr = peer_set.cidr
+        excepts = [e for e in peer_set.excepts if e.version == cidr.version]
         return frozenset(
             self.prefixes.get(p)
             for p in prefixes
-            if p.subnet_of(peer_set.cidr) and not any(p.subnet_of(e) for e in peer_set.excepts)
+            if p.version == cidr.version
+            and p.subnet_of(cidr)  # type: ignore[arg-type]
+            and not any(p.subnet_of(e) for e in excepts)  # type: ignore[arg-type]
         )
 
 

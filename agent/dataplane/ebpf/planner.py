@@ -3,8 +3,10 @@
 
 - Identities (`identities`): pods with equal (namespace labels, pod labels) share one;
   ipBlock prefixes (cidrs and excepts) get their own.
-- Address map (LPM): a pod /32 -> (its identity, the identity of the longest ipBlock
-  prefix holding it); a prefix -> (WORLD, its identity); this node's addresses -> HOST.
+- Address map (LPM): a pod address (/32, /128) -> (its identity, the identity of the
+  longest ipBlock prefix of its family holding it); a prefix -> (WORLD, its identity);
+  this node's addresses -> HOST. Both families in one map (IPv4 mapped: codec.py), every
+  address of a pod with the pod's one identity.
 - Policy map (LPM over endpoint, direction, identity, protocol, port): per isolated
   direction of a local endpoint, one entry per (identity a clause's peers select, port
   block of the clause). Port ranges are aligned blocks, never one entry per port.
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv6Address, ip_address, ip_network
 from typing import Any
 
 from agent.compiler.diff import IRDiff, diff_ir
@@ -51,7 +53,13 @@ from agent.dataplane.ebpf.entries import (
 )
 from agent.dataplane.ebpf.identities import Allocations
 from agent.dataplane.ebpf_layout import IDENTITY_HOST, IDENTITY_WORLD
-from agent.model.objects import IPAddress
+from agent.model.objects import IPAddress, IPNetwork
+
+# Where the maps keep IPv4 (codec.py): an IPv6 ipBlock this wide would hold every IPv4
+# address there. The whole IPv4 space then gets an entry of its own, so that an IPv4
+# address no IPv4 prefix holds is WORLD rather than in the IPv6 block.
+IPV4_MAPPED = IPv6Address("::ffff:0:0")
+IPV4_SPACE: tuple[str, int] = ("0.0.0.0", 0)
 
 
 class EbpfPlanner:
@@ -72,10 +80,11 @@ class EbpfPlanner:
         self._policy_users: Counter[PolicyEntry] = Counter()
         self._named_users: Counter[NamedEntry] = Counter()
         self._host: frozenset[str] = frozenset()
-        self._prefix_list: list[IPv4Network] = []  # shortest first
-        self._prefix_set: frozenset[IPv4Network] = frozenset()
+        self._prefix_list: list[IPNetwork] = []  # by family, shortest first
+        self._prefix_set: frozenset[IPNetwork] = frozenset()
+        self._guard_ipv4 = False  # an IPv6 prefix holds where IPv4 sits (IPV4_SPACE)
         self._uses: dict[str, set[str]] = {}  # endpoint -> sets its rules name
-        # transit endpoint -> (its IPv4 addresses, its home entries)
+        # transit endpoint -> (its addresses, its home entries)
         self._transit_keys: dict[str, tuple[frozenset[str], frozenset[HomeEntry]]] = {}
 
     def entry_counts(self) -> tuple[dict[str, int], dict[str, int]]:
@@ -148,24 +157,22 @@ class EbpfPlanner:
         return new_keys, gone_keys
 
     def _prefixes(self, ir: NodeIR, delta: MapDelta) -> bool:
+        """Every ipBlock prefix of both families (an except of another family than its
+        cidr matches nothing: the compiler's CIDRSet.contains)."""
         wanted = sorted(
-            {
-                n
-                for s in ir.sets.values()
-                if isinstance(s, CIDRSet)
-                for n in (s.cidr, *s.excepts)
-                if isinstance(n, IPv4Network)
-            },
-            key=lambda n: (n.prefixlen, int(n.network_address)),
+            {n for s in ir.sets.values() if isinstance(s, CIDRSet) for n in (s.cidr, *s.excepts)},
+            key=lambda n: (n.version, n.prefixlen, int(n.network_address)),
         )
         if wanted == self._prefix_list:
             return False
         gone = set(self._prefix_list) - set(wanted)
         self._prefix_list, self._prefix_set = wanted, frozenset(wanted)
+        self._guard_ipv4 = any(n.version == 6 and IPV4_MAPPED in n for n in wanted)
         for prefix in gone:
             self.prefixes.release(prefix)
         for prefix in [*gone, *wanted]:
             self._refresh_address(ir, (str(prefix.network_address), prefix.prefixlen), delta)
+        self._refresh_address(ir, IPV4_SPACE, delta)
         return True
 
     # --- peer sets -> identities ------------------------------------------------------
@@ -250,10 +257,8 @@ class EbpfPlanner:
         self, endpoint: TransitEndpoint, value: tuple[int, int], delta: MapDelta
     ) -> None:
         """A transit endpoint's address entries and home entries."""
-        ips = frozenset(str(ip) for ip in endpoint.ips if isinstance(ip, IPv4Address))
-        homes = frozenset(
-            (value[0], str(ip)) for ip in endpoint.node_ips if isinstance(ip, IPv4Address)
-        )
+        ips = frozenset(str(ip) for ip in endpoint.ips)
+        homes = frozenset((value[0], str(ip)) for ip in endpoint.node_ips)
         old_ips, old_homes = self._transit_keys.get(endpoint.pod, (frozenset(), frozenset()))
         self._transit_keys[endpoint.pod] = (ips, homes)
         self._change_homes(homes - old_homes, old_homes - homes, delta)
@@ -352,29 +357,31 @@ class EbpfPlanner:
 
     def _address_entries(self, ir: NodeIR, ips: set[IPAddress], delta: MapDelta) -> None:
         for ip in ips:
-            if isinstance(ip, IPv4Address):
-                self._refresh_address(ir, (str(ip), 32), delta)
+            self._refresh_address(ir, (str(ip), ip.max_prefixlen), delta)
 
     def _host_entries(
         self, ir: NodeIR, host_addresses: Iterable[IPAddress], delta: MapDelta
     ) -> None:
-        host = frozenset(str(ip) for ip in host_addresses if isinstance(ip, IPv4Address))
+        host = frozenset(str(ip) for ip in host_addresses)
         changed, self._host = self._host ^ host, host
         for address in changed:
-            self._refresh_address(ir, (address, 32), delta)
+            self._refresh_address(ir, (address, ip_address(address).max_prefixlen), delta)
 
     def _refresh_address(self, ir: NodeIR, key: AddrKey, delta: MapDelta) -> None:
         """One address-map key as the IR wants it: the node's own address is HOST, a pod
         address its identities, an ipBlock prefix WORLD and its identity."""
         address, bits = key
+        ip = ip_address(address)
+        prefix = ip_network(f"{address}/{bits}")
         value: tuple[int, int] | None = None
-        if bits == 32 and address in self._host:
+        if bits == ip.max_prefixlen and address in self._host:
             value = (IDENTITY_HOST, 0)
-        elif bits == 32 and IPv4Address(address) in ir.addresses:
-            ip = IPv4Address(address)
+        elif bits == ip.max_prefixlen and ip in ir.addresses:
             value = (self.identities.get(ir.addresses[ip]), self._cidr_identity(ip))
-        elif IPv4Network(f"{address}/{bits}") in self._prefix_set:
-            value = (IDENTITY_WORLD, self.prefixes.get(IPv4Network(f"{address}/{bits}")))
+        elif prefix in self._prefix_set:
+            value = (IDENTITY_WORLD, self.prefixes.get(prefix))
+        elif key == IPV4_SPACE and self._guard_ipv4:
+            value = (IDENTITY_WORLD, 0)
         if value is None:
             if self.state.addresses.pop(key, None) is not None:
                 delta.addr_del.add(key)
@@ -384,8 +391,8 @@ class EbpfPlanner:
             delta.addr_set[key] = value
             delta.addr_del.discard(key)
 
-    def _cidr_identity(self, ip: IPv4Address) -> int:
-        for prefix in reversed(self._prefix_list):  # longest first
+    def _cidr_identity(self, ip: IPAddress) -> int:
+        for prefix in reversed(self._prefix_list):  # longest first; `in` checks the family
             if ip in prefix:
                 return self.prefixes.get(prefix)
         return 0
