@@ -1,8 +1,9 @@
-"""The FORWARD program on this machine: BCC compiles it against the distribution's
+"""The FORWARD programs on this machine: BCC compiles them against the distribution's
 headers tree that `make setup` links for the running kernel, with the running kernel's
-struct offsets from its BTF; the verifier accepts it; its maps are pinned; the C structs
-match their Python mirror; the first apply hooks it into FORWARD through a pinned link
-(and turns conntrack on), in a namespace of the test's own; cleanup undoes all of it."""
+struct offsets from its BTF; the verifier accepts both (IPv4's and IPv6's); their maps
+are pinned; the C structs match their Python mirror; the first apply hooks each into its
+family's FORWARD hook through a pinned link (and turns conntrack on), in a namespace of
+the test's own; a restarted agent takes both hooks over; cleanup undoes all of it."""
 
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ import pytest
 from agent.compiler.compile import compile_node
 from agent.compiler.ir import NodeIR
 from agent.dataplane import ebpf_layout
-from agent.dataplane.ebpf import btf, loader
+from agent.dataplane.ebpf import btf, loader, nf_link
 from agent.dataplane.ebpf.backend import EbpfBackend
-from agent.dataplane.ebpf.codec import policy_key
+from agent.dataplane.ebpf.codec import addr_from_bytes, policy_key
 from agent.dataplane.ebpf.entries import PolicyEntry
 from agent.dataplane.ebpf.settings import EbpfSettings
 from tests.support.builders import model_cluster, policy, state_of
@@ -75,18 +76,34 @@ def _netfilter_links() -> set[int]:
     return {link["id"] for link in json.loads(out.stdout) if link["type"] in (10, "netfilter")}
 
 
+def _links(pins: Path) -> dict[str, dict[str, int]]:
+    """The pinned links, each with what the kernel says of it (family, hook, priority)."""
+    return {
+        p.name: nf_link.pinned_link_info(p)
+        for p in sorted(pins.iterdir())
+        if p.name.startswith("forward_link")
+    }
+
+
 def test_programs_load_pin_and_clean_up(bpffs, tmp_path, scratch_netns):
     backend = EbpfBackend("node-test", bpffs / "picket", tmp_path / "state.json")
     pins = bpffs / "picket" / "node-test"
     maps = ["addr", "config", "drop_counts", "endpoints", "named", "pod_cidrs", "policy"]
     maps += ["sources", "transit", "transit_home", "verdicts"]
     assert sorted(p.name for p in pins.iterdir()) == maps
-    assert backend.program.fd > 0
+    assert set(backend.programs) == {nf_link.NFPROTO_IPV4, nf_link.NFPROTO_IPV6}
+    assert all(program.fd > 0 for program in backend.programs.values())
     assert "PICKET-CONNTRACK" not in _raw_rules(scratch_netns)
     links_before = _netfilter_links()
     backend.apply(NodeIR("node-test", ()), None, full=True)
-    links = [p.name for p in pins.iterdir() if p.name.startswith("forward_link-")]
-    assert len(links) == 1 and len(_netfilter_links() - links_before) == 1
+    # One link per family, each in its own family's FORWARD hook, at the first priority.
+    links = _links(pins)
+    assert links == {
+        "forward_link-10": {"pf": nf_link.NFPROTO_IPV4, "hooknum": 2, "prio": 10},
+        "forward_link6-10": {"pf": nf_link.NFPROTO_IPV6, "hooknum": 2, "prio": 10},
+    }
+    assert len(_netfilter_links() - links_before) == 2
+    assert loader.is_hooked(pins)
     assert "PICKET-CONNTRACK" in _raw_rules(scratch_netns)
     assert '-A FORWARD -m comment --comment "picket: the transit mark" -j PICKET-TRANSIT' in (
         _raw_rules(scratch_netns)
@@ -97,7 +114,7 @@ def test_programs_load_pin_and_clean_up(bpffs, tmp_path, scratch_netns):
         "picket_policy": (ebpf_layout.PolicyKey, ctypes.c_uint8),
         "picket_named": (ebpf_layout.NamedKey, ctypes.c_uint8),
         "picket_drop_counts": (ebpf_layout.DropCountKey, ctypes.c_uint64),
-        "picket_transit": (ctypes.c_uint32, ebpf_layout.EndpointValue),
+        "picket_transit": (ebpf_layout.TransitKey, ebpf_layout.EndpointValue),
         "picket_transit_home": (ebpf_layout.TransitHomeKey, ctypes.c_uint8),
         "picket_sources": (ebpf_layout.SourceKey, ctypes.c_uint8),
     }
@@ -117,12 +134,21 @@ def test_programs_load_pin_and_clean_up(bpffs, tmp_path, scratch_netns):
     second_maps = pinned_map_ids(pins)
     assert second_maps.keys() == first_maps.keys()
     assert not set(second_maps.values()) & set(first_maps.values())
-    assert [p.name for p in pins.iterdir() if p.name.startswith("forward_link-")] == links
+    assert _links(pins) == links
     again.apply(NodeIR("node-test", ()), None, full=True)
-    handed = [p.name for p in pins.iterdir() if p.name.startswith("forward_link-")]
-    assert len(handed) == 1 and handed != links
+    # Both hooks handed over: the new links at the other priority, the old ones gone.
+    assert _links(pins) == {
+        "forward_link-11": {"pf": nf_link.NFPROTO_IPV4, "hooknum": 2, "prio": 11},
+        "forward_link6-11": {"pf": nf_link.NFPROTO_IPV6, "hooknum": 2, "prio": 11},
+    }
+    # One family's link removed (drift): not hooked, and a full sync hooks both again.
+    (pins / "forward_link6-11").unlink()
+    assert not loader.is_hooked(pins)
+    again.apply(NodeIR("node-test", ()), None, full=True)
+    assert set(_links(pins)) == {"forward_link-10", "forward_link6-10"}
     removed = again.cleanup()
     assert f"pinned maps {pins}" in removed
+    assert sum("FORWARD program (link" in r for r in removed) == 2
     assert not pins.exists()
     assert "PICKET-CONNTRACK" not in _raw_rules(scratch_netns)
     assert "PICKET-TRANSIT" not in _raw_rules(scratch_netns)
@@ -144,7 +170,7 @@ def test_an_address_map_too_small_keeps_the_local_pods_and_leaves_peers_out(
     try:
         backend.apply(ir, None, full=True)
         (overflow,) = backend.capacity_exceeded()
-        held = {IPv4Address(bytes(k.addr)) for k in backend.bpf["picket_addr"]}
+        held = {addr_from_bytes(bytes(k.addr)) for k in backend.bpf["picket_addr"]}
         assert overflow.table == "addr" and len(held) <= 8
         local = {ip for e in ir.endpoints.values() for ip in e.ips}
         assert local <= held  # the pods this node enforces for, first
@@ -154,7 +180,7 @@ def test_an_address_map_too_small_keeps_the_local_pods_and_leaves_peers_out(
         fewer = compile_node(state_of([o for o in model_cluster() if _not_in_z(o)]), "node-1")
         backend.apply(fewer, None, full=True)
         assert backend.capacity_exceeded() == []
-        held = {IPv4Address(bytes(k.addr)) for k in backend.bpf["picket_addr"]}
+        held = {addr_from_bytes(bytes(k.addr)) for k in backend.bpf["picket_addr"]}
         assert set(fewer.addresses) <= held
     finally:
         backend.cleanup()
