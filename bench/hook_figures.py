@@ -9,9 +9,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-# Entry points of both eBPF datapaths: round 1's two TC programs on each pod's host-side
-# veth, and the BPF netfilter program at FORWARD. bpftool shows names cut at 15 bytes.
-PICKET_PROGRAMS = frozenset({"picket_from_pod", "picket_to_pod", "picket_forward"})
+# Entry points of every eBPF datapath: round 1's two TC programs on each pod's host-side
+# veth, the BPF netfilter program at FORWARD, and since issue #17 one per family there.
+# bpftool shows names cut at 15 bytes.
+PICKET_PROGRAMS = frozenset(
+    {"picket_from_pod", "picket_to_pod", "picket_forward", "picket_forward4", "picket_forward6"}
+)
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,14 @@ def test_program_stats_sums_each_nodes_copy_and_ignores_other_programs():
         {"id": 2, "name": "picket_forward", "run_time_ns": 500, "run_cnt": 1},
         {"id": 3, "name": "sd_fw_ingress", "run_time_ns": 99, "run_cnt": 9},
         {"id": 4, "name": "picket_to_pod"},  # never ran: bpftool leaves both fields out
+        {"id": 5, "name": "picket_forward4", "run_time_ns": 70, "run_cnt": 2},  # issue #17
+        {"id": 6, "name": "picket_forward6", "run_time_ns": 30, "run_cnt": 1},
     ]
     assert program_stats(progs) == {
         "picket_forward": RunStats(1500, 5),
         "picket_to_pod": RunStats(0, 0),
+        "picket_forward4": RunStats(70, 2),
+        "picket_forward6": RunStats(30, 1),
     }
 
 
