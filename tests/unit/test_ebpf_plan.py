@@ -420,6 +420,12 @@ def test_a_dual_stack_pods_addresses_share_its_identity():
         planner.prefixes.get(ip_network("2001:2:0:1::/64")),
     )
     assert ("0.0.0.0", 0) not in addresses  # no IPv6 block as wide as IPv4's mapped space
+    # The node's IPv6 link-local and loopback addresses are never a forwarded packet's.
+    host = [ip_address(a) for a in ("198.18.0.1", "2001:2::1", "fe80::1", "::1", "127.0.0.1")]
+    planner.rebuild(ir, host)
+    assert ("fe80::1", 128) not in planner.state.addresses
+    assert ("::1", 128) not in planner.state.addresses
+    assert planner.state.addresses[("2001:2::1", 128)] == (1, 0)
 
 
 def test_an_ipv6_block_over_the_mapped_space_gives_ipv4_addresses_nothing():

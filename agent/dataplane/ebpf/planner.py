@@ -362,7 +362,14 @@ class EbpfPlanner:
     def _host_entries(
         self, ir: NodeIR, host_addresses: Iterable[IPAddress], delta: MapDelta
     ) -> None:
-        host = frozenset(str(ip) for ip in host_addresses)
+        # Not IPv6 link-local or loopback ones (every veth of the node has an fe80::
+        # address): the kernel forwards no packet from or to them, so they would only
+        # fill the map.
+        host = frozenset(
+            str(ip)
+            for ip in host_addresses
+            if ip.version == 4 or not (ip.is_link_local or ip.is_loopback)
+        )
         changed, self._host = self._host ^ host, host
         for address in changed:
             self._refresh_address(ir, (address, ip_address(address).max_prefixlen), delta)
