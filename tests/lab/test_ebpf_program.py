@@ -60,10 +60,11 @@ def scratch_netns():
         yield name
 
 
-def _raw_rules(netns: str) -> str:
+def _raw_rules(netns: str, family: int = 4) -> str:
     # Every table the namespace has (a fresh one has none, and `-t raw` would fail).
     out = ""
-    for save in ("iptables-nft-save", "iptables-legacy-save"):
+    command = "iptables" if family == 4 else "ip6tables"
+    for save in (f"{command}-nft-save", f"{command}-legacy-save"):
         argv = ["ip", "netns", "exec", netns, save]
         out += subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     return out
@@ -104,7 +105,9 @@ def test_programs_load_pin_and_clean_up(bpffs, tmp_path, scratch_netns):
     }
     assert len(_netfilter_links() - links_before) == 2
     assert loader.is_hooked(pins)
+    # Conntrack is held on per family: without IPv6's, no IPv6 packet has an entry.
     assert "PICKET-CONNTRACK" in _raw_rules(scratch_netns)
+    assert "PICKET-CONNTRACK" in _raw_rules(scratch_netns, 6)
     assert '-A FORWARD -m comment --comment "picket: the transit mark" -j PICKET-TRANSIT' in (
         _raw_rules(scratch_netns)
     )
@@ -151,6 +154,7 @@ def test_programs_load_pin_and_clean_up(bpffs, tmp_path, scratch_netns):
     assert sum("FORWARD program (link" in r for r in removed) == 2
     assert not pins.exists()
     assert "PICKET-CONNTRACK" not in _raw_rules(scratch_netns)
+    assert "PICKET-CONNTRACK" not in _raw_rules(scratch_netns, 6)
     assert "PICKET-TRANSIT" not in _raw_rules(scratch_netns)
     del backend, again  # the program fds: the links went with their pins
     assert _netfilter_links() <= links_before
