@@ -45,7 +45,8 @@ class LabPod:
         """The pod's address of `family` (None: the primary one); None if it has none."""
         if family is None:
             return self.ip
-        return next((ip for ip in self.ips if family_of(ip) == family), None)
+        known = self.ips or ((self.ip,) if self.ip else ())
+        return next((ip for ip in known if family_of(ip) == family), None)
 
 
 def family_of(address: str) -> int:

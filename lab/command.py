@@ -383,10 +383,11 @@ def _probe_pods(args: argparse.Namespace) -> dict:
     if not args.via_service:
         return asyncio.run(probe_matrix(pods, *run, family=args.family))
     nodes = lab_nodes(lab.config().get("nodes", 1))
-    targets = probeable(pods)
+    family = args.family or lab.ip_families()[0]
+    targets = probeable(pods, family)
     ports = [(args.port, args.protocol)]
-    with probe_services(api, targets, ports, state_dir(), nodes) as ips:
-        return asyncio.run(probe_matrix(targets, *run, addresses=ips))
+    with probe_services(api, targets, ports, state_dir(), nodes, (family,)) as ips:
+        return asyncio.run(probe_matrix(targets, *run, addresses=ips[family], family=family))
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:

@@ -50,6 +50,7 @@ IP_FAMILIES_DEFAULT = (4, 6)
 CNI_BIN_DIR = Path("/usr/lib/cni")
 SERVICE_CIDR = IPv4Network("198.19.240.0/20")
 DNS_SERVICE_IP = IPv4Address("198.19.240.10")
+DNS_SERVICE_IP6 = IPv6Address("2001:2:0:ff00::a")  # an IPv6-only lab's kube-dns
 NODEPORT_RANGE = range(30000, 32768)  # kube-apiserver's --service-node-port-range default
 CLUSTER_DOMAIN = "cluster.local"
 AGENT_METRICS_PORT = 9402  # `picket agent --metrics-addr` default, in each node's namespace

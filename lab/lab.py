@@ -21,6 +21,8 @@ from lab.config import (
     API_PORT,
     HOST_LINK,
     IP_FAMILIES_DEFAULT,
+    SERVICE_CIDR,
+    SERVICE_CIDR6,
     LabNode,
     lab_nodes,
     state_dir,
@@ -72,7 +74,10 @@ def _wait_ready(state: Path, timeout: float = 15.0) -> None:
     raise LabError(f"the lab API server did not become ready; see {state}/logs/apiserver.log")
 
 
-def _start_apiserver(state: Path, validation: str) -> None:
+def _start_apiserver(state: Path, validation: str, families: tuple[int, ...]) -> None:
+    # A Service range per family the pods have, in their order: a dual-stack cluster's
+    # Services are single-stack of the first family unless they ask for more.
+    ranges = ",".join(str(SERVICE_CIDR if f == 4 else SERVICE_CIDR6) for f in families)
     processes.start(
         state,
         APISERVER,
@@ -81,6 +86,8 @@ def _start_apiserver(state: Path, validation: str) -> None:
             "lab.apiserver",
             "--validation",
             validation,
+            "--service-cluster-ip-range",
+            ranges,
             "--bind-address",
             str(API_ADDRESS),
             "--port",
@@ -230,7 +237,7 @@ def up(
         topology.ensure_node(node, nodes)
     topology.ensure_external(nodes)
     _ensure_control_plane(state, previous, (node_count, virtual_count), validation, families)
-    _ensure_cluster_dns(state)
+    _ensure_cluster_dns(state, families[0])
     mounted = previous.get("mounted_bpffs", False)
     if not _is_bpffs(BPF_ROOT):
         # Pinned maps need the BPF filesystem (a node's systemd mounts it at boot, so the
@@ -295,18 +302,18 @@ def _ensure_control_plane(
     if not kubeconfig_path(state).exists():
         write_credentials(state, f"https://{API_ADDRESS}:{API_PORT}", [str(API_ADDRESS)])
     if processes.running(state, APISERVER) is None:
-        _start_apiserver(state, validation)
+        _start_apiserver(state, validation, families)
     if (previous.get("nodes"), previous.get("virtual_nodes", 0)) != wanted:
         processes.stop(state, KUBELET)  # it serves a fixed node list: restart to add nodes
     if processes.running(state, KUBELET) is None:
         _start_kubelet(state, *wanted, families)
 
 
-def _ensure_cluster_dns(state: Path) -> None:
+def _ensure_cluster_dns(state: Path, primary_family: int) -> None:
     """kube-system/kube-dns and its coredns Deployment, answering before `up` returns,
     so that a lab that is up resolves names."""
     api = kubeconfig.new_client_from_config(str(kubeconfig_path(state)))
-    ensure_cluster_dns(api)
+    ensure_cluster_dns(api, primary_family)
     if not wait_cluster_dns(api):
         raise LabError(
             "the cluster DNS (kube-system/coredns) did not become ready; see "

@@ -15,6 +15,7 @@ from kubernetes import client
 
 from lab.cluster import LabPod, list_endpoint_slices
 from lab.config import LabNode
+from lab.dns.records import SERVICE_NAME_LABEL
 from lab.probe import ProbeResult, probe
 from lab.probe_services import (
     PROBE_SELECTOR,
@@ -80,13 +81,14 @@ def probe_services(
     ports: Sequence[ProbePort],
     state: Path,
     nodes: list[LabNode],
-) -> Iterator[dict[str, str]]:
-    """A Service per pod with `ports`, programmed by every node's kube-proxy; yields pod
-    ref -> ClusterIP, and removes every probe Service and slice afterwards, whatever
-    happens."""
+    families: Sequence[int] = (4,),
+) -> Iterator[dict[int, dict[str, str]]]:
+    """A Service per pod with `ports` and a ClusterIP of each of `families`, programmed
+    by every node's kube-proxy; yields family -> pod ref -> ClusterIP, and removes every
+    probe Service and slice afterwards, whatever happens."""
     remove_probe_services(api)  # what an interrupted run left
     try:
-        yield create_probe_services(api, pods, ports, state, nodes)
+        yield create_probe_services(api, pods, ports, state, nodes, families)
     finally:
         remove_probe_services(api)
 
@@ -97,29 +99,39 @@ def create_probe_services(
     ports: Sequence[ProbePort],
     state: Path,
     nodes: list[LabNode],
-) -> dict[str, str]:
+    families: Sequence[int] = (4,),
+) -> dict[int, dict[str, str]]:
     """A Service per pod with `ports`, created and then waited for until every node's
-    kube-proxy has programmed each port; returns pod ref -> ClusterIP. Removing them is
-    the caller's (`remove_probe_services`)."""
-    cluster_ips = {pod.ref: _create(api, pod, ports) for pod in pods}
+    kube-proxy has programmed each port on each family; returns family -> pod ref ->
+    ClusterIP. Removing them is the caller's (`remove_probe_services`)."""
+    cluster_ips: dict[int, dict[str, str]] = {family: {} for family in families}
+    for pod in pods:
+        for family, address in _create(api, pod, ports, families).items():
+            cluster_ips[family][pod.ref] = address
     _wait_programmed(state, nodes, wanted_programming(pods, cluster_ips, ports))
     return cluster_ips
 
 
-def _create(api: client.CoreV1Api, pod: LabPod, ports: Sequence[ProbePort]) -> str:
-    service = service_manifest(pod, ports)
+def _create(
+    api: client.CoreV1Api, pod: LabPod, ports: Sequence[ProbePort], families: Sequence[int]
+) -> dict[int, str]:
+    service = service_manifest(pod, ports, families)
     namespace = service["metadata"]["namespace"]
     resp = api.create_namespaced_service(namespace, service, _preload_content=False)
-    address = (json.loads(resp.data).get("spec") or {}).get("clusterIP")
-    if not address or address == "None":
+    allocated = (json.loads(resp.data).get("spec") or {}).get("clusterIPs") or []
+    addresses = {6 if ":" in ip else 4: ip for ip in allocated if ip and ip != "None"}
+    if sorted(addresses) != sorted(families):
         raise ServiceProbeError(
-            f"the API server allocated no ClusterIP to {namespace}/{service['metadata']['name']}"
+            f"the API server allocated {allocated or 'no ClusterIP'} to "
+            f"{namespace}/{service['metadata']['name']}, not one of each of IPv"
+            + ", IPv".join(map(str, families))
         )
     discovery = client.DiscoveryV1Api(api.api_client)
-    discovery.create_namespaced_endpoint_slice(
-        namespace, slice_manifest(pod, ports), _preload_content=False
-    )
-    return address
+    for family in families:
+        discovery.create_namespaced_endpoint_slice(
+            namespace, slice_manifest(pod, ports, family), _preload_content=False
+        )
+    return addresses
 
 
 def _wait_programmed(state: Path, nodes: list[LabNode], wanted: list[WantedPort]) -> None:
@@ -147,7 +159,9 @@ def remove_probe_services(api: client.CoreV1Api, refs: Iterable[str] | None = No
     discovery = client.DiscoveryV1Api(api.api_client)
     for piece in list_endpoint_slices(api, PROBE_SELECTOR):
         meta = piece["metadata"]
-        if wanted is None or (meta["namespace"], meta["name"]) in wanted:
+        # By the Service it belongs to: a dual-stack Service has a slice per family.
+        service = (meta.get("labels") or {}).get(SERVICE_NAME_LABEL, meta["name"])
+        if wanted is None or (meta["namespace"], service) in wanted:
             _gone(discovery.delete_namespaced_endpoint_slice, meta["name"], meta["namespace"])
     resp = api.list_service_for_all_namespaces(
         label_selector=PROBE_SELECTOR, _preload_content=False

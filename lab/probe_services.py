@@ -2,8 +2,9 @@
 
 One per destination pod: a selector-less Service in the pod's namespace whose ports are
 the probed ports (one for the command; the conformance suite keeps one Service per pod
-with every port its scenarios probe), and an EndpointSlice naming the pod's address,
-written the way an operator writes one (label `kubernetes.io/service-name`). Pods are
+with every port its scenarios probe), with a ClusterIP of each family probed (dual-stack:
+RequireDualStack), and an EndpointSlice per family naming the pod's address of that
+family, written the way an operator writes one (label `kubernetes.io/service-name`). Pods are
 never relabelled for this: labels decide policy verdicts. The label
 `picket.io/probe-service` marks both, so a run, or the next one after a run that was
 interrupted, removes them all.
@@ -65,7 +66,9 @@ def port_name(port: int, protocol: str) -> str:
     return f"{protocol.lower()}-{port}"
 
 
-def service_manifest(pod: LabPod, ports: Sequence[ProbePort]) -> dict[str, Any]:
+def service_manifest(
+    pod: LabPod, ports: Sequence[ProbePort], families: Sequence[int] = (4,)
+) -> dict[str, Any]:
     namespace, name = _split(pod)
     return {
         "apiVersion": "v1",
@@ -73,6 +76,8 @@ def service_manifest(pod: LabPod, ports: Sequence[ProbePort]) -> dict[str, Any]:
         "metadata": {"name": service_name(name), "namespace": namespace, "labels": _labels()},
         "spec": {
             "type": "ClusterIP",
+            "ipFamilyPolicy": "SingleStack" if len(families) == 1 else "RequireDualStack",
+            "ipFamilies": [f"IPv{f}" for f in families],
             "ports": [
                 {"name": port_name(n, p), "port": n, "protocol": p, "targetPort": n}
                 for n, p in ports
@@ -81,10 +86,16 @@ def service_manifest(pod: LabPod, ports: Sequence[ProbePort]) -> dict[str, Any]:
     }
 
 
-def slice_manifest(pod: LabPod, ports: Sequence[ProbePort]) -> dict[str, Any]:
+def slice_name(pod_name: str, family: int) -> str:
+    """The IPv4 slice is named as the Service; the IPv6 one after `<pod>.ipv6`, a name
+    no pod has (a dot makes service_name hash it)."""
+    return service_name(pod_name if family == 4 else f"{pod_name}.ipv6")
+
+
+def slice_manifest(pod: LabPod, ports: Sequence[ProbePort], family: int = 4) -> dict[str, Any]:
     namespace, name = _split(pod)
     endpoint: dict[str, Any] = {
-        "addresses": [pod.ip],
+        "addresses": [pod.address(family)],
         "conditions": {"ready": True, "serving": True, "terminating": False},
         "targetRef": {"kind": "Pod", "namespace": namespace, "name": name},
     }
@@ -94,11 +105,11 @@ def slice_manifest(pod: LabPod, ports: Sequence[ProbePort]) -> dict[str, Any]:
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
         "metadata": {
-            "name": service_name(name),
+            "name": slice_name(name, family),
             "namespace": namespace,
             "labels": _labels(service_name(name)),
         },
-        "addressType": "IPv4",
+        "addressType": f"IPv{family}",
         "endpoints": [endpoint],
         "ports": [{"name": port_name(n, p), "port": n, "protocol": p} for n, p in ports],
     }
@@ -119,22 +130,28 @@ class WantedPort:
 
 
 def wanted_programming(
-    pods: Sequence[LabPod], cluster_ips: dict[str, str], ports: Sequence[ProbePort]
+    pods: Sequence[LabPod],
+    cluster_ips: dict[int, dict[str, str]],
+    ports: Sequence[ProbePort],
 ) -> list[WantedPort]:
     """What every kube-proxy must have programmed before the probes start, for pods by
-    ref: each of their Services' ports."""
+    ref and family (cluster_ips[family][ref]): each of their Services' ports, on every
+    family."""
     wanted = []
-    for pod in pods:
-        namespace, name = _split(pod)
-        for number, protocol in ports:
-            wanted.append(
-                WantedPort(
-                    f"{namespace}/{service_name(name)}",
-                    cluster_ips[pod.ref],
-                    f"{number}/{protocol}",
-                    f"{pod.ip}:{number}",
+    for family, by_pod in cluster_ips.items():
+        for pod in pods:
+            namespace, name = _split(pod)
+            address = pod.address(family)
+            endpoint = f"[{address}]" if family == 6 else f"{address}"
+            for number, protocol in ports:
+                wanted.append(
+                    WantedPort(
+                        f"{namespace}/{service_name(name)}",
+                        by_pod[pod.ref],
+                        f"{number}/{protocol}",
+                        f"{endpoint}:{number}",
+                    )
                 )
-            )
     return wanted
 
 
@@ -149,8 +166,7 @@ def unprogrammed(services: dict[str, Any] | None, wanted: Sequence[WantedPort]) 
     for want in wanted:
         entry = services.get(want.service) or {}
         port = (entry.get("ports") or {}).get(want.port) or {}
-        if entry.get("clusterIP") != want.cluster_ip or want.endpoint not in (
-            port.get("endpoints") or []
-        ):
+        cluster_ips = entry.get("clusterIPs") or [entry.get("clusterIP")]
+        if want.cluster_ip not in cluster_ips or want.endpoint not in (port.get("endpoints") or []):
             missing.append(str(want))
-    return sorted(missing)
+    return sorted(set(missing))

@@ -46,9 +46,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--service-cluster-ip-range",
-        type=ipaddress.IPv4Network,
-        default=SERVICE_CIDR,
-        help="where ClusterIPs come from (default: %(default)s)",
+        type=_service_ranges,
+        default=[SERVICE_CIDR],
+        help="where ClusterIPs come from: a range, or one per family separated by a comma "
+        "(dual-stack; the first family is the default) (default: %(default)s)",
     )
     p.add_argument(
         "--service-node-port-range",
@@ -63,6 +64,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="change events retained for watches; older resumes get 410 Gone",
     )
     return p.parse_args(argv)
+
+
+def _service_ranges(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    ranges = [ipaddress.ip_network(part) for part in text.split(",")]
+    if not 1 <= len(ranges) <= 2 or len({r.version for r in ranges}) != len(ranges):
+        raise argparse.ArgumentTypeError("want one range, or one per family")
+    return ranges
 
 
 def _port_range(text: str) -> range:

@@ -66,7 +66,7 @@ class Api:
         self.store = store
         # ClusterIPs and NodePorts, from the ranges a real server takes as
         # --service-cluster-ip-range and --service-node-port-range.
-        self.services = services or ServiceRegistry(store, SERVICE_CIDR, NODEPORT_RANGE)
+        self.services = services or ServiceRegistry(store, [SERVICE_CIDR], NODEPORT_RANGE)
         # strict: kinds the model knows are validated by it; off: only names and labels.
         self.strict = strict
         # How work that the real server does in the background (finalizing a terminating

@@ -13,6 +13,8 @@ Dynamic allocation takes the lowest free value, so a lab's addresses are reprodu
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
+from itertools import chain
 from typing import Any
 
 from agent.model.errors import FieldErrors
@@ -30,6 +32,7 @@ from lab.apiserver.service_defaults import (
 )
 
 ServiceKey = tuple[str, str]  # (namespace, name)
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _SERVICES = BY_PATH[("", "v1", "services")]
 
 
@@ -53,7 +56,7 @@ class Pool:
 
     def next_free(self, key: ServiceKey, taken: set[int]) -> int | None:
         dynamic_start = self.first + self.static
-        for value in (*range(dynamic_start, self.last + 1), *range(self.first, dynamic_start)):
+        for value in chain(range(dynamic_start, self.last + 1), range(self.first, dynamic_start)):
             if value not in taken and self.free_for(value, key):
                 return value
         return None
@@ -67,10 +70,17 @@ class Pool:
 
 
 class ServiceAllocator:
-    def __init__(self, cidr: ipaddress.IPv4Network, node_ports: range) -> None:
-        self.cidr = cidr
-        first, last = int(cidr.network_address) + 1, int(cidr.broadcast_address) - 1
-        self.ips = Pool(first, last, static_band(cidr.num_addresses, 16, 256))
+    def __init__(self, cidrs: Sequence[IPNetwork], node_ports: range) -> None:
+        """One ClusterIP range per family, the first the cluster's default family."""
+        self.cidrs = {_family(c): c for c in cidrs}
+        self.pools = {
+            family: Pool(
+                int(cidr.network_address) + 1,
+                int(cidr.broadcast_address) - (1 if cidr.version == 4 else 0),
+                static_band(cidr.num_addresses, 16, 256),
+            )
+            for family, cidr in self.cidrs.items()
+        }
         self.ports = Pool(
             node_ports.start, node_ports.stop - 1, static_band(len(node_ports), 32, 128)
         )
@@ -80,7 +90,9 @@ class ServiceAllocator:
         """Record what a stored Service holds (None: it is gone)."""
         spec = (service or {}).get("spec")
         spec = spec if isinstance(spec, dict) else {}
-        self.ips.hold(key, {ip for ip in map(_ip_int, spec.get("clusterIPs") or []) if ip})
+        held = [_address(ip) for ip in spec.get("clusterIPs") or []]
+        for family, pool in self.pools.items():
+            pool.hold(key, {int(ip) for ip in held if ip is not None and _family(ip) == family})
         ports = {int_or_none(p.get("nodePort")) for p in ports_of(spec)}
         ports.add(int_or_none(spec.get("healthCheckNodePort")))
         self.ports.hold(key, {p for p in ports if p})
@@ -101,30 +113,47 @@ class ServiceAllocator:
             raise st.invalid(_SERVICES, name, errs)
 
     def _cluster_ip(self, spec: dict[str, Any], key: ServiceKey, errs: FieldErrors) -> None:
+        """An address per family of spec.ipFamilies (init_ip_families filled it in), in
+        its order: the requested one where clusterIPs names it, else the next free."""
         ips = spec.get("clusterIPs")
-        wanted = ips[0] if isinstance(ips, list) and ips else spec.get("clusterIP")
-        if not wanted:
-            found = self.ips.next_free(key, set())
-            if found is None:
-                raise _full("failed to allocate a serviceIP: range is full")
-            spec["clusterIP"] = str(ipaddress.IPv4Address(found))
-            spec["clusterIPs"] = [spec["clusterIP"]]
-            return
-        value = _ip_int(wanted)
-        if value is None:
-            return  # not an IPv4 address: validation says so
-        problem = None
-        if value not in self.ips:
-            problem = (
-                f"the provided IP ({wanted}) is not in the valid range. "
-                f"The range of valid IPs is {self.cidr}"
-            )
-        elif not self.ips.free_for(value, key):
-            problem = "provided IP is already allocated"
-        if problem:
-            errs.invalid(
-                "spec.clusterIPs", ips or [wanted], f"failed to allocate IP {wanted}: {problem}"
-            )
+        requested = list(ips) if isinstance(ips, list) and ips else []
+        if not requested and spec.get("clusterIP"):
+            requested = [spec["clusterIP"]]
+        families = spec.get("ipFamilies")
+        if not isinstance(families, list) or not families:
+            families = [next(iter(self.pools))]
+        allocated: list[str] = []
+        for i, family in enumerate(families):
+            pool = self.pools.get(family)
+            if pool is None:
+                return  # init_ip_families reports a family the cluster does not serve
+            if i >= len(requested) or not requested[i]:
+                found = pool.next_free(key, set())
+                if found is None:
+                    raise _full("failed to allocate a serviceIP: range is full")
+                allocated.append(str(ipaddress.ip_address(found)))
+                continue
+            wanted = requested[i]
+            address = _address(wanted)
+            if address is None or _family(address) != family:
+                return  # not an address of the family: validation says so
+            problem = None
+            if int(address) not in pool:
+                problem = (
+                    f"the provided IP ({wanted}) is not in the valid range. "
+                    f"The range of valid IPs is {self.cidrs[family]}"
+                )
+            elif not pool.free_for(int(address), key):
+                problem = "provided IP is already allocated"
+            if problem:
+                errs.invalid(
+                    "spec.clusterIPs", ips or [wanted], f"failed to allocate IP {wanted}: {problem}"
+                )
+                return
+            allocated.append(wanted)
+        if allocated != requested:  # as asked for, it stays as given (validation judges)
+            spec["clusterIP"] = allocated[0]
+            spec["clusterIPs"] = allocated
 
     def _node_ports(self, spec: dict[str, Any], key: ServiceKey, errs: FieldErrors) -> None:
         ports = ports_of(spec)
@@ -191,11 +220,15 @@ def _requested(later: list[dict[str, Any]], number: int | None) -> int | None:
     return None
 
 
-def _ip_int(value: Any) -> int | None:
+def _address(value: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        return int(ipaddress.IPv4Address(value)) if isinstance(value, str) else None
+        return ipaddress.ip_address(value) if isinstance(value, str) else None
     except ValueError:
         return None
+
+
+def _family(what: IPNetwork | ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    return "IPv4" if what.version == 4 else "IPv6"
 
 
 def _full(message: str) -> st.ApiError:

@@ -2,7 +2,8 @@
 the v1 defaults (`SetDefaults_Service`), the registry's preparation of a create or an
 update (`PrepareForCreate`, `PrepareForUpdate`: allocated values carried over, clusterIP
 and clusterIPs kept in step, fields of an abandoned type dropped) and the IP family
-fields (`initIPFamilyFields`) of a single-stack IPv4 cluster.
+fields (`initIPFamilyFields`) of a cluster with the Service families it was started
+with (`--service-cluster-ip-range`: one range per family, the first the default).
 
 Everything works in place on an object the caller owns. Shapes it does not recognise are
 left alone for validation to report (or, with validation off, to be stored as given)."""
@@ -19,7 +20,7 @@ LOAD_BALANCER, EXTERNAL_NAME = "LoadBalancer", "ExternalName"
 HEADLESS = "None"  # spec.clusterIP of a headless Service
 SINGLE_STACK, PREFER_DUAL, REQUIRE_DUAL = "SingleStack", "PreferDualStack", "RequireDualStack"
 IPV4, IPV6 = "IPv4", "IPv6"
-CLUSTER_FAMILIES = (IPV4,)  # the lab's --service-cluster-ip-range is one IPv4 range
+SINGLE_STACK_IPV4 = (IPV4,)  # a cluster whose --service-cluster-ip-range is one IPv4 range
 DEFAULT_AFFINITY_TIMEOUT = 10800  # v1.DefaultClientIPServiceAffinitySeconds
 _PROXIED_TYPES = (CLUSTER_IP, NODE_PORT, LOAD_BALANCER)
 
@@ -174,9 +175,13 @@ def _drop_type_dependent_fields(spec: dict[str, Any], old: dict[str, Any]) -> No
         spec.pop("healthCheckNodePort", None)
 
 
-def init_ip_families(spec: dict[str, Any], old: dict[str, Any] | None) -> FieldErrors:
-    """initIPFamilyFields on a single-stack IPv4 cluster; the errors are the registry's
-    (given whether or not validation is on)."""
+def init_ip_families(
+    spec: dict[str, Any],
+    old: dict[str, Any] | None,
+    cluster: tuple[str, ...] = SINGLE_STACK_IPV4,
+) -> FieldErrors:
+    """initIPFamilyFields on a cluster serving the families `cluster` (the first its
+    default); the errors are the registry's (given whether or not validation is on)."""
     errs = FieldErrors()
     if spec.get("type") == EXTERNAL_NAME:
         return errs
@@ -192,28 +197,35 @@ def init_ip_families(spec: dict[str, Any], old: dict[str, Any] | None) -> FieldE
         families = spec["ipFamilies"] = []
     if not isinstance(families, list):
         return errs
-    _infer_families(spec, families, errs)
+    _infer_families(spec, families, errs, cluster)
     if errs:
         return errs
     if selectorless_headless:
-        families[:] = families or [IPV4]
+        families[:] = families or [cluster[0]]
         if len(families) < 2 and spec["ipFamilyPolicy"] != SINGLE_STACK:
             families.append(IPV6 if families[0] == IPV4 else IPV4)
         return errs
-    if spec["ipFamilyPolicy"] == REQUIRE_DUAL:
+    if spec["ipFamilyPolicy"] == REQUIRE_DUAL and len(cluster) < 2:
         errs.invalid(
             "spec.ipFamilyPolicy",
             REQUIRE_DUAL,
             "this cluster is not configured for dual-stack services",
         )
     for i, family in enumerate(families):
-        if family not in CLUSTER_FAMILIES:
+        if family not in cluster:
             errs.invalid(f"spec.ipFamilies[{i}]", family, "not configured on this cluster")
-    families[:] = families or [IPV4]
+    if errs:
+        return errs
+    families[:] = families or [cluster[0]]
+    # Dual-stack asked for (Prefer or Require) on a dual-stack cluster: the other family.
+    if spec["ipFamilyPolicy"] != SINGLE_STACK and len(families) == 1 and len(cluster) == 2:
+        families.append(IPV6 if families[0] == IPV4 else IPV4)
     return errs
 
 
-def _infer_families(spec: dict[str, Any], families: list[Any], errs: FieldErrors) -> None:
+def _infer_families(
+    spec: dict[str, Any], families: list[Any], errs: FieldErrors, cluster: tuple[str, ...]
+) -> None:
     """Requested clusterIPs name the families they belong to."""
     ips = spec.get("clusterIPs")
     for i, ip in enumerate(ips if isinstance(ips, list) else []):
@@ -224,7 +236,7 @@ def _infer_families(spec: dict[str, Any], families: list[Any], errs: FieldErrors
         except ValueError:
             break  # validation reports the address
         if i >= len(families):
-            if family not in CLUSTER_FAMILIES:
+            if family not in cluster:
                 errs.invalid(
                     f"spec.clusterIPs[{i}]", ips, f"{family} is not configured on this cluster"
                 )

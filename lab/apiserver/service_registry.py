@@ -9,12 +9,12 @@ agree with across runs."""
 
 from __future__ import annotations
 
-from ipaddress import IPv4Network
+from collections.abc import Sequence
 from typing import Any
 
 from lab.apiserver import status as st
 from lab.apiserver.resources import BY_PATH
-from lab.apiserver.service_allocator import ServiceAllocator
+from lab.apiserver.service_allocator import IPNetwork, ServiceAllocator
 from lab.apiserver.service_defaults import init_ip_families, spec_of
 from lab.apiserver.store import DELETED, Event, Store
 
@@ -22,8 +22,11 @@ SERVICES = BY_PATH[("", "v1", "services")]
 
 
 class ServiceRegistry:
-    def __init__(self, store: Store, cidr: IPv4Network, node_ports: range) -> None:
-        self.allocator = ServiceAllocator(cidr, node_ports)
+    def __init__(self, store: Store, cidrs: Sequence[IPNetwork], node_ports: range) -> None:
+        """`cidrs`: the ClusterIP range of each family the cluster serves, the default
+        family's first (kube-apiserver's --service-cluster-ip-range)."""
+        self.allocator = ServiceAllocator(cidrs, node_ports)
+        self.families = tuple(self.allocator.cidrs)
         for service in store.items(SERVICES.key):
             meta = service["metadata"]
             self.allocator.observe((meta["namespace"], meta["name"]), service)
@@ -39,7 +42,8 @@ class ServiceRegistry:
         500 the real server sends."""
         meta = service.get("metadata") or {}
         old_spec = (old or {}).get("spec")
-        errs = init_ip_families(spec_of(service), old_spec if isinstance(old_spec, dict) else None)
+        old_spec = old_spec if isinstance(old_spec, dict) else None
+        errs = init_ip_families(spec_of(service), old_spec, self.families)
         if errs:
             raise st.invalid(SERVICES, meta.get("name", ""), errs)
         self.allocator.allocate(service, (meta.get("namespace", ""), meta.get("name", "")))

@@ -11,7 +11,7 @@ from typing import Any
 
 from kubernetes import client
 
-from lab.config import DNS_SERVICE_IP
+from lab.config import DNS_SERVICE_IP, DNS_SERVICE_IP6
 from lab.kubelet.dns_pod import DNSMASQ_IMAGE
 
 NAMESPACE = "kube-system"
@@ -22,14 +22,17 @@ PORTS = (("dns", 53, "UDP"), ("dns-tcp", 53, "TCP"), ("metrics", 9153, "TCP"))
 READY_WITHIN = 30.0  # seconds
 
 
-def service_manifest() -> dict[str, Any]:
+def service_manifest(primary_family: int = 4) -> dict[str, Any]:
+    """kube-dns at the cluster's DNS address of its primary Service family (single
+    stack, as kubeadm makes it on a dual-stack cluster)."""
+    address = DNS_SERVICE_IP if primary_family == 4 else DNS_SERVICE_IP6
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": SERVICE, "namespace": NAMESPACE, "labels": dict(LABELS)},
         "spec": {
             "selector": dict(LABELS),
-            "clusterIP": str(DNS_SERVICE_IP),
+            "clusterIP": str(address),
             "ports": [
                 {"name": n, "port": p, "protocol": proto, "targetPort": p} for n, p, proto in PORTS
             ],
@@ -67,12 +70,12 @@ def _create(call: Any, *args: Any) -> None:
             raise
 
 
-def ensure_cluster_dns(api: client.ApiClient) -> None:
+def ensure_cluster_dns(api: client.ApiClient, primary_family: int = 4) -> None:
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
     _create(core.create_namespace, namespace)
     # The Service first, so that nothing else takes the DNS address.
-    _create(core.create_namespaced_service, NAMESPACE, service_manifest())
+    _create(core.create_namespaced_service, NAMESPACE, service_manifest(primary_family))
     _create(apps.create_namespaced_deployment, NAMESPACE, deployment_manifest())
 
 

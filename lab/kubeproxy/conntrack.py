@@ -37,7 +37,8 @@ class UdpFrontends:
                 if protocol != "UDP":
                     continue
                 endpoints = frozenset(port["endpoints"])
-                by_address[(service["clusterIP"], int(number))] = endpoints
+                for cluster_ip in service.get("clusterIPs") or [service["clusterIP"]]:
+                    by_address[(cluster_ip, int(number))] = endpoints
                 if port["nodePort"] is not None:
                     by_node_port[port["nodePort"]] = endpoints
         return cls(by_address, by_node_port)
@@ -48,12 +49,13 @@ class UdpFrontends:
         allowed = self.by_address.get((dst, dport))
         if allowed is None and dst in local:
             allowed = self.by_node_port.get(dport)
-        return allowed is not None and f"{reply_src}:{reply_sport}" not in allowed
+        source = f"[{reply_src}]" if ":" in reply_src else reply_src
+        return allowed is not None and f"{source}:{reply_sport}" not in allowed
 
 
 def _local_addresses() -> frozenset[str]:
     with IPRoute() as ipr:
-        return frozenset(a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(family=socket.AF_INET))
+        return frozenset(a.get_attr("IFA_ADDRESS") for a in ipr.get_addr())
 
 
 def remove_stale_udp(programmed: Mapping[str, Any]) -> int:
@@ -62,7 +64,15 @@ def remove_stale_udp(programmed: Mapping[str, Any]) -> int:
     if not frontends.by_address:
         return 0
     local, removed = _local_addresses(), 0
-    with Conntrack() as ct:
+    for family in (socket.AF_INET, socket.AF_INET6):
+        removed += _remove_stale(frontends, local, family)
+    return removed
+
+
+def _remove_stale(frontends: UdpFrontends, local: frozenset[str], family: int) -> int:
+    # A conntrack socket dumps the entries of its own family (pyroute2's nfgen_family).
+    removed = 0
+    with Conntrack(nfgen_family=family) as ct:
         for entry in list(ct.dump_entries()):
             orig, reply = entry.tuple_orig, entry.tuple_reply
             if orig.proto != socket.IPPROTO_UDP:
@@ -70,6 +80,7 @@ def remove_stale_udp(programmed: Mapping[str, Any]) -> int:
             if not frontends.is_stale(orig.daddr, orig.dport, reply.saddr, reply.sport, local):
                 continue
             key = NFCTAttrTuple(
+                family=family,
                 saddr=orig.saddr,
                 daddr=orig.daddr,
                 proto=orig.proto,

@@ -33,27 +33,33 @@ def _run(argv: list[str], stdin: str | None = None) -> str:
     return proc.stdout
 
 
-def service_chains(table: str = "nat") -> set[str]:
+def tool(name: str, family: int) -> str:
+    """iptables, iptables-save, ... for IPv4; ip6tables, ip6tables-save, ... for IPv6."""
+    return name if family == 4 else name.replace("iptables", "ip6tables", 1)
+
+
+def service_chains(table: str = "nat", family: int = 4) -> set[str]:
     """The per-service chains (KUBE-SVC-, KUBE-SEP-, ...) the table holds now."""
-    save = _run(["iptables-save", "-t", table])
+    save = _run([tool("iptables-save", family), "-t", table])
     declared = (line[1:].split()[0] for line in save.splitlines() if line.startswith(":"))
     return {chain for chain in declared if names.is_service_chain(chain)}
 
 
-def restore(text: str) -> None:
+def restore(text: str, family: int = 4) -> None:
     """One transaction: our chains only (--noflush keeps everyone else's)."""
-    _run(["iptables-restore", "--noflush", "-w"], text)
+    _run([tool("iptables-restore", family), "--noflush", "-w"], text)
 
 
-def ensure_jumps() -> list[str]:
+def ensure_jumps(family: int = 4) -> list[str]:
     """Insert each missing jump first in its chain, as kube-proxy does (-C, then -I);
     a jump already present stays where it is. Returns the ones inserted."""
     inserted = []
+    command = tool("iptables", family)
     for table, chain, rule in JUMPS:
-        check = ["iptables", "-w", "-t", table, "-C", chain, *rule]
+        check = [command, "-w", "-t", table, "-C", chain, *rule]
         if subprocess.run(check, capture_output=True, check=False).returncode != 0:
-            _run(["iptables", "-w", "-t", table, "-I", chain, *rule])
-            inserted.append(f"{table} {chain} -> {rule[-1]}")
+            _run([command, "-w", "-t", table, "-I", chain, *rule])
+            inserted.append(f"IPv{family} {table} {chain} -> {rule[-1]}")
     return inserted
 
 

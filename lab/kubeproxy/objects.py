@@ -2,7 +2,8 @@
 
 What kube-proxy skips, we skip: a Service with no cluster IP yet (not allocated), a
 headless one (clusterIP None: DNS only, no rules), an ExternalName one; addresses of
-another family (this proxier is IPv4 only); slices without the
+another family than the proxier's (one proxier per family, as kube-proxy's
+dual-stack mode runs them); slices without the
 `kubernetes.io/service-name` label; slice ports without a name (the upstream
 EndpointSlice controller always writes one, "" for an unnamed port) or a number.
 Malformed fields are reported as problems naming the object and the field, and only
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, ip_address
+from ipaddress import ip_address
 from typing import Any
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -79,18 +80,19 @@ class Endpoint:
 
     @property
     def address(self) -> str:
-        return f"{self.ip}:{self.port}"
+        """ip:port, [ip]:port for IPv6 (what DNAT --to-destination takes)."""
+        return f"[{self.ip}]:{self.port}" if ":" in self.ip else f"{self.ip}:{self.port}"
 
 
 PortKey = tuple[str, str, str, str]  # namespace, service, port name, protocol
 
 
-def _ipv4(text: object) -> str | None:
+def _of_family(text: object, family: int) -> str | None:
     try:
         address = ip_address(str(text))
     except ValueError:
         return None
-    return str(address) if isinstance(address, IPv4Address) else None
+    return str(address) if address.version == family else None
 
 
 def _ref(obj: dict[str, Any]) -> str:
@@ -102,15 +104,19 @@ def _port_number(value: object) -> int | None:
     return value if isinstance(value, int) and 0 < value < 65536 else None
 
 
-def service_ports(services: Iterable[dict[str, Any]]) -> tuple[list[ServicePort], list[str]]:
-    """The service ports to program, and the problems found (one line each)."""
+def service_ports(
+    services: Iterable[dict[str, Any]], family: int = 4
+) -> tuple[list[ServicePort], list[str]]:
+    """The service ports to program for `family` (their ClusterIP of that family), and
+    the problems found (one line each)."""
     ports: list[ServicePort] = []
     problems: list[str] = []
     for svc in services:
         spec = svc.get("spec") or {}
-        cluster_ip = _ipv4(spec.get("clusterIP"))
+        candidates = [*(spec.get("clusterIPs") or []), spec.get("clusterIP")]
+        cluster_ip = next((ip for ip in (_of_family(c, family) for c in candidates) if ip), None)
         if cluster_ip is None or spec.get("type") == "ExternalName":
-            continue  # not allocated yet, headless, ExternalName, or not IPv4
+            continue  # not allocated yet, headless, ExternalName, or not of this family
         for i, port in enumerate(spec.get("ports") or []):
             parsed = _service_port(svc, spec, cluster_ip, port)
             if isinstance(parsed, str):
@@ -148,16 +154,17 @@ def _service_port(
 
 
 def slice_endpoints(
-    slices: Iterable[dict[str, Any]], node: str
+    slices: Iterable[dict[str, Any]], node: str, family: int = 4
 ) -> dict[PortKey, tuple[Endpoint, ...]]:
-    """Endpoints per service port from every slice of every Service, deduplicated by
-    ip:port (a copy on `node` wins) and sorted by ip:port as text, as kube-proxy sorts."""
+    """Endpoints per service port from every slice of `family` of every Service,
+    deduplicated by ip:port (a copy on `node` wins) and sorted by ip:port as text, as
+    kube-proxy sorts."""
     found: dict[PortKey, dict[str, Endpoint]] = {}
     ordered = sorted(slices, key=lambda s: (s.get("metadata") or {}).get("name", ""))
     for es in ordered:
         meta = es.get("metadata") or {}
         service = (meta.get("labels") or {}).get(SERVICE_NAME_LABEL)
-        if not service or es.get("addressType") != "IPv4":
+        if not service or es.get("addressType") != f"IPv{family}":
             continue
         for port in es.get("ports") or []:
             number, name = _port_number(port.get("port")), port.get("name")
@@ -165,15 +172,15 @@ def slice_endpoints(
                 continue
             key = (meta.get("namespace", ""), service, name, port.get("protocol") or "TCP")
             chosen = found.setdefault(key, {})
-            for endpoint in _endpoints(es.get("endpoints") or [], number):
+            for endpoint in _endpoints(es.get("endpoints") or [], number, family):
                 if endpoint.address not in chosen or endpoint.node == node:
                     chosen[endpoint.address] = endpoint
     return {k: tuple(v[a] for a in sorted(v)) for k, v in found.items()}
 
 
-def _endpoints(entries: list[dict[str, Any]], port: int) -> Iterable[Endpoint]:
+def _endpoints(entries: list[dict[str, Any]], port: int, family: int) -> Iterable[Endpoint]:
     for entry in entries:
-        ip = _ipv4((entry.get("addresses") or [None])[0])
+        ip = _of_family((entry.get("addresses") or [None])[0], family)
         if ip is None:
             continue  # kube-proxy uses an endpoint's first address only
         conditions = entry.get("conditions") or {}

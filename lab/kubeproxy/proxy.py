@@ -3,7 +3,11 @@ informers: re-list on 410, backoff), coalesce their events in a sync runner, and
 the whole render each sync, as kube-proxy's iptables mode does:
 
 - no rules until both kinds are listed (a partial picture would reject live Services);
-- one `iptables-restore --noflush` of our chains, stale service chains deleted in it;
+- one proxier per family of the node's pod CIDRs (kube-proxy's dual-stack mode: the
+  same chains, in iptables for IPv4 and ip6tables for IPv6, each from the Services'
+  ClusterIPs and the EndpointSlices of its family);
+- one `iptables-restore --noflush` of our chains per family, stale service chains
+  deleted in it;
 - the jump rules checked on the first sync and on every periodic full one (which also
   rewrites the chains, repairing drift);
 - stale UDP conntrack entries removed when UDP endpoints change;
@@ -13,10 +17,13 @@ Errors are logged and the sync retried; the process never exits on one.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from kubernetes import client
 
@@ -31,16 +38,18 @@ log = logging.getLogger("picket.lab.kubeproxy")
 RESYNC_PERIOD = 30.0  # seconds, kube-proxy's --iptables-sync-period default
 
 
-def node_pod_cidr(core: client.CoreV1Api, node: str) -> str:
-    """This node's pod CIDR, from its Node object: what --detect-local-mode=NodeCIDR
-    reads. Waits (with backoff) until the node is registered and has one."""
+def node_pod_cidrs(core: client.CoreV1Api, node: str) -> list[str]:
+    """This node's pod CIDRs, one per family, from its Node object: what
+    --detect-local-mode=NodeCIDR reads, and which families it proxies. Waits (with
+    backoff) until the node is registered and has one."""
     failures = 0
     while True:
         try:
             obj = json.loads(core.read_node(node, _preload_content=False).data)
-            cidr = (obj.get("spec") or {}).get("podCIDR")
-            if cidr:
-                return cidr
+            spec = obj.get("spec") or {}
+            cidrs = spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else [])
+            if cidrs:
+                return list(cidrs)
             reason = "no spec.podCIDR yet"
         except (client.ApiException, OSError, ValueError) as exc:
             reason = str(exc).splitlines()[0]
@@ -63,16 +72,19 @@ class KubeProxy:
             Kind("EndpointSlice", discovery.list_endpoint_slice_for_all_namespaces),
             self.runner.request,
         )
-        self.context: NodeContext | None = None  # run() reads it from the Node
-        self._applied: Ruleset | None = None
+        self.contexts: list[NodeContext] = []  # one per family; run() reads them
+        self._applied: dict[int, Ruleset] = {}
+        self._programmed: dict[str, Any] | None = None
         self._jumps_checked = False
         self._problems: set[str] = set()
 
     def run(self) -> None:
-        self.context = NodeContext(
-            self.node, node_pod_cidr(self.core, self.node), kernel.tcp_be_liberal()
-        )
-        log.info("node %s, pod CIDR %s (local traffic)", self.node, self.context.pod_cidr)
+        liberal = kernel.tcp_be_liberal()
+        self.contexts = [
+            NodeContext(self.node, cidr, liberal) for cidr in node_pod_cidrs(self.core, self.node)
+        ]
+        cidrs = ", ".join(c.pod_cidr for c in self.contexts)
+        log.info("node %s, pod CIDRs %s (local traffic)", self.node, cidrs)
         if kernel.ensure_ip_forward():
             log.warning("net.ipv4.ip_forward was off on this node; turned it on")
         self.services.start()
@@ -80,51 +92,60 @@ class KubeProxy:
         self.runner.run()  # next: sync(), on this thread
 
     def sync(self, full: bool, requested: float | None) -> None:
-        if self.context is None or not (
-            self.services.synced.is_set() and self.slices.synced.is_set()
-        ):
+        if not self.contexts or not (self.services.synced.is_set() and self.slices.synced.is_set()):
             return  # an informer's first list will request another sync
         started = time.monotonic()
         # Every sync renders the whole state, so the pending changes are only drained.
         self.services.take_pending()
         self.slices.take_pending()
-        ports, problems = service_ports(self.services.objects())
-        self._report(problems)
-        rules = render(ports, slice_endpoints(self.slices.objects(), self.node), self.context)
-        if rules == self._applied and not full:
+        services, slices = self.services.objects(), self.slices.objects()
+        rendered: dict[int, Ruleset] = {}
+        problems: list[str] = []
+        for context in self.contexts:
+            ports, found = service_ports(services, context.family)
+            problems += found
+            endpoints = slice_endpoints(slices, self.node, context.family)
+            rendered[context.family] = render(ports, endpoints, context)
+        self._report(sorted(set(problems)))
+        if rendered == self._applied and not full:
             return
-        stale = kernel.service_chains() - set(rules.nat)
-        kernel.restore(restore_text(rules, sorted(stale)))
+        stale = 0
+        for family, rules in rendered.items():
+            chains = kernel.service_chains("nat", family) - set(rules.nat)
+            kernel.restore(restore_text(rules, sorted(chains)), family)
+            stale += len(chains)
         if full or not self._jumps_checked:
             self._check_node()
-        self._clean_udp(rules, full)
-        write_status(self.state_dir, self.node, rules.programmed)
-        changed, self._applied = rules != self._applied, rules
+        programmed = merged_programmed(rendered.values())
+        self._clean_udp(programmed, full)
+        write_status(self.state_dir, self.node, programmed)
+        changed, self._applied, self._programmed = rendered != self._applied, rendered, programmed
         now = time.monotonic()
         log.log(
             logging.INFO if changed else logging.DEBUG,
             "programmed %d service ports, %d chains (%d stale removed) in %.1f ms, "
             "%.1f ms after the first change it answers",
-            len(ports),
-            len(rules.nat) + len(rules.filter),
-            len(stale),
+            sum(len(p["ports"]) for p in programmed.values()),
+            sum(len(r.nat) + len(r.filter) for r in rendered.values()),
+            stale,
             (now - started) * 1000,
             (now - (requested or started)) * 1000,
         )
 
     def _check_node(self) -> None:
-        for jump in kernel.ensure_jumps():
-            log.info("inserted the jump %s", jump)
+        for context in self.contexts:
+            for jump in kernel.ensure_jumps(context.family):
+                log.info("inserted the jump %s", jump)
         self._jumps_checked = True
         if not kernel.conntrack_loaded():
             log.error("nf_conntrack is not loaded: Service NAT cannot work on this node")
 
-    def _clean_udp(self, rules: Ruleset, full: bool) -> None:
-        before = conntrack.UdpFrontends.of(self._applied.programmed if self._applied else {})
-        if not full and conntrack.UdpFrontends.of(rules.programmed) == before:
+    def _clean_udp(self, programmed: dict[str, Any], full: bool) -> None:
+        before = conntrack.UdpFrontends.of(self._programmed or {})
+        if not full and conntrack.UdpFrontends.of(programmed) == before:
             return
         try:
-            removed = conntrack.remove_stale_udp(rules.programmed)
+            removed = conntrack.remove_stale_udp(programmed)
         except Exception as exc:  # conntrack netlink missing: rules still apply
             log.warning("cannot clean stale UDP conntrack entries: %s", exc)
             return
@@ -136,3 +157,22 @@ class KubeProxy:
             if problem not in self._problems:
                 log.warning("ignored: %s", problem)
         self._problems = set(problems)
+
+
+def merged_programmed(renders: Iterable[Ruleset]) -> dict[str, Any]:
+    """The status file's services over every family's proxier: a dual-stack Service's
+    ClusterIPs and, per port, the endpoints of both families (the first family first)."""
+    merged: dict[str, Any] = {}
+    for rules in renders:
+        for ref, service in rules.programmed.items():
+            if ref not in merged:
+                merged[ref] = copy.deepcopy(service)
+                continue
+            into = merged[ref]
+            into["clusterIPs"] = [*into["clusterIPs"], *service["clusterIPs"]]
+            for key, port in service["ports"].items():
+                if key in into["ports"]:
+                    into["ports"][key]["endpoints"] += port["endpoints"]
+                else:
+                    into["ports"][key] = copy.deepcopy(port)
+    return merged

@@ -37,10 +37,16 @@ from lab.kubeproxy.topology import Categorized, categorize
 MASQ_MARK = "0x4000"  # kube-proxy's default --iptables-masquerade-bit 14
 FILTER_CHAINS = (names.SERVICES, names.EXTERNAL_SERVICES, names.FORWARD)
 NAT_CHAINS = (names.SERVICES, names.NODEPORTS, names.POSTROUTING, names.MARK_MASQ)
-NODEPORTS_TAIL = (
+_NODEPORTS_COMMENT = (
     '-m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule '
-    'in this chain" -m addrtype --dst-type LOCAL ! -d 127.0.0.0/8 -j KUBE-NODEPORTS'
+    'in this chain" -m addrtype --dst-type LOCAL'
 )
+# IPv4 keeps node ports off 127.0.0.0/8 (localhostNodePorts false); IPv6 has no
+# localhost node ports at all, and kube-proxy writes the rule without the exception.
+NODEPORTS_TAIL = {
+    4: f"{_NODEPORTS_COMMENT} ! -d 127.0.0.0/8 -j KUBE-NODEPORTS",
+    6: f"{_NODEPORTS_COMMENT} -j KUBE-NODEPORTS",
+}
 _NEW = ("-m", "conntrack", "--ctstate", "NEW")
 _PORTALS = "kubernetes service portals"
 _EXTERNAL_PORTALS = "kubernetes externally-visible service portals"
@@ -69,8 +75,12 @@ JUMPS = (
 @dataclass(frozen=True)
 class NodeContext:
     name: str
-    pod_cidr: str  # this node's pods: the local-traffic detector
+    pod_cidr: str  # this node's pods of the proxier's family: the local-traffic detector
     tcp_be_liberal: bool = False  # nf_conntrack_tcp_be_liberal set: no INVALID drop
+
+    @property
+    def family(self) -> int:
+        return 6 if ":" in self.pod_cidr else 4
 
 
 @dataclass
@@ -157,7 +167,7 @@ def render(
         _capture(plan, rules)
         _chains(plan, node, rules)
         _record(plan, rules.programmed)
-    rules.add("nat", names.SERVICES, NODEPORTS_TAIL)
+    rules.add("nat", names.SERVICES, NODEPORTS_TAIL[node.family])
     _forward(node, rules)
     return rules
 
@@ -296,6 +306,7 @@ def _record(plan: _Plan, programmed: dict[str, Any]) -> None:
     """The status file's entry: the endpoints this node DNATs the port to."""
     port = plan.port
     service = programmed.setdefault(port.service_ref, {"clusterIP": port.cluster_ip, "ports": {}})
+    service["clusterIPs"] = [port.cluster_ip]
     service["ports"][f"{port.port}/{port.protocol}"] = {
         "nodePort": port.node_port,
         "endpoints": [e.address for e in plan.cat.reachable],

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from lab.kubeproxy import names
 from lab.kubeproxy.objects import Endpoint, ServicePort, service_ports, slice_endpoints
+from lab.kubeproxy.proxy import merged_programmed
 from lab.kubeproxy.render import NodeContext, render, restore_text
 from lab.kubeproxy.topology import categorize
 
@@ -311,3 +312,76 @@ def test_restore_text_empties_then_deletes_stale_chains():
     assert ":KUBE-SEP-OLD - [0:0]\n:KUBE-SVC-OLD - [0:0]\n" in nat
     assert nat.endswith("-X KUBE-SEP-OLD\n-X KUBE-SVC-OLD\nCOMMIT\n")
     assert "-X" not in text.split("*nat\n")[0]  # the filter table's chains are fixed
+
+
+# --- dual-stack: one proxier per family ------------------------------------------------
+
+DUAL = svc(
+    "web",
+    {
+        "clusterIP": "198.19.240.5",
+        "clusterIPs": ["198.19.240.5", "2001:2:0:ff00::5"],
+        "ipFamilies": ["IPv4", "IPv6"],
+        "ports": [{"port": 80, "protocol": "TCP", "nodePort": 30080}],
+        "type": "NodePort",
+    },
+)
+
+
+def dual_slice(family: int, address: str) -> dict:
+    return {
+        "metadata": {
+            "namespace": "ns",
+            "name": f"web-{family}",
+            "labels": {"kubernetes.io/service-name": "web"},
+        },
+        "addressType": f"IPv{family}",
+        "ports": [{"name": "", "port": 8080, "protocol": "TCP"}],
+        "endpoints": [{"addresses": [address], "nodeName": "node-2"}],
+    }
+
+
+SLICES = [dual_slice(4, "198.18.2.7"), dual_slice(6, "2001:2:0:2::7")]
+
+
+def test_each_family_proxies_its_own_cluster_ip_and_endpoints():
+    (v4,), _ = service_ports([DUAL], 4)
+    (v6,), _ = service_ports([DUAL], 6)
+    assert (v4.cluster_ip, v6.cluster_ip) == ("198.19.240.5", "2001:2:0:ff00::5")
+    ends4 = slice_endpoints(SLICES, "node-1", 4)[v4.key]
+    ends6 = slice_endpoints(SLICES, "node-1", 6)[v6.key]
+    assert [e.address for e in ends4] == ["198.18.2.7:8080"]
+    assert [e.address for e in ends6] == ["[2001:2:0:2::7]:8080"]
+    # A single-stack IPv4 Service has nothing for the IPv6 proxier.
+    single = svc("old", {"clusterIP": "198.19.240.6", "ports": [{"port": 80}]})
+    assert service_ports([single], 6) == ([], [])
+
+
+def test_the_ipv6_rules_name_ipv6_addresses_and_have_no_localhost_exception():
+    (v6,), _ = service_ports([DUAL], 6)
+    node6 = NodeContext("node-1", "2001:2:0:1::/64")
+    rules = render([v6], slice_endpoints(SLICES, "node-1", 6), node6)
+    text = restore_text(rules)
+    assert "-d 2001:2:0:ff00::5 --dport 80" in text
+    assert "! -s 2001:2:0:1::/64" in text
+    assert "DNAT --to-destination [2001:2:0:2::7]:8080" in text
+    assert "127.0.0.0/8" not in text and "-j KUBE-NODEPORTS" in text
+    assert "198." not in text  # nothing of the other family
+    (v4,), _ = service_ports([DUAL], 4)
+    text4 = restore_text(render([v4], slice_endpoints(SLICES, "node-1", 4), NODE))
+    assert "! -d 127.0.0.0/8 -j KUBE-NODEPORTS" in text4 and "2001:" not in text4
+
+
+def test_the_status_merges_both_families():
+    (v4,), _ = service_ports([DUAL], 4)
+    (v6,), _ = service_ports([DUAL], 6)
+    node6 = NodeContext("node-1", "2001:2:0:1::/64")
+    renders = [
+        render([v4], slice_endpoints(SLICES, "node-1", 4), NODE),
+        render([v6], slice_endpoints(SLICES, "node-1", 6), node6),
+    ]
+    merged = merged_programmed(renders)["ns/web"]
+    assert merged["clusterIP"] == "198.19.240.5"
+    assert merged["clusterIPs"] == ["198.19.240.5", "2001:2:0:ff00::5"]
+    assert merged["ports"]["80/TCP"]["endpoints"] == ["198.18.2.7:8080", "[2001:2:0:2::7]:8080"]
+    assert renders[0].programmed["ns/web"]["clusterIPs"] == ["198.19.240.5"]  # not changed

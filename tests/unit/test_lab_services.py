@@ -107,6 +107,9 @@ def test_probe_service_names():
 
 
 POD = LabPod("x/a", "198.18.1.5", "node-1", "picket-pod-1", True, False)
+POD6 = LabPod(
+    "x/a", "198.18.1.5", "node-1", "picket-pod-1", True, False, ("198.18.1.5", "2001:2:0:1::5")
+)
 
 
 def test_probe_service_and_slice_manifests():
@@ -135,6 +138,28 @@ def test_probe_service_and_slice_manifests():
     assert piece["ports"] == [{"name": "udp-81", "port": 81, "protocol": "UDP"}]
 
 
+def test_a_dual_stack_probe_service_has_both_families_and_a_slice_each():
+    service = service_manifest(POD6, [(80, "TCP")], (4, 6))
+    assert service["spec"]["ipFamilyPolicy"] == "RequireDualStack"
+    assert service["spec"]["ipFamilies"] == ["IPv4", "IPv6"]
+    assert service_manifest(POD6, [(80, "TCP")], (6,))["spec"]["ipFamilyPolicy"] == "SingleStack"
+    v4, v6 = (slice_manifest(POD6, [(80, "TCP")], f) for f in (4, 6))
+    assert (v4["addressType"], v6["addressType"]) == ("IPv4", "IPv6")
+    assert v4["endpoints"][0]["addresses"] == ["198.18.1.5"]
+    assert v6["endpoints"][0]["addresses"] == ["2001:2:0:1::5"]
+    assert v4["metadata"]["name"] != v6["metadata"]["name"]
+    for piece in (v4, v6):
+        assert piece["metadata"]["labels"]["kubernetes.io/service-name"] == "picket-probe-a"
+    cluster_ips = {4: {"x/a": "198.19.240.33"}, 6: {"x/a": "2001:2:0:ff00::21"}}
+    wanted = wanted_programming([POD6], cluster_ips, [(80, "TCP")])
+    assert [w.endpoint for w in wanted] == ["198.18.1.5:80", "[2001:2:0:1::5]:80"]
+    ports = {"80/TCP": {"nodePort": None, "endpoints": ["198.18.1.5:80", "[2001:2:0:1::5]:80"]}}
+    both = {"clusterIP": "198.19.240.33", "clusterIPs": ["198.19.240.33", "2001:2:0:ff00::21"]}
+    assert unprogrammed({"x/picket-probe-a": {**both, "ports": ports}}, wanted) == []
+    only_v4 = {"clusterIP": "198.19.240.33", "ports": ports}
+    assert unprogrammed({"x/picket-probe-a": only_v4}, wanted) == ["x/picket-probe-a 80/TCP"]
+
+
 def test_a_probe_service_has_every_probed_port_one_number_on_several_protocols():
     ports = [(80, "TCP"), (80, "UDP"), (81, "SCTP")]
     names = [p["name"] for p in service_manifest(POD, ports)["spec"]["ports"]]
@@ -149,7 +174,7 @@ def test_a_probe_service_has_every_probed_port_one_number_on_several_protocols()
 
 
 def test_unprogrammed_compares_with_the_kube_proxy_status():
-    wanted = wanted_programming([POD], {"x/a": "198.19.240.33"}, [(81, "UDP")])
+    wanted = wanted_programming([POD], {4: {"x/a": "198.19.240.33"}}, [(81, "UDP")])
     assert wanted == [WantedPort("x/picket-probe-a", "198.19.240.33", "81/UDP", "198.18.1.5:81")]
     ports = {"81/UDP": {"nodePort": None, "endpoints": ["198.18.1.5:81"]}}
     done = {"x/picket-probe-a": {"clusterIP": "198.19.240.33", "ports": ports}}
@@ -162,7 +187,7 @@ def test_unprogrammed_compares_with_the_kube_proxy_status():
     assert unprogrammed(stale, wanted) == ["x/picket-probe-a 81/UDP"]
     moved = {"x/picket-probe-a": {"clusterIP": "198.19.240.34", "ports": ports}}
     assert unprogrammed(moved, wanted) == ["x/picket-probe-a 81/UDP"]
-    two = wanted_programming([POD], {"x/a": "198.19.240.33"}, [(81, "UDP"), (80, "TCP")])
+    two = wanted_programming([POD], {4: {"x/a": "198.19.240.33"}}, [(81, "UDP"), (80, "TCP")])
     assert unprogrammed(done, two) == ["x/picket-probe-a 80/TCP"]  # one port of two
 
 

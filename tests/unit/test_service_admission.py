@@ -5,7 +5,7 @@ allocator that always agrees with the store."""
 from __future__ import annotations
 
 import copy
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, ip_address
 
 import pytest
 from hypothesis import given, settings
@@ -15,8 +15,9 @@ from lab.apiserver import status as st
 from lab.apiserver.handlers import Api
 from lab.apiserver.resources import BY_PATH
 from lab.apiserver.routing import Target
+from lab.apiserver.service_registry import ServiceRegistry
 from lab.apiserver.store import Store
-from lab.config import NODEPORT_RANGE, SERVICE_CIDR
+from lab.config import NODEPORT_RANGE, SERVICE_CIDR, SERVICE_CIDR6
 
 NAMESPACES = BY_PATH[("", "v1", "namespaces")]
 SERVICES = BY_PATH[("", "v1", "services")]
@@ -113,7 +114,7 @@ def test_external_name_and_headless_get_no_address():
     api = api_with("x")
     assert "clusterIP" not in create(api, "ext", type="ExternalName", externalName="a.b")["spec"]
     assert create(api, "hl", clusterIP="None", ports=PORT)["spec"]["clusterIP"] == "None"
-    assert api.services.allocator.ips.holders == {}
+    assert api.services.allocator.pools["IPv4"].holders == {}
 
 
 def test_a_requested_address_is_honoured_if_free_and_in_range():
@@ -392,5 +393,66 @@ def test_allocation_invariants(ops):
             assert np in NODEPORT_RANGE and np not in ports
             ports[np] = name
     holders = api.services.allocator
-    assert {str(IPv4Address(v)): k[1] for v, k in holders.ips.holders.items()} == ips
+    assert {str(IPv4Address(v)): k[1] for v, k in holders.pools["IPv4"].holders.items()} == ips
     assert {v: k[1] for v, k in holders.ports.holders.items()} == ports
+
+
+# --- a dual-stack cluster: --service-cluster-ip-range with a range per family ---------
+
+
+def dual_stack_api(*cidrs: object) -> Api:
+    store = Store()
+    ranges = list(cidrs) or [SERVICE_CIDR, SERVICE_CIDR6]
+    api = Api(store, services=ServiceRegistry(store, ranges, NODEPORT_RANGE))
+    api.create(Target(NAMESPACES, None, None, None), {"metadata": {"name": "x"}})
+    return api
+
+
+@pytest.mark.parametrize(
+    ("spec", "families"),
+    [
+        ({}, ["IPv4"]),  # SingleStack, the cluster's default family
+        ({"ipFamilies": ["IPv6"]}, ["IPv6"]),
+        ({"ipFamilyPolicy": "PreferDualStack"}, ["IPv4", "IPv6"]),
+        ({"ipFamilyPolicy": "RequireDualStack", "ipFamilies": ["IPv6"]}, ["IPv6", "IPv4"]),
+        ({"ipFamilyPolicy": "PreferDualStack", "ipFamilies": ["IPv6", "IPv4"]}, ["IPv6", "IPv4"]),
+    ],
+)
+def test_a_dual_stack_cluster_gives_an_address_per_family_asked_for(spec, families):
+    got = create(dual_stack_api(), "web", ports=PORT, **spec)["spec"]
+    assert got["ipFamilies"] == families
+    versions = [IPv4Address(ip).version if "." in ip else 6 for ip in got["clusterIPs"]]
+    assert versions == [4 if f == "IPv4" else 6 for f in families]
+    assert got["clusterIP"] == got["clusterIPs"][0]
+    for ip in got["clusterIPs"]:
+        assert ip_address(ip) in (SERVICE_CIDR if "." in ip else SERVICE_CIDR6)
+
+
+def test_requested_addresses_of_each_family_are_held_and_refused_to_others():
+    api = dual_stack_api()
+    wanted = ["198.19.240.20", "2001:2:0:ff00::20"]
+    got = create(
+        api,
+        "a",
+        ports=PORT,
+        ipFamilyPolicy="RequireDualStack",
+        clusterIP=wanted[0],
+        clusterIPs=wanted,
+    )
+    assert got["spec"]["clusterIPs"] == wanted
+    message = refused(api, "b", ports=PORT, clusterIP=wanted[1], clusterIPs=[wanted[1]])
+    assert "provided IP is already allocated" in message
+    outside = refused(api, "c", ports=PORT, clusterIP="2001:2:0:fe00::1")
+    assert "is not in the valid range" in outside
+
+
+def test_an_ipv6_only_cluster_defaults_to_ipv6_and_refuses_ipv4_and_dual_stack():
+    api = dual_stack_api(SERVICE_CIDR6)
+    got = create(api, "web", ports=PORT)["spec"]
+    assert got["ipFamilies"] == ["IPv6"] and ip_address(got["clusterIP"]) in SERVICE_CIDR6
+    assert "not configured on this cluster" in refused(api, "v4", ports=PORT, ipFamilies=["IPv4"])
+    message = refused(api, "dual", ports=PORT, ipFamilyPolicy="RequireDualStack")
+    assert "not configured for dual-stack services" in message
+    # PreferDualStack on a single-stack cluster is the one family.
+    prefer = create(api, "prefer", ports=PORT, ipFamilyPolicy="PreferDualStack")["spec"]
+    assert prefer["ipFamilies"] == ["IPv6"] and len(prefer["clusterIPs"]) == 1
