@@ -13,7 +13,7 @@ from agent.compiler.ir import NodeIR
 from agent.dataplane.ebpf.plan_text import plan_text
 from agent.dataplane.ebpf.planner import EbpfPlanner
 from agent.dataplane.ipset_render import ipset_create, ipset_fill
-from agent.dataplane.iptables_render import render, restore_text
+from agent.dataplane.iptables_render import TABLE, render, restore_text
 
 BACKENDS = ("ir", "iptables", "ebpf")
 
@@ -65,16 +65,20 @@ def iptables_text(ir: NodeIR) -> str:
     """Exactly what the iptables backend programs, but for interface names, which only
     the node knows (the route to each pod): they are shown as <host-if:NS/POD>, and the
     interface holding the node's address as <uplink>."""
-    ruleset = render(ir, {ref: f"<host-if:{ref}>" for ref in ir.endpoints}, uplinks=["<uplink>"])
-    lines = [
-        "# ipset restore",
-        *[line for s in ruleset.sets.values() for line in (ipset_create(s), *ipset_fill(s))],
-    ]
-    lines += ["# iptables-restore --noflush", restore_text(ruleset).rstrip()]
-    lines.append(
-        "# and, once: iptables -I FORWARD 1 -m comment --comment "
-        '"picket: NetworkPolicy" -j PICKET-FORWARD'
-    )
+    interfaces = {ref: f"<host-if:{ref}>" for ref in ir.endpoints}
+    lines: list[str] = []
+    # Both families from the same IR: IPv6 through ip6tables and `family inet6` sets.
+    for family, command in ((4, "iptables"), (6, "ip6tables")):
+        ruleset = render(ir, interfaces, uplinks=["<uplink>"], family=family)
+        lines += [
+            f"# IPv{family}: ipset restore",
+            *[line for s in ruleset.sets.values() for line in (ipset_create(s), *ipset_fill(s))],
+        ]
+        lines += [f"# {command}-restore --noflush", restore_text(ruleset).rstrip()]
+        lines.append(
+            f"# and, once: {command} -t {TABLE} -I FORWARD 1 -m comment --comment "
+            '"picket: NetworkPolicy" -j PICKET-FORWARD'
+        )
     return "\n".join(lines)
 
 

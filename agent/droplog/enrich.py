@@ -10,7 +10,6 @@ names the address the client sent it to and the Service that address is a fronte
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address
 
 from agent.compiler.ir import NodeIR
 from agent.droplog.events import (
@@ -25,6 +24,7 @@ from agent.droplog.events import (
 from agent.droplog.frontends import Via, via
 from agent.model.annotations import drop_log_enabled
 from agent.model.live import LiveState
+from agent.model.objects import IPAddress
 
 POD, NODE, EXTERNAL = "pod", "node", "external"
 
@@ -32,7 +32,7 @@ POD, NODE, EXTERNAL = "pod", "node", "external"
 @dataclass(frozen=True)
 class Party:
     kind: str  # pod | node | external
-    ip: IPv4Address
+    ip: IPAddress
     port: int
     namespace: str = ""
     pod: str = ""
@@ -44,7 +44,11 @@ class Party:
         return f"{self.kind} {self.ip}"
 
     def __str__(self) -> str:
-        return f"{self.name}:{self.port}" if self.port else self.name
+        if not self.port:
+            return self.name
+        if self.kind != POD and self.ip.version == 6:
+            return f"{self.kind} [{self.ip}]:{self.port}"  # the port apart from the address
+        return f"{self.name}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,7 @@ class Description:
     interface: str = ""
 
 
-def _party(live: LiveState | None, ip: IPv4Address, port: int) -> Party:
+def _party(live: LiveState | None, ip: IPAddress, port: int) -> Party:
     if live is not None:
         pod = live.endpoint_pod_with_ip(ip)
         if pod is not None:
@@ -90,7 +94,7 @@ def describe(event: PacketEvent, live: LiveState | None, ir: NodeIR | None) -> D
 
 
 def describe_spoofed(
-    event: PacketEvent, live: LiveState | None, interface: str, owned: tuple[IPv4Address, ...]
+    event: PacketEvent, live: LiveState | None, interface: str, owned: tuple[IPAddress, ...]
 ) -> Description:
     """A packet from the interface named `interface`, which routes `owned` (the sending
     pod's addresses), with a source that is none of them."""

@@ -15,7 +15,9 @@ TCP, UDP, SCTP = "TCP", "UDP", "SCTP"
 PROTOCOLS = (TCP, UDP, SCTP)
 # IP protocol numbers of what a datapath matches or reports (ICMP: only reported).
 IP_PROTOCOL_NUMBERS = {TCP: 6, UDP: 17, SCTP: 132, "ICMP": 1}
-IP_PROTOCOL_NAMES = {number: name for name, number in IP_PROTOCOL_NUMBERS.items()}
+IP_PROTOCOL_NAMES = {number: name for name, number in IP_PROTOCOL_NUMBERS.items()} | {
+    58: "ICMPv6"  # only reported, as ICMP
+}
 INGRESS, EGRESS = "Ingress", "Egress"
 POLICY_TYPES = (INGRESS, EGRESS)
 Direction = Literal["Ingress", "Egress"]

@@ -131,9 +131,14 @@ def test_compile_command_iptables(capsys):
     folder = str(Path(__file__).parents[2] / "examples" / "01-three-tier")
     assert main(["compile", "-f", folder, "--node", "node-1", "--backend", "iptables"]) == 0
     out = capsys.readouterr().out
-    assert "# ipset restore" in out and "create picket-s-" in out
+    assert "# IPv4: ipset restore" in out and "create picket-s-" in out
     assert "-A PICKET-FORWARD -o <host-if:shop/database>" in out
     assert '--nflog-prefix "picket drop ingress"' in out
+    # The same chains for IPv6, through ip6tables, with the IPv6 sets.
+    ipv6 = out.split("# IPv6: ipset restore", 1)[1]
+    assert "# ip6tables-restore --noflush" in ipv6 and "family inet6" in ipv6
+    assert "-A PICKET-FORWARD -o <host-if:shop/database>" in ipv6
+    assert "# and, once: ip6tables -t mangle -I FORWARD 1" in ipv6
 
 
 def test_compile_command_ebpf(capsys):
