@@ -336,9 +336,11 @@ check_backend() {
             fi
             agents=()
         done
-        left="$(nsenter --net="/run/netns/picket-$node" iptables-save | grep -c PICKET || true)"
+        left="$(for save in iptables-legacy-save iptables-nft-save ip6tables-legacy-save ip6tables-nft-save; do
+            nsenter --net="/run/netns/picket-$node" "$save" 2>/dev/null
+        done | grep -c PICKET || true)"
         pins="$(find "/sys/fs/bpf/picket/$node" -mindepth 1 2>/dev/null | wc -l)"
-        echo "  $node after the uninstall: $left iptables lines, $pins pins (want 0, 0)"
+        echo "  $node after the uninstall: $left iptables/ip6tables lines, $pins pins (want 0, 0)"
         if [ "$left" != 0 ] || [ "$pins" != 0 ]; then
             log "Picket left on $node"
             ok=1

@@ -54,20 +54,21 @@ def kubectl(enforcing: tuple[str, Kubectl]) -> Iterator[Kubectl]:
         kubectl("annotate", "namespace", ns, "picket.io/enforcement-", "picket.io/drop-log-")
 
 
-def pods(kubectl: Kubectl) -> dict[str, dict[str, str]]:
-    """namespace/name -> ip and node, for the model's pods."""
+def pods(kubectl: Kubectl, family: int = 4) -> dict[str, dict[str, str]]:
+    """namespace/name -> ip (of `family`) and node, for the model's pods."""
     found = {}
     for item in kubectl.json("get", "pods", "-A")["items"]:
         meta = item["metadata"]
+        ips = [p["ip"] for p in item["status"].get("podIPs") or []]
         found[f"{meta['namespace']}/{meta['name']}"] = {
-            "ip": item["status"]["podIP"],
+            "ip": next(ip for ip in ips if (6 if ":" in ip else 4) == family),
             "node": item["spec"]["nodeName"],
         }
     return found
 
 
-def probe(source: str, target: str, port: str) -> str:
-    return probe_once(source, target, port)
+def probe(source: str, target: str, port: str, family: int = 4) -> str:
+    return probe_once(source, target, port, family=family)
 
 
 def matching(records: list[dict], src: dict, dst: dict, protocol: str, port: int) -> list[dict]:
@@ -123,25 +124,30 @@ def _pairs(where: dict[str, dict[str, str]]) -> list[tuple[str, str, str, list[s
     return out
 
 
-def probes(*triples: tuple[str, str, str]) -> list[str]:
+def probes(*triples: tuple[str, str, str], family: int = 4) -> list[str]:
     """Probes at once (each a new connection from its own socket)."""
     with ThreadPoolExecutor(len(triples)) as pool:
-        return list(pool.map(lambda t: probe(*t), triples))
+        return list(pool.map(lambda t: probe(*t, family), triples))
 
 
-def test_each_denied_connection_gives_one_complete_record(kubectl):
+@pytest.mark.parametrize("family", [4, 6])
+def test_each_denied_connection_gives_one_complete_record(kubectl, family):
+    """Over IPv4 and over IPv6: the records name the same pods and policies, with the
+    addresses of the family the connection used."""
     apply(kubectl, *POLICIES)
-    where = pods(kubectl)
+    where = pods(kubectl, family)
     pairs = _pairs(where)
     attempts = [(s, d, f"80/{proto}") for _, s, d, _ in pairs for proto in ("tcp", "udp", "sctp")]
-    assert wait_until(lambda: set(probes(*attempts)) == {"timeout"})
+    assert wait_until(lambda: set(probes(*attempts, family=family)) == {"timeout"})
     time.sleep(WINDOW + 1)  # the records of the probes above are written
     # `picket drops --since` takes whole seconds: start on one, so the table below reads
     # nothing written before `start` (the records of the probes above included).
     time.sleep(math.ceil(time.time()) - time.time())
     start = time.time()
     allowed = ("z/a", "x/a")  # nothing isolates x/a's ingress or z/a's egress
-    outcomes = probes(*attempts, *[(*allowed, f"80/{p}") for p in ("tcp", "udp", "sctp")])
+    outcomes = probes(
+        *attempts, *[(*allowed, f"80/{p}") for p in ("tcp", "udp", "sctp")], family=family
+    )
     assert outcomes[: len(attempts)] == ["timeout"] * len(attempts)
     assert all(o.startswith("connected") for o in outcomes[len(attempts) :]), outcomes
     time.sleep(WINDOW + 2)

@@ -15,6 +15,7 @@ kube-dns ClusterIP: with allow-dns, and not without it."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +58,15 @@ def applied_pods(folder: Path) -> set[str]:
 
 
 def manifest_pod_ips(folder: Path) -> dict[str, str]:
-    """Addresses the manifests give pods (the lab assigns others): address -> NS/POD."""
-    return {
-        d["status"]["podIP"]: ref(d)
-        for d in documents(folder / "cluster.yaml")
-        if d["kind"] == "Pod" and (d.get("status") or {}).get("podIP")
-    }
+    """Addresses the manifests give pods (the lab assigns others), of every family:
+    address -> NS/POD."""
+    found = {}
+    for d in documents(folder / "cluster.yaml"):
+        status = d.get("status") or {} if d["kind"] == "Pod" else {}
+        for ip in [status.get("podIP"), *(p.get("ip") for p in status.get("podIPs") or [])]:
+            if ip:
+                found[ip] = ref(d)
+    return found
 
 
 def stand_in_labels(folder: Path) -> dict[str, dict[str, str]]:
@@ -106,8 +110,8 @@ def remove(kubectl: Kubectl, folder: Path) -> None:
 
 
 def example_observed(e: MatrixExpectation, pods: set[str]) -> dict[str, dict[str, bool]]:
-    """The observed matrix among `pods`."""
-    got = observed(list(e.namespaces), e.port, e.protocol)
+    """The observed matrix among `pods`, on the expectation's family."""
+    got = observed(list(e.namespaces), e.port, e.protocol, e.family)
     return {s: {d: v for d, v in row.items() if d in pods} for s, row in got.items() if s in pods}
 
 
@@ -119,6 +123,14 @@ def among(results: dict[str, dict[str, bool]], pods: set[str]) -> dict[str, dict
 
 def check_gets_through(kubectl: Kubectl, folder: Path, check: CheckExpectation) -> bool:
     pod_ips, stand_ins = manifest_pod_ips(folder), stand_in_labels(folder)
+    # A pod named by an address the manifest gives it is probed at its lab address of
+    # that address's family.
+    family = next(
+        (6 if ":" in end else 4 for end in (check.src, check.dst) if end in pod_ips), None
+    )
+    family = family or next(
+        (6 if ":" in end else 4 for end in (check.src, check.dst) if _is_address(end)), None
+    )
     src, dst = (pod_ips.get(end, end) for end in (check.src, check.dst))
     src, dst = (
         clusters_own(kubectl, end, stand_ins[end]) if end in stand_ins else end
@@ -127,7 +139,15 @@ def check_gets_through(kubectl: Kubectl, folder: Path, check: CheckExpectation) 
     port = f"{check.port}/{check.protocol}"
     if check.service is not None and check.port == 53 and check.protocol in ("UDP", "TCP"):
         return dns_gets_through(src, service_ip(kubectl, check), tcp=check.protocol == "TCP")
-    return probe_allowed(src, dst, port)
+    return probe_allowed(src, dst, port, family)
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def service_ip(kubectl: Kubectl, check: CheckExpectation) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from agent.model.matrix import matrix_pods, oracle_matrix
@@ -20,7 +21,7 @@ from agent.model.oracle import verdict
 from agent.model.parse import parse_object
 from agent.model.state import ClusterState
 from lab import lab
-from lab.cluster import core_api, list_pods, probe_destination, probe_source
+from lab.cluster import core_api, family_of, list_pods, probe_destination, probe_source
 from lab.matrix import probe_matrix
 from lab.probe import probe
 from tests.support.lab_cli import Kubectl
@@ -46,20 +47,32 @@ DIRECT = "direct"
 VIA_SERVICE = "via service"
 
 
-def observed(namespaces: list[str], port: int, protocol: str) -> Matrix:
-    return observed_routes(namespaces, port, protocol, {DIRECT: None})[DIRECT]
+@dataclass(frozen=True)
+class Route:
+    """How a matrix reaches its pods: each pod's own address of `family` (None: its
+    primary one), or, with `addresses`, pod ref -> the address probed instead (its
+    probe Service's ClusterIP, of that family)."""
+
+    family: int | None = None
+    addresses: dict[str, str] | None = None
+
+
+def observed(namespaces: list[str], port: int, protocol: str, family: int | None = None) -> Matrix:
+    return observed_routes(namespaces, port, protocol, {DIRECT: Route(family)})[DIRECT]
 
 
 def observed_routes(
-    namespaces: list[str], port: int, protocol: str, routes: dict[str, dict[str, str] | None]
+    namespaces: list[str], port: int, protocol: str, routes: dict[str, Route]
 ) -> dict[str, Matrix]:
-    """The observed matrix along each route, all probed at once from one event loop: a
-    route is None (each pod's own address) or pod ref -> the address probed instead
-    (its probe Service's ClusterIP); one listing of the pods serves them all."""
+    """The observed matrix along each route, all probed at once from one event loop;
+    one listing of the pods serves them all."""
     pods = list_pods(core_api(lab.kubeconfig_path()), namespaces)
 
     async def every_route() -> list[dict]:
-        runs = (probe_matrix(pods, port, protocol.upper(), addresses=a) for a in routes.values())
+        runs = (
+            probe_matrix(pods, port, protocol.upper(), addresses=r.addresses, family=r.family)
+            for r in routes.values()
+        )
         return await asyncio.gather(*runs)
 
     found = dict(zip(routes, asyncio.run(every_route()), strict=True))
@@ -69,21 +82,28 @@ def observed_routes(
     }
 
 
-def probe_once(source: str, target: str, port: str, timeout: float = 1.0) -> str:
-    """What `picket lab probe SOURCE TARGET PORT` prints: connected <who>, refused or
-    timeout. TARGET is NS/POD, an address or svc/NS/NAME (its ClusterIP, PORT the
-    Service port)."""
+def probe_once(
+    source: str, target: str, port: str, timeout: float = 1.0, family: int | None = None
+) -> str:
+    """What `picket lab probe SOURCE TARGET PORT [--family F]` prints: connected
+    <who>, refused or timeout. TARGET is NS/POD, an address or svc/NS/NAME (its
+    ClusterIP, PORT the Service port)."""
     api = core_api(lab.kubeconfig_path())
-    netns, source_ip = probe_source(api, source)
-    address, number, protocol = probe_destination(api, target, port)
+    address, number, protocol = probe_destination(api, target, port, family)
+    netns, source_ip = probe_source(api, source, family_of(address))
     return str(asyncio.run(probe(netns, address, number, protocol, timeout, source_ip)))
 
 
 def expected(
-    kubectl: Kubectl, namespaces: list[str], port: int, protocol: str
+    kubectl: Kubectl, namespaces: list[str], port: int, protocol: str, family: int | None = None
 ) -> dict[str, dict[str, bool]]:
     state = live_state(kubectl)
-    return oracle_matrix(state, matrix_pods(state, namespaces), protocol, port)
+    return oracle_matrix(state, matrix_pods(state, namespaces), protocol, port, family)
+
+
+def lab_families() -> tuple[int, ...]:
+    """The running lab's pod address families, the primary first."""
+    return lab.ip_families()
 
 
 def differences(want: dict, got: dict) -> list[str]:
@@ -102,31 +122,48 @@ def converged(
     port: int,
     protocol: str,
     timeout: float = 20.0,
-    services: dict[str, str] | None = None,
+    services: dict[int, dict[str, str]] | None = None,
 ) -> list[str]:
     """Differences between the lab and the oracle once the agents have had the time to
-    program the change (polled, so no timing is asserted); [] when they agree. With
-    `services` (pod ref -> ClusterIP of a Service in front of it, one for every pod
-    probed) each poll also probes every pair through the Services, and both matrices
-    must equal the oracle's: NetworkPolicy acts below Services."""
-    want = expected(kubectl, namespaces, port, protocol)
-    routes = {DIRECT: None} | ({VIA_SERVICE: services} if services is not None else {})
+    program the change (polled, so no timing is asserted); [] when they agree. Every
+    poll probes every pair on each of the lab's address families, each matrix held
+    against the oracle's for that family. With `services` (family -> pod ref ->
+    ClusterIP of a Service in front of it, one for every pod probed) each poll also
+    probes every pair through the Services on each family, and those matrices too must
+    equal the oracle's: NetworkPolicy acts below Services."""
+    families = lab_families()
+    routes = {f"{DIRECT} IPv{f}": Route(f) for f in families}
+    for family, by_pod in (services or {}).items():
+        routes[f"{VIA_SERVICE} IPv{family}"] = Route(family, by_pod)
+    want = {
+        name: expected(kubectl, namespaces, port, protocol, route.family)
+        for name, route in routes.items()
+    }
     deadline = time.monotonic() + timeout
     while True:
         found = observed_routes(namespaces, port, protocol, routes)
-        diff = [f"{route}: {d}" for route, got in found.items() for d in differences(want, got)]
+        diff = [
+            f"{route}: {d}" for route, got in found.items() for d in differences(want[route], got)
+        ]
         if not diff or time.monotonic() > deadline:
             return diff
         time.sleep(0.3)
 
 
-def probe_allowed(source: str, target: str, port: str) -> bool:
-    return not probe_once(source, target, port).startswith("timeout")
+def probe_allowed(source: str, target: str, port: str, family: int | None = None) -> bool:
+    return not probe_once(source, target, port, family=family).startswith("timeout")
 
 
-def oracle_allows(kubectl: Kubectl, source: str, target: str, port: int, protocol: str) -> bool:
+def oracle_allows(
+    kubectl: Kubectl,
+    source: str,
+    target: str,
+    port: int,
+    protocol: str,
+    family: int | None = None,
+) -> bool:
     state = live_state(kubectl)
-    return verdict(state, source, target, protocol, port).allowed
+    return verdict(state, source, target, protocol, port, family).allowed
 
 
 def apply(kubectl: Kubectl, *objects: dict[str, Any]) -> None:

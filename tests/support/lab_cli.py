@@ -64,10 +64,11 @@ class Kubectl:
 
 
 @contextmanager
-def model_lab(backend: str) -> Iterator[Kubectl]:
-    """A fresh 2-node lab with `backend`'s agents and the 3x3 model ready; down after."""
+def model_lab(backend: str, ip_families: str = "4,6") -> Iterator[Kubectl]:
+    """A fresh 2-node lab with `backend`'s agents, pods of `ip_families` (dual-stack by
+    default, as the lab is) and the 3x3 model ready; down after."""
     picket("lab", "down")
-    up = picket("lab", "up", "--nodes", "2", "--backend", backend)
+    up = picket("lab", "up", "--nodes", "2", "--backend", backend, "--ip-families", ip_families)
     kubectl = Kubectl(up.stdout.strip().splitlines()[-1])
     try:
         kubectl("apply", "-f", str(MODEL))

@@ -21,8 +21,11 @@ def _in_node(node: str, *argv: str) -> str:
 
 
 def iptables_rules(node: str) -> str:
-    """Both flavours' rules, as iptables-save prints them."""
-    return _in_node(node, "iptables-legacy-save") + _in_node(node, "iptables-nft-save")
+    """Both flavours' rules of both families, as iptables-save and ip6tables-save print
+    them."""
+    tools = ("iptables-legacy-save", "iptables-nft-save")
+    tools += ("ip6tables-legacy-save", "ip6tables-nft-save")
+    return "".join(_in_node(node, tool) for tool in tools)
 
 
 def picket_traces(node: str) -> list[str]:

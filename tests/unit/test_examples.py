@@ -29,7 +29,7 @@ def expectations(folder: Path) -> list:
 def check(state, expected) -> None:
     if isinstance(expected, MatrixExpectation):
         pods = matrix_pods(state, expected.namespaces or None)
-        got = oracle_matrix(state, pods, expected.protocol, expected.port)
+        got = oracle_matrix(state, pods, expected.protocol, expected.port, expected.family)
         where = f"matrix {expected.port}/{expected.protocol}"
         assert render_matrix(got) == render_matrix(expected.results), where
     elif expected.service is not None:
@@ -45,8 +45,8 @@ def check(state, expected) -> None:
         assert v.allowed is expected.allowed, f"{expected}: {v}"
 
 
-def test_there_are_seven_examples():
-    assert len(EXAMPLES) == 7
+def test_there_are_eight_examples():
+    assert len(EXAMPLES) == 8
 
 
 @pytest.mark.parametrize("folder", EXAMPLES, ids=[p.name for p in EXAMPLES])
