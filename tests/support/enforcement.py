@@ -42,6 +42,11 @@ def live_state(kubectl: Kubectl) -> ClusterState:
     return ClusterState.from_objects(objects)
 
 
+# A lab pod answers within milliseconds (a pair wrongly let through as fast as a pair
+# rightly allowed), so half a second tells a dropped attempt from an answered one; every
+# poll waits that long for its denied pairs, and the suites poll thousands of times. A
+# late answer under load reads as denied: for an allowed pair `converged` polls again.
+PROBE_TIMEOUT = 0.5
 Matrix = dict[str, dict[str, bool]]
 DIRECT = "direct"
 VIA_SERVICE = "via service"
@@ -70,7 +75,14 @@ def observed_routes(
 
     async def every_route() -> list[dict]:
         runs = (
-            probe_matrix(pods, port, protocol.upper(), addresses=r.addresses, family=r.family)
+            probe_matrix(
+                pods,
+                port,
+                protocol.upper(),
+                PROBE_TIMEOUT,
+                addresses=r.addresses,
+                family=r.family,
+            )
             for r in routes.values()
         )
         return await asyncio.gather(*runs)
