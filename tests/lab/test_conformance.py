@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from ipaddress import ip_address, ip_network
+from ipaddress import ip_network
 from typing import Any
 
 import pytest
@@ -30,6 +30,7 @@ from lab.config import LabNode
 from tests.support.enforcement import (
     apply,
     converged,
+    is_address,
     lab_families,
     live_state,
     oracle_allows,
@@ -624,7 +625,7 @@ def test_scenario(enforcing, services, scenario):
             number, _, proto = port.partition("/")
             # An address names its own family; pods and nodes take the scenario's.
             family = next(
-                (6 if ":" in end else 4 for end in (source, target) if _is_address(end)),
+                (6 if ":" in end else 4 for end in (source, target) if is_address(end)),
                 scenario.check_family,
             )
             if family not in lab_families():
@@ -649,14 +650,6 @@ def test_scenario(enforcing, services, scenario):
             remove_services(extra)
         if scenario.undo is not None:
             scenario.undo(kubectl)
-
-
-def _is_address(text: str) -> bool:
-    try:
-        ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _node_address(text: str, family: int) -> str:

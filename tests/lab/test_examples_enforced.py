@@ -15,7 +15,6 @@ kube-dns ClusterIP: with allow-dns, and not without it."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from agent.expectations import CheckExpectation, MatrixExpectation, parse_expect
 from lab.config import DNS_SERVICE_IP, state_dir
 from lab.kubeproxy.status import endpoints, wait_programmed
 from tests.support.cluster_dns import dns_gets_through, lookup
-from tests.support.enforcement import differences, observed, probe_allowed
+from tests.support.enforcement import differences, is_address, observed, probe_allowed
 from tests.support.lab_cli import ROOT, Kubectl, picket, wait_until
 from tests.support.policies import BACKENDS
 
@@ -129,7 +128,7 @@ def check_gets_through(kubectl: Kubectl, folder: Path, check: CheckExpectation) 
         (6 if ":" in end else 4 for end in (check.src, check.dst) if end in pod_ips), None
     )
     family = family or next(
-        (6 if ":" in end else 4 for end in (check.src, check.dst) if _is_address(end)), None
+        (6 if ":" in end else 4 for end in (check.src, check.dst) if is_address(end)), None
     )
     src, dst = (pod_ips.get(end, end) for end in (check.src, check.dst))
     src, dst = (
@@ -140,14 +139,6 @@ def check_gets_through(kubectl: Kubectl, folder: Path, check: CheckExpectation) 
     if check.service is not None and check.port == 53 and check.protocol in ("UDP", "TCP"):
         return dns_gets_through(src, service_ip(kubectl, check), tcp=check.protocol == "TCP")
     return probe_allowed(src, dst, port, family)
-
-
-def _is_address(text: str) -> bool:
-    try:
-        ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def service_ip(kubectl: Kubectl, check: CheckExpectation) -> str:

@@ -14,6 +14,7 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass
+from ipaddress import ip_address
 from typing import Any
 
 from agent.model.matrix import matrix_pods, oracle_matrix
@@ -160,6 +161,15 @@ def converged(
         if not diff or time.monotonic() > deadline:
             return diff
         time.sleep(0.3)
+
+
+def is_address(text: str) -> bool:
+    """Whether a probe end is written as an IP address (which names its own family)."""
+    try:
+        ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def probe_allowed(source: str, target: str, port: str, family: int | None = None) -> bool:
