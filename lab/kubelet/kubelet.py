@@ -27,7 +27,7 @@ from pyroute2 import netns
 from agent.model.errors import InvalidObjectError
 from agent.model.objects import Pod
 from agent.model.parse import parse_object
-from lab import cni
+from lab import cni, topology
 from lab.config import EXTERNAL_NS, IP_FAMILIES_DEFAULT, LabNode, VirtualNode, pod_netns
 from lab.kubelet import dns_pod, picket_pods
 from lab.kubelet.responder import ANY_ADDRESS, ANY_ADDRESSES, Responder
@@ -226,6 +226,9 @@ class Kubelet:
         result = await self._adopt(uid, name, node) if name in netns.listnetns() else None
         if result is None:
             await asyncio.to_thread(netns.create, name)
+            # Before CNI ADD makes the interface: its IPv6 address usable at once (the
+            # ptp plugin waits out a tentative address before it adds the routes).
+            await asyncio.to_thread(topology.no_dad, name)
             args = f"IgnoreUnknown=1;IP={requested}" if requested else ""
             sandbox = cni.Sandbox(uid, f"/run/netns/{name}", args=args)
             result = await asyncio.to_thread(cni.add, self.conflist(node), sandbox, node.netns)
