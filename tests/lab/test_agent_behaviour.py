@@ -365,8 +365,12 @@ def _probers(kubectl: Kubectl) -> list[str]:
     return [pods[ref].netns for ref in ("x/a", "x/b", "x/c")]
 
 
-def _unprogrammed_drops() -> float:
-    return metric_sum(NEW_POD_NODE, "picket_dropped_packets_total", reason="unprogrammed")
+def _unprogrammed_drops(after: float | None = None) -> float:
+    """The node's unprogrammed drops, from a reading taken after `after` when given."""
+    if after is None:
+        return metric_sum(NEW_POD_NODE, "picket_dropped_packets_total", reason="unprogrammed")
+    name = "picket_dropped_packets_total"
+    return fresh_sum(NEW_POD_NODE, name, after, reason="unprogrammed")
 
 
 def test_a_new_pod_meets_its_policy_from_its_first_packet(kubectl, lab_with):
@@ -402,11 +406,14 @@ def test_a_new_pod_meets_its_policy_from_its_first_packet(kubectl, lab_with):
                 10,
             ), f"{backend}: z/new's policy never dropped a probe"
             time.sleep(0.3)
+        # The agent serves a periodic reading of its counters: wait for one taken now,
+        # after the window (the policy drops above may come from a reading before it).
+        window_over = time.time()
         seen = watch.seen
         assert watch.pod_netns is not None and seen.sends > 10 and seen.probes > 50, seen
         assert seen.connected == {}, f"{backend}: probers reached z/new: {seen}"
         assert seen.arrived == 0, f"{backend}: {seen.arrived} datagrams of z/new reached x/a"
-        assert _unprogrammed_drops() > before, (
+        assert _unprogrammed_drops(window_over) > before, (
             f"{backend}: nothing was dropped before z/new was programmed: the probes never "
             "met the window"
         )
