@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent.portspec import parse_port_protocol
-from lab.dns.records import is_headless, ready_endpoints
+from lab.dns.records import cluster_ip, is_headless, ready_endpoints
 
 # svc/NS/NAME targets are agent.portspec's (expected.txt names them too).
 NODEPORT_TARGET = "nodeport/"
@@ -27,19 +27,6 @@ def service_ports(service: dict[str, Any]) -> list[tuple[int, str, int | None]]:
         (p.get("port"), (p.get("protocol") or "TCP").upper(), p.get("nodePort"))
         for p in (service.get("spec") or {}).get("ports") or []
     ]
-
-
-def cluster_ip(service: dict[str, Any], family: int | None = None) -> str | None:
-    """The Service's ClusterIP of `family` (None: its primary one, spec.clusterIP);
-    None when headless, unallocated, ExternalName or of other families only."""
-    spec = service.get("spec") or {}
-    if spec.get("type") == "ExternalName" or is_headless(service):
-        return None
-    candidates = [*(spec.get("clusterIPs") or []), spec.get("clusterIP")]
-    for ip in candidates:
-        if ip and ip != "None" and (family is None or (6 if ":" in ip else 4) == family):
-            return ip
-    return None
 
 
 def probe_address(

@@ -15,7 +15,7 @@ hold, and pod records (`<a-b-c-d>.<ns>.pod.<zone>`).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, ip_address
 from typing import Any
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -31,13 +31,25 @@ def _ipv4(text: object) -> str | None:
         return None
 
 
-def cluster_ipv4(service: dict[str, Any]) -> str | None:
-    """The Service's IPv4 ClusterIP; None when headless, unallocated or ExternalName."""
+def cluster_ip(service: dict[str, Any], family: int | None = None) -> str | None:
+    """The Service's ClusterIP of `family` (None: its primary one, the first of
+    clusterIPs); None when headless, unallocated, ExternalName or of other families."""
     spec = service.get("spec") or {}
     if spec.get("type") == "ExternalName":
         return None
-    candidates = [*(spec.get("clusterIPs") or []), spec.get("clusterIP")]
-    return next((ip for ip in map(_ipv4, candidates) if ip), None)
+    for text in [*(spec.get("clusterIPs") or []), spec.get("clusterIP")]:
+        try:
+            address = ip_address(str(text))
+        except ValueError:
+            continue  # None (headless), unset, or not an address
+        if family is None or address.version == family:
+            return str(address)
+    return None
+
+
+def cluster_ipv4(service: dict[str, Any]) -> str | None:
+    """The Service's IPv4 ClusterIP (DNS serves A records only)."""
+    return cluster_ip(service, 4)
 
 
 def is_headless(service: dict[str, Any]) -> bool:
