@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from lab.config import EXTERNAL_ADDRESS, EXTERNAL_NS, LabNode, state_dir
+from lab.config import EXTERNAL_ADDRESS, EXTERNAL_ADDRESS6, EXTERNAL_NS, LabNode, state_dir
 from lab.netns import entered
 from lab.probe import probe
 from tests.support.enforcement import apply
@@ -48,9 +48,13 @@ def _service(
     }
 
 
-def _published(kubectl: Kubectl, service: dict, backend: LabPod) -> dict[str, Any]:
-    """Apply `service` and wait until every node's kube-proxy DNATs it to `backend`."""
-    return published(kubectl, service, backend.ip, NODES)
+def _published(
+    kubectl: Kubectl, service: dict, backend: LabPod, family: int | None = None
+) -> dict[str, Any]:
+    """Apply `service` and wait until every node's kube-proxy DNATs it to `backend`
+    (to its address of `family`, if given)."""
+    ip = backend.ip if family is None else backend.address(family)
+    return published(kubectl, service, ip, NODES)
 
 
 def _probe(netns: str, ip: str, port: int, source: str | None = None) -> str:
@@ -63,8 +67,29 @@ def _agent_logs() -> str:
     return "\n".join(line for log in logs for line in log.read_text().splitlines()[-8:])
 
 
-def _node_address(node: str) -> str:
-    return str(LabNode(int(node.rpartition("-")[2])).address)
+def _node_address(node: str, family: int = 4) -> str:
+    lab_node = LabNode(int(node.rpartition("-")[2]))
+    return str(lab_node.address if family == 4 else lab_node.address6)
+
+
+def _outside(family: int) -> tuple[str, dict, dict]:
+    """The outside host's address of `family`, an ipBlock of it alone and one of every
+    lab address of that family but it."""
+    if family == 4:
+        address, lab = str(EXTERNAL_ADDRESS), "198.18.0.0/15"
+    else:
+        address, lab = str(EXTERNAL_ADDRESS6), "2001:2::/48"
+    alone = f"{address}/{32 if family == 4 else 128}"
+    return address, {"cidr": alone}, {"cidr": lab, "except": [alone]}
+
+
+def _node_port_service(name: str, pod: str, port: int, traffic: str, family: int) -> dict:
+    """A NodePort Service of `pod`, dual-stack for IPv6 (the lab's primary family is
+    IPv4: a single-stack Service would be IPv4's)."""
+    families = {} if family == 4 else {"ipFamilyPolicy": "RequireDualStack"}
+    return _service(
+        name, pod, port=port, type="NodePort", externalTrafficPolicy=traffic, **families
+    )
 
 
 def test_egress_isolated_client_reaches_an_allowed_backend_through_its_cluster_ip(cluster):
@@ -237,44 +262,47 @@ def test_a_connection_stops_when_policy_forbids_it(cluster, placement, route):
 # With Local, kube-proxy sends outside clients only to backends on the receiving node
 # (another node has none to send to: it drops them, whatever the policy).
 @pytest.mark.parametrize(
-    "traffic_policy,receiving",
-    [("Cluster", "backend's node"), ("Cluster", "other node"), ("Local", "backend's node")],
+    "traffic_policy,receiving,family",
+    [
+        ("Cluster", "backend's node", 4),
+        ("Cluster", "other node", 4),
+        ("Local", "backend's node", 4),
+        ("Cluster", "other node", 6),
+    ],
 )
 @pytest.mark.parametrize("admitting", [True, False])
 def test_node_port_is_judged_on_the_outside_clients_own_address(
-    cluster, traffic_policy, receiving, admitting
+    cluster, traffic_policy, receiving, family, admitting
 ):
     """The ipBlock admits only the outside host, or every lab address but the outside
     host: kube-proxy's masquerade (Cluster) rewrites the client to the receiving node's
     address, which must not decide, on the receiving node nor, when the backend runs on
     the other node, on the backend's (the receiving node judges the backend's ingress on
-    the client's address and marks what it admitted: the transit mark)."""
+    the client's address and marks what it admitted: the transit mark). IPv6 goes
+    through the other node: the transit mark of both families."""
     kubectl, pods = cluster
     backend = pods["y/a"]
     remote = receiving == "other node"
     name = (
-        f"np-{traffic_policy.lower()}{'-remote' if remote else ''}-{'in' if admitting else 'out'}"
+        f"np-{traffic_policy.lower()}{'-remote' if remote else ''}{'-6' if family == 6 else ''}"
+        f"-{'in' if admitting else 'out'}"
     )
-    block = (
-        {"cidr": f"{EXTERNAL_ADDRESS}/32"}
-        if admitting
-        else {"cidr": "198.18.0.0/15", "except": [f"{EXTERNAL_ADDRESS}/32"]}
-    )
+    outside, alone, all_but = _outside(family)
     apply(
         kubectl,
         netpol(
             "y",
             "from-outside",
-            {"podSelector": sel(pod="a"), "ingress": [{"from": [{"ipBlock": block}]}]},
+            {
+                "podSelector": sel(pod="a"),
+                "ingress": [{"from": [{"ipBlock": alone if admitting else all_but}]}],
+            },
         ),
     )
-    svc = _published(
-        kubectl,
-        _service(name, "a", port=8090, type="NodePort", externalTrafficPolicy=traffic_policy),
-        backend,
-    )
+    service = _node_port_service(name, "a", 8090, traffic_policy, family)
+    svc = _published(kubectl, service, backend, family)
     node_port = svc["spec"]["ports"][0]["nodePort"]
-    address = _node_address(next(n for n in NODES if (n == backend.node) != remote))
+    address = _node_address(next(n for n in NODES if (n == backend.node) != remote), family)
     if admitting:
         # y/a isolated on its node (no policy admits x/b), so that the outcome is the
         # policy's and not the time before any policy.
@@ -283,13 +311,13 @@ def test_node_port_is_judged_on_the_outside_clients_own_address(
     seen: list[str] = []
 
     def outcome() -> bool:
-        seen.append(_probe(EXTERNAL_NS, address, node_port, str(EXTERNAL_ADDRESS)))
+        seen.append(_probe(EXTERNAL_NS, address, node_port, outside))
         return seen[-1] == want
 
     # Until the agents have the policy (y/a's other policies deny the outside host).
     assert wait_until(outcome, 10), (traffic_policy, receiving, seen[-3:], _agent_logs())
     if not admitting:  # and it stays so
-        again = [_probe(EXTERNAL_NS, address, node_port, str(EXTERNAL_ADDRESS)) for _ in range(3)]
+        again = [_probe(EXTERNAL_NS, address, node_port, outside) for _ in range(3)]
         assert again == ["timeout"] * 3, again
 
 
@@ -297,23 +325,23 @@ def _reaches(client: LabPod, server: LabPod, port: int) -> bool:
     return _probe(client.netns, server.ip, port).startswith("connected")
 
 
-def test_a_node_port_connection_through_the_other_node_is_kept_and_cut_as_policy_says(cluster):
+@pytest.mark.parametrize("family", [4, 6])
+def test_a_node_port_connection_through_the_other_node_is_kept_and_cut_as_policy_says(
+    cluster, family
+):
     """Outside client -> the node without the backend -> (DNAT, masquerade) -> y/b on the
     other node. The backend's node holds the connection as judged upstream (the
     transit mark): narrowing changes must not cut it there; the receiving node, which
     judged it, cuts it when the backend's policy stops admitting the client."""
     kubectl, pods = cluster
     backend = pods["y/b"]
-    admit = {"ingress": [{"from": [{"ipBlock": {"cidr": f"{EXTERNAL_ADDRESS}/32"}}]}]}
+    outside, alone, all_but = _outside(family)
+    admit = {"ingress": [{"from": [{"ipBlock": alone}]}]}
     apply(kubectl, netpol("y", "b-from-outside", {"podSelector": sel(pod="b"), **admit}))
-    svc = _published(
-        kubectl,
-        _service("np-keep", "b", port=8094, type="NodePort", externalTrafficPolicy="Cluster"),
-        backend,
-    )
+    service = _node_port_service(f"np-keep-{family}", "b", 8094 + family, "Cluster", family)
+    svc = _published(kubectl, service, backend, family)
     node_port = svc["spec"]["ports"][0]["nodePort"]
-    receiving = _node_address(next(n for n in NODES if n != backend.node))
-    outside = str(EXTERNAL_ADDRESS)
+    receiving = _node_address(next(n for n in NODES if n != backend.node), family)
     # Isolated on its node (only namespace x and the outside host are admitted).
     assert wait_until(lambda: _probe(pods["z/a"].netns, backend.ip, 80) == "timeout", 10)
     assert wait_until(
@@ -331,11 +359,7 @@ def test_a_node_port_connection_through_the_other_node_is_kept_and_cut_as_policy
             for pod in witnesses.values():
                 assert wait_until(lambda pod=pod, port=port: _reaches(pods["x/b"], pod, port), 10)
             assert line.alive(), f"cut by an unrelated narrowing change (z to port {port})"
-        deny = {
-            "ingress": [
-                {"from": [{"ipBlock": {"cidr": "198.18.0.0/15", "except": [f"{outside}/32"]}}]}
-            ]
-        }
+        deny = {"ingress": [{"from": [{"ipBlock": all_but}]}]}
         apply(kubectl, netpol("y", "b-from-outside", {"podSelector": sel(pod="b"), **deny}))
         assert wait_until(lambda: not line.alive(), 10), (
             f"the forbidden NodePort connection lives on; agents: {_agent_logs()}"

@@ -97,9 +97,14 @@ class LabPod:
     """A running pod as the tests address it: where it runs and its namespace."""
 
     ref: str
-    ip: str
+    ip: str  # status.podIP: the primary family's
     node: str
     netns: str
+    ips: tuple[str, ...] = ()  # status.podIPs: every family's
+
+    def address(self, family: int) -> str:
+        """The pod's address of `family`."""
+        return next(ip for ip in self.ips if (6 if ":" in ip else 4) == family)
 
     @property
     def namespace(self) -> str:
@@ -149,6 +154,10 @@ def lab_pods(kubectl: Kubectl) -> dict[str, LabPod]:
     for p in kubectl.json("get", "pods", "-A")["items"]:
         ref = f"{p['metadata']['namespace']}/{p['metadata']['name']}"
         out[ref] = LabPod(
-            ref, p["status"]["podIP"], p["spec"]["nodeName"], pod_netns(p["metadata"]["uid"])
+            ref,
+            p["status"]["podIP"],
+            p["spec"]["nodeName"],
+            pod_netns(p["metadata"]["uid"]),
+            tuple(a["ip"] for a in p["status"].get("podIPs", [])),
         )
     return out

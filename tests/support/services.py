@@ -77,15 +77,16 @@ def published(
     kubectl: Kubectl, manifest: dict[str, Any], backend_ip: str, nodes: list[str]
 ) -> dict[str, Any]:
     """Apply a selector Service and wait until every node's kube-proxy DNATs its first
-    port to `backend_ip`; returns the Service as the API server allocated it."""
+    port to `backend_ip` (of either family); returns the Service as the API server allocated it."""
     kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
     ns, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
     first = manifest["spec"]["ports"][0]
     port = f"{first['port']}/{first.get('protocol', 'TCP')}"
+    prefix = f"[{backend_ip}]:" if ":" in backend_ip else f"{backend_ip}:"
 
     def ready(services: dict[str, Any]) -> bool:
         entry = (services.get(f"{ns}/{name}") or {}).get("ports", {}).get(port) or {}
-        return any(e.startswith(f"{backend_ip}:") for e in entry.get("endpoints", []))
+        return any(e.startswith(prefix) for e in entry.get("endpoints", []))
 
     wait_programmed(state_dir(), nodes, ready)
     return kubectl.json("get", "service", "-n", ns, name)

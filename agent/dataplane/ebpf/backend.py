@@ -102,7 +102,7 @@ class EbpfBackend:
         transit_dscp: int = transit_mark.DEFAULT_DSCP,
     ) -> None:
         self.node = node
-        self.transit = TransitChain(transit_dscp)
+        self.transit = TransitChain(transit_dscp, conntrack_hold.families())
         self._uplinks: tuple[str, ...] = ()
         self.settings = settings or EbpfSettings()
         self.pin_dir = pin_root / node
@@ -438,7 +438,7 @@ class EbpfBackend:
 
     @property
     def jumps_restored(self) -> int:
-        return self.transit.jump.restored
+        return self.transit.restored
 
     def rule_count(self) -> int:
         state = self._programmed or self.planner.state
