@@ -17,11 +17,9 @@ Errors are logged and the sync retried; the process never exits on one.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +29,7 @@ from agent.loop.sync import SyncRunner
 from agent.loop.watch import Informer, Kind, backoff
 from lab.kubeproxy import conntrack, kernel
 from lab.kubeproxy.objects import service_ports, slice_endpoints
-from lab.kubeproxy.render import NodeContext, Ruleset, render, restore_text
+from lab.kubeproxy.render import NodeContext, Ruleset, merged_programmed, render, restore_text
 from lab.kubeproxy.status import write_status
 
 log = logging.getLogger("picket.lab.kubeproxy")
@@ -157,22 +155,3 @@ class KubeProxy:
             if problem not in self._problems:
                 log.warning("ignored: %s", problem)
         self._problems = set(problems)
-
-
-def merged_programmed(renders: Iterable[Ruleset]) -> dict[str, Any]:
-    """The status file's services over every family's proxier: a dual-stack Service's
-    ClusterIPs and, per port, the endpoints of both families (the first family first)."""
-    merged: dict[str, Any] = {}
-    for rules in renders:
-        for ref, service in rules.programmed.items():
-            if ref not in merged:
-                merged[ref] = copy.deepcopy(service)
-                continue
-            into = merged[ref]
-            into["clusterIPs"] = [*into["clusterIPs"], *service["clusterIPs"]]
-            for key, port in service["ports"].items():
-                if key in into["ports"]:
-                    into["ports"][key]["endpoints"] += port["endpoints"]
-                else:
-                    into["ports"][key] = copy.deepcopy(port)
-    return merged

@@ -26,7 +26,8 @@ Traffic is "local" when its source is in this node's pod CIDR (kube-proxy's
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import copy
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -311,6 +312,25 @@ def _record(plan: _Plan, programmed: dict[str, Any]) -> None:
         "nodePort": port.node_port,
         "endpoints": [e.address for e in plan.cat.reachable],
     }
+
+
+def merged_programmed(renders: Iterable[Ruleset]) -> dict[str, Any]:
+    """The status file's services over every family's proxier: a dual-stack Service's
+    ClusterIPs and, per port, the endpoints of both families (the first family first)."""
+    merged: dict[str, Any] = {}
+    for rules in renders:
+        for ref, service in rules.programmed.items():
+            if ref not in merged:
+                merged[ref] = copy.deepcopy(service)
+                continue
+            into = merged[ref]
+            into["clusterIPs"] = [*into["clusterIPs"], *service["clusterIPs"]]
+            for key, port in service["ports"].items():
+                if key in into["ports"]:
+                    into["ports"][key]["endpoints"] += port["endpoints"]
+                else:
+                    into["ports"][key] = copy.deepcopy(port)
+    return merged
 
 
 def restore_text(rules: Ruleset, stale_nat_chains: Sequence[str] = ()) -> str:

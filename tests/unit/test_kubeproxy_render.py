@@ -10,8 +10,7 @@ from hypothesis import strategies as st
 
 from lab.kubeproxy import names
 from lab.kubeproxy.objects import Endpoint, ServicePort, service_ports, slice_endpoints
-from lab.kubeproxy.proxy import merged_programmed
-from lab.kubeproxy.render import NodeContext, render, restore_text
+from lab.kubeproxy.render import NodeContext, merged_programmed, render, restore_text
 from lab.kubeproxy.topology import categorize
 
 NODE = NodeContext("node-1", "198.18.1.0/24")
