@@ -573,8 +573,9 @@ def services(enforcing: Kubectl) -> Iterator[ClusterIPs]:
 
 
 def reset(kubectl: Kubectl) -> None:
-    for ns in NAMESPACES:
-        kubectl("delete", "networkpolicy", "--all", "-n", ns)
+    """No policy anywhere (the scenarios make policies in the model's namespaces
+    only), no extra pod."""
+    kubectl("delete", "networkpolicy", "--all", "-A")
     kubectl("delete", "pod", "-A", "-l", "scenario=extra", "--wait=true")
 
 
