@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
 """Programming figures for both backends, in the lab, in one run (root, repository root):
 
-    .venv/bin/python bench/programming.py [--backends iptables,ebpf]
+    .venv/bin/python bench/programming.py [--backends iptables,ebpf] [--ip-families 4,6 ...]
 
 For 10 / 100 / 1,000 policies over 1,000 and 10,000 pods (most of them on virtual
 nodes: API objects with addresses, no namespaces) it reports each agent's full-sync
 duration (snapshot + compile + program, from node-1's log of its periodic full syncs)
 and the rules or map entries it programmed; then, per backend, the relabel-to-enforced
 latency (from the API write of a pod relabel to the first probe that observes the new
-verdict) and the agent's own sync time for those relabels, p50/p99. Prints Markdown for
-docs/benchmarks.md. Leaves no lab behind."""
+verdict) and the agent's own sync time for those relabels, p50/p99. All of it once per
+lab address-family setting (`--ip-families`, repeatable: by default an IPv4-only lab and
+a dual-stack one, where every pod has two addresses and every set, rule or map entry
+of an address exists per family; the dual-stack relabel probes go over IPv6). Prints
+Markdown for docs/benchmarks.md. Leaves no lab behind."""
 
 from __future__ import annotations
 
@@ -158,18 +161,18 @@ async def wait_verdict(netns: str, ip: str, want: bool, timeout: float = 10.0) -
     raise TimeoutError("verdict did not change")
 
 
-def relabel_latency(bench: Bench, rounds: int) -> list[float]:
+def relabel_latency(bench: Bench, rounds: int, family: int) -> list[float]:
     """In a namespace of its own (no bench policy selects its pods), a client on node-1
     and a server on node-2 that admits only peers labelled picket-bench=allowed: flip the
-    client's label and time the new verdict, while the cluster holds every bench pod and
-    policy."""
-    netns, ip = latency_pair(bench)
+    client's label and time the new verdict over `family`, while the cluster holds every
+    bench pod and policy."""
+    netns, ip = latency_pair(bench, family)
     return time_relabels(bench, netns, ip, rounds)
 
 
-def latency_pair(bench: Bench) -> tuple[str, str]:
-    """The client's namespace and the server's address of relabel_latency's pair, the
-    server's policy enforced (the client is denied)."""
+def latency_pair(bench: Bench, family: int) -> tuple[str, str]:
+    """The client's namespace and the server's address of `family` of relabel_latency's
+    pair, the server's policy enforced (the client is denied)."""
     bench.core.create_namespace({"metadata": {"name": "latency"}})
     for name, node in (("client", "node-1"), ("server", "node-2")):
         bench.core.create_namespaced_pod(
@@ -201,7 +204,8 @@ def latency_pair(bench: Bench) -> tuple[str, str]:
             raise TimeoutError("latency pods did not start")
         time.sleep(0.5)
     netns = pod_netns(pods["client"]["metadata"]["uid"])
-    ip = pods["server"]["status"]["podIP"]
+    ips = [a["ip"] for a in pods["server"]["status"]["podIPs"]]
+    ip = next(a for a in ips if (6 if ":" in a else 4) == family)
     asyncio.run(wait_verdict(netns, ip, False, 30))
     return netns, ip
 
@@ -230,10 +234,15 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def measure(
-    backend: str, pod_steps: list[int], policy_steps: list[int], rounds: int, virtual: int
+    backend: str,
+    families: str,
+    pod_steps: list[int],
+    policy_steps: list[int],
+    rounds: int,
+    virtual: int,
 ) -> tuple[list[tuple], list[float], list[float]]:
-    """One backend's rows, relabel-to-enforced latencies, and the agent's own sync
-    durations for those relabels."""
+    """One backend's rows in a lab of `families`, relabel-to-enforced latencies (over
+    the last family), and the agent's own sync durations for those relabels."""
     rows = []
     run(PICKET, "lab", "down")
     try:
@@ -247,6 +256,8 @@ def measure(
             backend,
             "--virtual-nodes",
             str(virtual),
+            "--ip-families",
+            families,
         )
         bench = Bench(up.strip().splitlines()[-1])
         bench.namespaces()
@@ -263,7 +274,7 @@ def measure(
                 print(f"{backend} measured: {rows[-1]}", file=sys.stderr, flush=True)
             bench.policies = _reset_policies(bench, bench.policies)
         marks = {log: len(log.read_text()) for log in (LOG, SERVER_LOG)}
-        latencies = relabel_latency(bench, rounds)
+        latencies = relabel_latency(bench, rounds, int(families.split(",")[-1]))
         # The server's node decides the new verdict: its agent's syncs are the figure.
         syncs = [
             float(ms)
@@ -277,6 +288,11 @@ def measure(
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--backends", default="iptables,ebpf")
+    p.add_argument(
+        "--ip-families",
+        action="append",
+        help="a lab's families (repeatable; default: 4, then 4,6)",
+    )
     p.add_argument("--rounds", type=int, default=40, help="relabels timed")
     p.add_argument("--pods", default="1000,10000")
     p.add_argument("--policies", default="10,100,1000")
@@ -284,29 +300,47 @@ def main() -> None:
     pod_steps = [int(x) for x in args.pods.split(",")]
     policy_steps = [int(x) for x in args.policies.split(",")]
     backends = args.backends.split(",")
+    settings = args.ip_families or ["4", "4,6"]
     virtual = 40
-    results = {b: measure(b, pod_steps, policy_steps, args.rounds, virtual) for b in backends}
+    results = {
+        (b, f): measure(b, f, pod_steps, policy_steps, args.rounds, virtual)
+        for f in settings
+        for b in backends
+    }
     print(
         f"Machine: {platform.node()}, {os.cpu_count()} CPUs, kernel {platform.release()}, "
         f"Python {platform.python_version()}; 2 lab nodes and {virtual} virtual nodes; "
         "figures from node-1's agent; one run.\n"
     )
+    for families in settings:
+        print_tables(families, backends, results, args.rounds, pod_steps[-1], policy_steps[-1])
+
+
+def print_tables(
+    families: str, backends: list[str], results: dict, rounds: int, pods: int, policies: int
+) -> None:
+    """The full-sync table and the relabel table of the lab of `families`."""
+    what = "IPv4 only" if families == "4" else f"families {families}"
+    print(f"Lab {what} (`--ip-families {families}`):\n")
     head = " | ".join(f"{b} rules or map entries | {b} full sync ms" for b in backends)
     print(f"| policies | pods | local endpoints | peer sets | {head} |")
     print("|---|---|---|---|" + "---|---|" * len(backends))
-    for i, (policies, pods, endpoints, sets, _, _) in enumerate(results[backends[0]][0]):
-        cells = " | ".join(f"{results[b][0][i][4]} | {results[b][0][i][5]:.0f}" for b in backends)
-        print(f"| {policies} | {pods} | {endpoints} | {sets} | {cells} |")
-    print(f"\nRelabels ({args.rounds} each, {pod_steps[-1]} pods, {policy_steps[-1]} policies):\n")
+    rows = {b: results[b, families][0] for b in backends}
+    for i, (n, total, endpoints, sets, _, _) in enumerate(rows[backends[0]]):
+        cells = " | ".join(f"{rows[b][i][4]} | {rows[b][i][5]:.0f}" for b in backends)
+        print(f"| {n} | {total} | {endpoints} | {sets} | {cells} |")
+    over = f"IPv{families.split(',')[-1]}"
+    print(f"\nRelabels ({rounds} each, {pods} pods, {policies} policies, probed over {over}):\n")
     print("| backend | relabel to enforced p50 ms | p99 ms | max ms | agent sync p50 ms | p99 ms |")
     print("|---|---|---|---|---|---|")
     for b in backends:
-        ms = [1000 * v for v in results[b][1]]
-        syncs = results[b][2] or [0.0]
+        ms = [1000 * v for v in results[b, families][1]]
+        syncs = results[b, families][2] or [0.0]
         print(
             f"| {b} | {percentile(ms, 0.5):.0f} | {percentile(ms, 0.99):.0f} | "
             f"{max(ms):.0f} | {percentile(syncs, 0.5):.1f} | {percentile(syncs, 0.99):.1f} |"
         )
+    print()
 
 
 def _reset_policies(bench: Bench, count: int) -> int:
