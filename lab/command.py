@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import urllib.request
+from ipaddress import ip_address
 from pathlib import Path
 
 from kubernetes.client import ApiException, CoreV1Api
@@ -37,7 +38,7 @@ from lab.config import (
 )
 from lab.dns.addon import NAMESPACE as DNS_NAMESPACE
 from lab.dns.addon import SERVICE as DNS_SERVICE
-from lab.dns.records import cluster_ipv4, slices_by_service
+from lab.dns.records import cluster_ip, slices_by_service
 from lab.dns.resolve import resolve
 from lab.dns.search import candidates
 from lab.kubeproxy.status import programmed, status_path
@@ -171,7 +172,15 @@ def _register_resolve(cmds: argparse._SubParsersAction) -> None:
     rs.add_argument("name", metavar="NAME", help="expanded with the pod's search list")
     rs.add_argument("--tcp", action="store_true", help="over TCP (default UDP)")
     rs.add_argument(
-        "--server", help="ask this address instead of the kube-dns ClusterIP (e.g. its pod)"
+        "--family",
+        type=int,
+        choices=(4, 6),
+        help="ask for the addresses of this family: A records (4) or AAAA (6); "
+        "default: the pod's primary family, that of its podIP",
+    )
+    rs.add_argument(
+        "--server",
+        help="ask this address (either family) instead of the kube-dns ClusterIP (e.g. its pod's)",
     )
     rs.add_argument("--timeout", type=float, default=2.0, help="seconds per query")
     rs.set_defaults(func=cmd_resolve)
@@ -356,15 +365,19 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     try:
         api = _api()
         pod = get_pod(api, args.pod)
-        server = args.server or cluster_ipv4(get_service(api, DNS_NAMESPACE, DNS_SERVICE))
+        # The nameserver a kubelet writes: kube-dns's primary ClusterIP, whatever is asked.
+        server = args.server or cluster_ip(get_service(api, DNS_NAMESPACE, DNS_SERVICE))
+        if args.server:
+            ip_address(args.server)  # a ValueError that names it, if not an address
         names = candidates(args.name, args.pod.partition("/")[0], CLUSTER_DOMAIN)
     except (lab.LabError, ApiException, ValueError) as exc:
         return _fail(str(exc))
-    if pod.netns is None:
-        return _fail(f"{args.pod} has no network namespace in the lab yet")
+    if pod.netns is None or pod.ip is None:
+        return _fail(f"{args.pod} has no network namespace or address in the lab yet")
     if server is None:
         return _fail(f"Service {DNS_NAMESPACE}/{DNS_SERVICE} has no ClusterIP")
-    found = resolve(pod.netns, server, names, args.tcp, args.timeout)
+    family = args.family or family_of(pod.ip)
+    found = resolve(pod.netns, server, names, args.tcp, args.timeout, family)
     if not found.ok:
         print(found.outcome)
         print(f"asked {server} for {', '.join(found.tried)}", file=sys.stderr)

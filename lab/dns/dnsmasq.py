@@ -5,7 +5,10 @@ It answers from the hosts files of one directory (re-read by inotify whenever a 
 there is replaced), holds `cluster.local` itself (`--local`: a name it does not have is
 NXDOMAIN) and never forwards anything: no upstream (`--no-resolv`), and every other
 name is NXDOMAIN too (`--address=/#/`), since the lab has no internet to ask. It
-listens on UDP and TCP 53 on every address of the pod's namespace.
+listens on UDP and TCP 53 on every address of the pod's namespace, of both families
+(wildcard sockets on 0.0.0.0 and ::, so no --listen-address or --bind-interfaces): the
+DNS pod's IPv4 and IPv6 addresses, and so each ClusterIP kube-dns has. A and AAAA
+records both come from the hosts files.
 """
 
 from __future__ import annotations

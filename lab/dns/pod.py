@@ -15,6 +15,7 @@ import logging
 import signal
 import subprocess
 import threading
+from ipaddress import ip_address
 from pathlib import Path
 from types import FrameType
 
@@ -22,7 +23,7 @@ from kubernetes import client
 
 from agent.loop.watch import Informer, Kind
 from lab.dns import dnsmasq
-from lab.dns.records import render_hosts, service_records
+from lab.dns.records import Record, render_hosts, service_records
 from lab.dns.resolve import ask
 from lab.dns.search import ANSWER, TIMEOUT, UNREACHABLE
 
@@ -76,7 +77,7 @@ class DnsPod:
     def _synced(self) -> bool:
         return self.services.synced.is_set() and self.slices.synced.is_set()
 
-    def _serve(self, proc: subprocess.Popen, first: str | None) -> int:
+    def _serve(self, proc: subprocess.Popen, first: Record | None) -> int:
         ready = False
         while not self.stopping.is_set():
             if proc.poll() is not None:
@@ -91,8 +92,8 @@ class DnsPod:
             self._render()
         return 0
 
-    def _render(self) -> str | None:
-        """Rewrite the hosts file if the records changed; returns a name it serves."""
+    def _render(self) -> Record | None:
+        """Rewrite the hosts file if the records changed; returns a record it serves."""
         self.services.take_pending()  # the informers keep changes for a reader of diffs;
         self.slices.take_pending()  # this one renders everything each time
         records = service_records(self.services.objects(), self.slices.objects(), self.zone)
@@ -104,11 +105,14 @@ class DnsPod:
             scratch.rename(hosts_dir(self.data_dir) / HOSTS_FILE)
             self.served = text
             log.info("serving %d records", len(records))
-        return records[0][0] if records else None
+        return records[0] if records else None
 
-    def _answers(self, name: str | None) -> bool:
-        """dnsmasq answers a query, with an address for `name` when it serves one."""
-        reply = ask(self.netns, "127.0.0.1", f"{name or self.zone}.", False, 0.5)
-        if name is not None:
-            return reply.outcome == ANSWER
-        return reply.outcome not in (TIMEOUT, UNREACHABLE)
+    def _answers(self, record: Record | None) -> bool:
+        """dnsmasq answers a query, with an address for the name of `record` when it
+        serves one (asked of its type: an IPv6-only cluster's records are all AAAA)."""
+        if record is None:
+            reply = ask(self.netns, "127.0.0.1", f"{self.zone}.", False, 0.5)
+            return reply.outcome not in (TIMEOUT, UNREACHABLE)
+        name, address = record
+        family = ip_address(address).version
+        return ask(self.netns, "127.0.0.1", f"{name}.", False, 0.5, family).outcome == ANSWER

@@ -52,6 +52,8 @@ def test_dnsmasq_serves_the_zone_from_its_hosts_dir_and_never_forwards(tmp_path)
     )
     assert "--local=/cluster.local/" in argv and "--address=/#/" in argv
     assert not any(a.startswith(("--server", "-S", "--resolv-file", "--dhcp")) for a in argv)
+    # Wildcard sockets of both families: every address of the pod, IPv4 and IPv6.
+    assert not any(a.startswith(("--listen-address", "--interface", "--bind")) for a in argv)
 
 
 def test_kube_dns_service_is_kubeadms_at_the_labs_dns_address():

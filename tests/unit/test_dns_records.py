@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lab.dns.records import cluster_ipv4, render_hosts, service_records
+from lab.dns.records import cluster_ip, cluster_ips, render_hosts, service_records
 
 ZONE = "cluster.local"
 
@@ -66,10 +66,12 @@ def test_headless_resolves_to_ready_endpoints_of_all_its_slices():
         endpoint_slice("y", "db", ep("198.18.1.99")),  # another namespace's Service
         endpoint_slice("x", "other", ep("198.18.1.98")),  # another Service
         endpoint_slice("x", "db", ep("2001:2::5"), address_type="IPv6", name="db-3"),
+        endpoint_slice("x", "db", ep("db.example."), address_type="FQDN", name="db-4"),
     ]
     assert service_records(services, slices, ZONE) == [
         ("db.x.svc.cluster.local", "198.18.1.5"),
         ("db.x.svc.cluster.local", "198.18.2.9"),
+        ("db.x.svc.cluster.local", "2001:2::5"),
     ]
 
 
@@ -87,26 +89,73 @@ def test_services_without_an_address_have_no_record():
         service("x", "pending"),  # no ClusterIP allocated yet
         service("x", "ext", kind="ExternalName", externalName="example.com"),
         service("x", "bad", "not-an-address"),
-        service("x", "v6", "2001:2::10"),
     ]
     assert service_records(services, [endpoint_slice("x", "pending", ep("198.18.1.5"))], ZONE) == []
 
 
-def test_dual_stack_uses_the_ipv4_cluster_ip():
+def test_each_cluster_ip_of_a_service_is_a_record_of_its_family():
+    services = [
+        service("x", "dual", "198.19.240.30", clusterIPs=["198.19.240.30", "2001:2:0:ff00::30"]),
+        service("x", "six", "2001:2:0:ff00:0::31"),  # an IPv6-only cluster's, not canonical
+        service(
+            "x", "six-first", "2001:2:0:ff00::32", clusterIPs=["2001:2:0:ff00::32", "198.19.240.32"]
+        ),
+    ]
+    assert service_records(services, [], ZONE) == [
+        ("dual.x.svc.cluster.local", "198.19.240.30"),
+        ("dual.x.svc.cluster.local", "2001:2:0:ff00::30"),
+        ("six-first.x.svc.cluster.local", "198.19.240.32"),
+        ("six-first.x.svc.cluster.local", "2001:2:0:ff00::32"),
+        ("six.x.svc.cluster.local", "2001:2:0:ff00::31"),
+    ]
+
+
+def test_cluster_ips_are_the_primary_first_and_one_of_a_family_is_asked_by_family():
     svc = service("x", "web", "2001:2::10", clusterIPs=["2001:2::10", "198.19.240.30"])
-    assert cluster_ipv4(svc) == "198.19.240.30"
+    assert cluster_ips(svc) == ["2001:2::10", "198.19.240.30"]
+    assert (cluster_ip(svc), cluster_ip(svc, 4), cluster_ip(svc, 6)) == (
+        "2001:2::10",
+        "198.19.240.30",
+        "2001:2::10",
+    )
+    assert cluster_ip(service("x", "web", "198.19.240.30"), 6) is None
+    assert cluster_ips(service("x", "db", "None", clusterIPs=["None"])) == []
+
+
+def test_a_dual_stack_headless_service_answers_each_family_from_its_slices():
+    services = [service("x", "db", "None", clusterIPs=["None"], ipFamilyPolicy="RequireDualStack")]
+    slices = [
+        endpoint_slice("x", "db", ep("198.18.1.5", hostname="db-0"), ep("198.18.2.7"), name="db-4"),
+        endpoint_slice(
+            "x",
+            "db",
+            ep("2001:2:0:1::5", hostname="db-0"),
+            ep("2001:2:0:2::7", ready=False),
+            ep("198.18.1.99"),  # not of the slice's family: no endpoint of it
+            address_type="IPv6",
+            name="db-6",
+        ),
+    ]
+    assert service_records(services, slices, ZONE) == [
+        ("db-0.db.x.svc.cluster.local", "198.18.1.5"),
+        ("db-0.db.x.svc.cluster.local", "2001:2:0:1::5"),
+        ("db.x.svc.cluster.local", "198.18.1.5"),
+        ("db.x.svc.cluster.local", "198.18.2.7"),
+        ("db.x.svc.cluster.local", "2001:2:0:1::5"),
+    ]
 
 
 def test_hosts_file_is_one_line_per_record():
-    records = [("a.x.svc.cluster.local", "198.19.240.1"), ("b.x.svc.cluster.local", "198.19.240.2")]
+    records = [("a.x.svc.cluster.local", "198.19.240.1"), ("a.x.svc.cluster.local", "2001:2::1")]
     assert render_hosts(records) == (
-        "198.19.240.1 a.x.svc.cluster.local\n198.19.240.2 b.x.svc.cluster.local\n"
+        "198.19.240.1 a.x.svc.cluster.local\n2001:2::1 a.x.svc.cluster.local\n"
     )
     assert render_hosts([]) == ""
 
 
 names = st.from_regex(r"[a-z]([a-z0-9-]{0,8}[a-z0-9])?", fullmatch=True)
-addresses = st.integers(0, 2**12 - 1).map(lambda i: f"198.19.{240 + i // 256}.{i % 256}")
+ipv4s = st.integers(0, 2**12 - 1).map(lambda i: f"198.19.{240 + i // 256}.{i % 256}")
+addresses = ipv4s | st.integers(1, 2**16 - 1).map(lambda i: f"2001:2:0:ff00::{i:x}")
 
 
 @given(st.lists(st.tuples(names, names, addresses), max_size=20))
