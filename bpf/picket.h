@@ -22,7 +22,8 @@
 #define EP_NAMED_EGRESS 4   /* egress rules with named ports: look in the named map */
 #define EP_AUDIT 8          /* audit mode: report what policy denies, let it pass */
 
-/* Why a packet passed or was dropped: per-CPU counters are indexed by these. */
+/* Why a packet passed or was dropped: the per-CPU verdict counters are indexed by
+ * family, direction and these (verdict_slot, lib/events.h). */
 #define REASON_ALLOWED_POLICY 0
 #define REASON_ALLOWED_CT 1
 #define REASON_ALLOWED_NOT_ISOLATED 2
@@ -41,10 +42,12 @@
 #define REASON_COUNT 15
 #define REASON_SLOTS 16     /* per direction in the pinned map: room for new reasons */
 #define DIRECTIONS 2
+#define FAMILIES 2          /* IPv4's slots first, then IPv6's */
 /* Room per endpoint in the drop counts: policy, no SYN, audit, invalid, unparsed and
- * fragment times directions, and spoofed, are 13 keys, but an endpoint holds those it
- * met, rarely more than four; the size stays that of the maps earlier agents pinned. */
-#define DROP_COUNTS_PER_ENDPOINT 8
+ * fragment times directions, and spoofed, are 13 keys per family, but an endpoint
+ * holds those it met, rarely more than four a family (the map is not preallocated:
+ * room costs nothing until used). */
+#define DROP_COUNTS_PER_ENDPOINT 16
 
 /* Config slots (an array map the agent writes at every start). Slots 0-3 held the
  * connection timeouts of the TC datapath's own connection table: the map keeps its
@@ -141,14 +144,15 @@ struct named_key {
     __u8 pad;
 };
 
-/* Packets dropped (or, in audit mode, that would be) per endpoint, direction and
- * reason, both families together: the metrics name the namespace from the endpoint.
- * The agent removes an endpoint's entries when it removes the endpoint. */
+/* Packets dropped (or, in audit mode, that would be) per endpoint, direction, reason
+ * and family (FAMILY_IPV4, FAMILY_IPV6): the metrics name the namespace from the
+ * endpoint. The agent removes an endpoint's entries when it removes the endpoint. */
 struct drop_count_key {
     __u32 endpoint;
     __u8 direction;
     __u8 reason;
-    __u8 pad[2];
+    __u8 family;
+    __u8 pad;
 };
 
 /* A dropped connection attempt as policy judged it: the client's own address (before

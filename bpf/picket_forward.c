@@ -29,8 +29,8 @@ BPF_TABLE_PINNED7("lpm_trie", struct policy_key, __u8, picket_policy,
                   PICKET_POLICY_ENTRIES, PICKET_PIN_DIR "/policy", BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("hash", struct named_key, __u8, picket_named,
                  PICKET_NAMED_ENTRIES, PICKET_PIN_DIR "/named");
-BPF_TABLE_PINNED("percpu_array", __u32, __u64, picket_verdicts, DIRECTIONS * REASON_SLOTS,
-                 PICKET_PIN_DIR "/verdicts");
+BPF_TABLE_PINNED("percpu_array", __u32, __u64, picket_verdicts,
+                 FAMILIES * DIRECTIONS * REASON_SLOTS, PICKET_PIN_DIR "/verdicts");
 BPF_TABLE_PINNED7("hash", struct drop_count_key, __u64, picket_drop_counts,
                   PICKET_ENDPOINT_ENTRIES * DROP_COUNTS_PER_ENDPOINT, PICKET_PIN_DIR "/drop_counts",
                   BPF_F_NO_PREALLOC);

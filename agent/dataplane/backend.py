@@ -36,6 +36,12 @@ class Backend(Protocol):
 
     def rule_count(self) -> int: ...
 
+    def rules_by_family(self) -> dict[int, int]:
+        """Rules per address family (4, 6) where each family has rules of its own
+        (iptables: each family's chains); empty where rules serve both families (eBPF:
+        its policy entries, counted among its map entries)."""
+        ...
+
     def capacity_exceeded(self) -> list[Overflow]:
         """The tables the last plan did not fit (capacity.py), each with the endpoints
         denied everything for it; empty when all fits. Safe to call from another thread."""
@@ -48,8 +54,8 @@ class Backend(Protocol):
         ...
 
     def datapath_counters(self) -> DatapathCounters:
-        """Packets dropped (by direction, reason, namespace) and allowed, since the agent
-        started; safe to call from another thread."""
+        """Packets dropped (by direction, reason, namespace, family) and allowed (by
+        direction, family), since the agent started; safe to call from another thread."""
         ...
 
     def map_entries(self) -> dict[str, int]:

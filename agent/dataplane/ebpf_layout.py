@@ -39,7 +39,8 @@ REASON_DROP_UNPROGRAMMED = 14
 REASON_COUNT = 15
 REASON_SLOTS = 16  # per direction in the pinned verdicts map: room for new reasons
 DIRECTIONS = 2
-DROP_COUNTS_PER_ENDPOINT = 8  # room per endpoint: 13 possible keys, rarely more than 4 met
+FAMILIES = 2  # the verdict counters: IPv4's slots, then IPv6's
+DROP_COUNTS_PER_ENDPOINT = 16  # room per endpoint: 13 keys a family, rarely 4 a family met
 DROP_COUNT_REASONS = (
     REASON_DROP_POLICY,
     REASON_DROP_NO_SYN,
@@ -67,7 +68,15 @@ REASON_NAMES = {
     REASON_DROP_UNPROGRAMMED: "dropped_unprogrammed",
 }
 
-FAMILY_IPV4, FAMILY_IPV6 = 4, 6  # the drop event's `family`: the IP version
+FAMILY_IPV4, FAMILY_IPV6 = 4, 6  # the drop event's and drop count's `family`: the IP version
+
+
+def verdict_slot(family: int, direction: int, reason: int) -> int:
+    """The verdict counter of (family, direction, reason): count_packet's slot
+    (bpf/lib/events.h)."""
+    return ((family == FAMILY_IPV6) * DIRECTIONS + direction) * REASON_SLOTS + reason
+
+
 # Every map address is 16 bytes: IPv6 as it is, IPv4 mapped (::ffff:a.b.c.d), an IPv4
 # prefix /n as /(96 + n) in the LPM tries.
 ADDR_BYTES = 16
@@ -167,7 +176,8 @@ class DropCountKey(ctypes.Structure):
         ("endpoint", ctypes.c_uint32),
         ("direction", ctypes.c_uint8),
         ("reason", ctypes.c_uint8),
-        ("pad", ctypes.c_uint8 * 2),
+        ("family", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
     ]
 
 

@@ -18,8 +18,8 @@ atomically; every text it hands the kernel comes from them.
   rules (iptables-legacy-save against iptables-nft-save, ip6tables-... for IPv6).
 - Drop counters are the rules' packet counters, read (`iptables-save -c`,
   `ip6tables-save -c`) at each metrics reading (agent/metrics/readings.py) and just
-  before a restore zeroes them, and kept as totals that only grow (both families'
-  drops add up under the same labels).
+  before a restore zeroes them, and kept as totals that only grow, each family's
+  under its own `family` label.
 - Errors raise DataplaneError; the agent logs them and retries, it never crashes.
 """
 
@@ -278,12 +278,13 @@ class IptablesBackend:
         it read."""
         save = _run([self._tool(family, "save"), "-c", "-t", TABLE])
         for source, labels, packets in counted_rules(save):
-            self._counters.observe((family, source), labels, packets)
+            self._counters.observe((family, source), (*labels, family), packets)
         return save
 
     def datapath_counters(self) -> DatapathCounters:
-        """Drops by direction, reason and namespace; allowed packets are not counted (no
-        rule sees every admitted packet: replies pass the shared ESTABLISHED rule)."""
+        """Drops by direction, reason, namespace and family; allowed packets are not
+        counted (no rule sees every admitted packet: replies pass the shared ESTABLISHED
+        rule)."""
         with self._counters_lock:
             for family in self.families:
                 self._read_counters(family)
@@ -308,7 +309,11 @@ class IptablesBackend:
 
     def rule_count(self) -> int:
         """Both families' rules."""
-        return sum(len(r) for chains in (self._chains or {}).values() for r in chains.values())
+        return sum(self.rules_by_family().values())
+
+    def rules_by_family(self) -> dict[int, int]:
+        chains = self._chains or {}
+        return {f: sum(map(len, chains.get(f, {}).values())) for f in self.families}
 
     def _existing_chains(self, family: int, table: str = TABLE) -> set[str]:
         return chains_in(_run([self._tool(family, "save"), "-t", table]))

@@ -102,9 +102,10 @@ class DropLog:
         self.settings = s = settings or DropLogSettings()
         self.folder = Folder(s.window, s.rate, s.burst, Share(s.namespace_rate, s.namespace_burst))
         self.stats = DropLogStats()
-        # (direction, namespace whose policy denied) -> connections, for the metrics;
-        # counted before the budget and the opt-out, which only decide what is written
-        self.connections: dict[tuple[str, str], int] = {}
+        # (direction, namespace whose policy denied, family) -> connections, for the
+        # metrics; counted before the budget and the opt-out, which only decide what
+        # is written
+        self.connections: dict[tuple[str, str, int], int] = {}
         self.heartbeat = clock()
         self._clock = clock
         self._summarised = (0, 0)  # (suppressed, lost) at the last summary
@@ -119,7 +120,7 @@ class DropLog:
             description = self._describe(event)
             local = description.dst if event.direction == "ingress" else description.src
             if event.verdict == "drop" and event.reason == POLICY:
-                key = (event.direction, local.namespace or "")
+                key = (event.direction, local.namespace or "", event.src_ip.version)
                 self.connections[key] = self.connections.get(key, 0) + 1
             if not description.logged:
                 self.stats.opted_out += 1

@@ -23,6 +23,7 @@ from agent.compiler.incremental import IncrementalCompiler
 from agent.compiler.ir import NodeIR
 from agent.compiler.narrowing import narrowed_addresses, narrows
 from agent.dataplane.backend import Backend
+from agent.dataplane.ipset_render import family_count
 from agent.loop.snapshot import Snapshotter
 from agent.loop.sync import SyncRunner
 from agent.loop.watch import Informer, Kind
@@ -66,7 +67,7 @@ class AgentView:
 
     policies: int
     local_endpoints: int
-    peer_set_members: int
+    peer_set_members: dict[int, int]  # address family (4, 6) -> addresses in peer sets
     invalid_objects: dict[str, int]
 
 
@@ -101,6 +102,7 @@ class Agent:
         self.ready = threading.Event()
         self.lock = threading.Lock()
         self._warned: set[str] = set()
+        self._members: tuple[NodeIR | None, dict[int, int]] | None = None  # view's, per IR
 
     def _compile(self, full: bool) -> tuple[NodeIR, frozenset[IPAddress]]:
         """The IR, and the addresses pods anywhere in the cluster released since the
@@ -178,12 +180,22 @@ class Agent:
     def view(self) -> AgentView:
         with self.lock:
             ir, live = self.ir, self.live
-            return AgentView(
-                policies=len(live.policies) if live is not None else 0,
-                local_endpoints=len(ir.endpoints) if ir is not None else 0,
-                peer_set_members=sum(map(len, ir.members.values())) if ir is not None else 0,
-                invalid_objects=self.snapshots.invalid,
-            )
+            policies = len(live.policies) if live is not None else 0
+            invalid = self.snapshots.invalid
+        return AgentView(
+            policies=policies,
+            local_endpoints=len(ir.endpoints) if ir is not None else 0,
+            peer_set_members=self._members_by_family(ir),
+            invalid_objects=invalid,
+        )
+
+    def _members_by_family(self, ir: NodeIR | None) -> dict[int, int]:
+        """Peer set members per family: a walk of every member, so once per IR (an IR
+        is immutable; the metrics ask at every scrape), and outside the lock."""
+        if self._members is None or self._members[0] is not ir:
+            sets = ir.members.values() if ir is not None else ()
+            self._members = (ir, {f: sum(family_count(m, f) for m in sets) for f in (4, 6)})
+        return self._members[1]
 
     @contextmanager
     def _stage(self, stage: str) -> Iterator[None]:

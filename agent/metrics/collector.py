@@ -6,14 +6,16 @@ calls; what the agent's state holds (gauges) is read when Prometheus scrapes, by
 custom collector; what the kernel holds (drop counters, map sizes, the conntrack count)
 comes from the last reading of agent/metrics/readings.py, taken on a timer, so that no
 scrape runs a command or walks a map.
-Label values are bounded: directions, reasons, namespaces, kinds, map names; never pod
-names or addresses."""
+Label values are bounded: directions, reasons, namespaces, families, kinds, map names;
+never pod names or addresses. A count that differs by address family has a `family`
+label, "ipv4" or "ipv6" (Cilium's values for its `family` label); the layers below
+hand over the IP version, and only here does it become a label value."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from prometheus_client import (
     CollectorRegistry,
@@ -41,6 +43,7 @@ RESOURCES = {
     "Service": "services",
     "EndpointSlice": "endpointslices",
 }
+FAMILY_LABELS = {4: "ipv4", 6: "ipv6"}  # IP version -> the `family` label's value
 # Seconds: a relabel at 10,000 pods programs in tens of milliseconds, a full sync of a
 # large cluster in a second or two; the tail buckets catch a struggling agent.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -147,9 +150,9 @@ class _StateCollector:
             "Pods on this node the agent enforces for.",
             view.local_endpoints,
         )
-        yield _gauge(
+        yield _by_family(
             "picket_peer_set_members",
-            "Addresses in all peer sets programmed on this node.",
+            "Addresses in all peer sets programmed on this node, by address family.",
             view.peer_set_members,
         )
         invalid = GaugeMetricFamily(
@@ -173,32 +176,27 @@ class _StateCollector:
             reading.at,
         )
         counters = reading.counters
-        dropped = CounterMetricFamily(
+        yield _counters(
             "picket_dropped_packets",
             "Packets the datapath dropped, by direction, reason and namespace of the pod "
-            "whose policy dropped them ('' when none: invalid state).",
-            labels=["direction", "reason", "namespace"],
+            "whose policy dropped them ('' when none: invalid state), and address family.",
+            ["direction", "reason", "namespace"],
+            counters.dropped,
         )
-        for labels, value in sorted(counters.dropped.items()):
-            dropped.add_metric(list(labels), value)
-        yield dropped
-        would = CounterMetricFamily(
+        yield _counters(
             "picket_would_drop_packets",
-            "Packets audit mode let through that policy would have dropped.",
-            labels=["direction", "namespace"],
+            "Packets audit mode let through that policy would have dropped, by "
+            "direction, namespace and address family.",
+            ["direction", "namespace"],
+            counters.would_drop,
         )
-        for labels, value in sorted(counters.would_drop.items()):
-            would.add_metric(list(labels), value)
-        yield would
         if counters.allowed is not None:
-            allowed = CounterMetricFamily(
+            yield _counters(
                 "picket_allowed_packets",
-                "Packets the datapath let through, by direction.",
-                labels=["direction"],
+                "Packets the datapath let through, by direction and address family.",
+                ["direction"],
+                counters.allowed,
             )
-            for direction, value in sorted(counters.allowed.items()):
-                allowed.add_metric([direction], value)
-            yield allowed
 
     @staticmethod
     def _capacity(m: AgentMetrics) -> Iterator[Metric]:
@@ -239,7 +237,11 @@ class _StateCollector:
                 connections,
             )
         if m.backend.name == "iptables":
-            yield _gauge("picket_iptables_rules", "Rules in Picket's chains.", reading.rule_count)
+            yield _by_family(
+                "picket_iptables_rules",
+                "Rules in Picket's chains, by address family (iptables, ip6tables).",
+                reading.rules,
+            )
             return
         sizes = reading.map_entries
         entries = GaugeMetricFamily(
@@ -252,16 +254,14 @@ class _StateCollector:
     @staticmethod
     def _droplog(m: AgentMetrics) -> Iterator[Metric]:
         droplog = m.droplog
-        connections = CounterMetricFamily(
+        yield _counters(
             "picket_dropped_connections",
             "Denied connections (a flow's repeats within the drop log window count once), "
-            "by direction and namespace; counted by the drop log before its budget.",
-            labels=["direction", "namespace"],
+            "by direction, namespace and address family; counted by the drop log before "
+            "its budget.",
+            ["direction", "namespace"],
+            dict(droplog.connections) if droplog is not None else {},
         )
-        if droplog is not None:
-            for labels, value in sorted(dict(droplog.connections).items()):
-                connections.add_metric(list(labels), value)
-        yield connections
         yield _counter(
             "picket_droplog_events_lost",
             "Denied-packet events the capture lost (netlink overflow, sequence gaps, eBPF "
@@ -286,3 +286,20 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
 
 def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, documentation, value=value)
+
+
+def _counters(
+    name: str, documentation: str, labels: list[str], values: Mapping[tuple, int]
+) -> CounterMetricFamily:
+    """A counter per label values; each key is those values and then its IP version."""
+    counter = CounterMetricFamily(name, documentation, labels=[*labels, "family"])
+    for (*rest, family), value in sorted(values.items()):
+        counter.add_metric([*rest, FAMILY_LABELS[family]], value)
+    return counter
+
+
+def _by_family(name: str, documentation: str, values: Mapping[int, int]) -> GaugeMetricFamily:
+    gauge = GaugeMetricFamily(name, documentation, labels=["family"])
+    for family, value in sorted(values.items()):
+        gauge.add_metric([FAMILY_LABELS[family]], value)
+    return gauge

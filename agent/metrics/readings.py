@@ -24,7 +24,7 @@ class Reading:
     counters: DatapathCounters
     map_entries: dict[str, int]
     conntrack_entries: int | None
-    rule_count: int
+    rules: dict[int, int]  # family -> rules, where each family has its own (iptables)
     jumps_restored: int
     at: float  # Unix time it began: what it shows happened before then
 
@@ -44,7 +44,7 @@ class DataplaneReader:
             b.datapath_counters(),
             b.map_entries(),
             b.conntrack_entries(),
-            b.rule_count(),
+            b.rules_by_family(),
             b.jumps_restored,
             at,
         )

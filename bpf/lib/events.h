@@ -17,20 +17,23 @@ static __always_inline __u64 ns_since(__u64 now, __u64 then)
     return now > then ? now - then : 0;
 }
 
-static __always_inline void count_packet(__u8 direction, __u32 reason)
+/* The verdict counter of (family, direction, reason): IPv4's slots, then IPv6's
+ * (agent/dataplane/ebpf_layout.py: verdict_slot). */
+static __always_inline void count_packet(const int family, __u8 direction, __u32 reason)
 {
-    __u32 slot = direction * REASON_SLOTS + reason;
+    __u32 slot = ((family == FAMILY_IPV6) * DIRECTIONS + direction) * REASON_SLOTS + reason;
     __u64 *value = picket_verdicts.lookup(&slot);
     if (value)
         *value += 1;
 }
 
 /* Drops are the slow path: a shared hash with atomic adds is cheap enough there. */
-static __always_inline void count_drop(__u32 endpoint, __u8 direction, __u8 reason)
+static __always_inline void count_drop(const int family, __u32 endpoint, __u8 direction,
+                                       __u8 reason)
 {
-    count_packet(direction, reason);
+    count_packet(family, direction, reason);
     struct drop_count_key key = {.endpoint = endpoint, .direction = direction,
-                                 .reason = reason};
+                                 .reason = reason, .family = family};
     __u64 one = 1;
     __u64 *value = picket_drop_counts.lookup(&key);
     if (value)
@@ -88,12 +91,12 @@ static __always_inline void send_drop_event(struct flow *pkt, const int family, 
                                             __u8 direction, __u8 reason, __u32 ifindex)
 {
     if (!take_token(endpoint)) {
-        count_packet(direction, REASON_EVENT_SUPPRESSED);
+        count_packet(family, direction, REASON_EVENT_SUPPRESSED);
         return;
     }
     struct drop_event *event = picket_drops.ringbuf_reserve(sizeof(struct drop_event));
     if (!event) {
-        count_packet(direction, REASON_EVENT_SUPPRESSED);
+        count_packet(family, direction, REASON_EVENT_SUPPRESSED);
         return;
     }
     event->timestamp_ns = bpf_ktime_get_ns();
@@ -119,7 +122,7 @@ static __always_inline void send_drop_event(struct flow *pkt, const int family, 
 static __always_inline void report_drop(struct flow *pkt, const int family, __u32 endpoint,
                                         __u8 direction, __u8 reason, __u32 ifindex)
 {
-    count_drop(endpoint, direction, reason);
+    count_drop(family, endpoint, direction, reason);
     send_drop_event(pkt, family, endpoint, direction, reason, ifindex);
 }
 

@@ -15,7 +15,7 @@ static __always_inline int direction_admits(struct flow *f, const int family,
     __u32 isolated = direction == DIR_EGRESS ? (ep->flags & EP_EGRESS_ISOLATED)
                                              : (ep->flags & EP_INGRESS_ISOLATED);
     if (!isolated) {
-        count_packet(direction, REASON_ALLOWED_NOT_ISOLATED);
+        count_packet(family, direction, REASON_ALLOWED_NOT_ISOLATED);
         return 1;
     }
     if (!f->tracked) {
@@ -28,22 +28,22 @@ static __always_inline int direction_admits(struct flow *f, const int family,
     struct addr_value peer = peer_identity(peer_addr, family);
     /* Traffic between a pod and its own node is always allowed. */
     if (peer.pod_identity == IDENTITY_HOST) {
-        count_packet(direction, REASON_ALLOWED_HOST);
+        count_packet(family, direction, REASON_ALLOWED_HOST);
         return 1;
     }
     if (direction == DIR_INGRESS && f->upstream) {
         /* Masqueraded by the node that DNATed it, which judged this very ingress on
          * the client's own address (agent/dataplane/transit_mark.py). */
-        count_packet(direction, REASON_ALLOWED_UPSTREAM);
+        count_packet(family, direction, REASON_ALLOWED_UPSTREAM);
         return 1;
     }
     if (f->protocol == IPPROTO_TCP && !f->syn) {
         /* Not a connection attempt (a cut connection's tail): counted, not logged. */
-        count_drop(ep->id, direction, REASON_DROP_NO_SYN);
+        count_drop(family, ep->id, direction, REASON_DROP_NO_SYN);
         return 0;
     }
     if (policy_allows(ep, direction, &peer, f)) {
-        count_packet(direction, REASON_ALLOWED_POLICY);
+        count_packet(family, direction, REASON_ALLOWED_POLICY);
         return 1;
     }
     if (ep->flags & EP_AUDIT) {
@@ -77,7 +77,7 @@ static __always_inline int transit_verdict(struct bpf_nf_ctx *ctx, const int fam
     struct transit_home_key home = {.endpoint = transit->id};
     __builtin_memcpy(home.addr, &f.saddr, sizeof(home.addr));
     if (picket_transit_home.lookup(&home)) {
-        count_packet(DIR_INGRESS, REASON_ALLOWED_HOST); /* from the pod's own node */
+        count_packet(family, DIR_INGRESS, REASON_ALLOWED_HOST); /* from the pod's own node */
         return NF_ACCEPT;
     }
     return direction_admits(&f, family, transit, DIR_INGRESS, to_if) ? NF_ACCEPT : NF_DROP;
@@ -115,7 +115,7 @@ static __always_inline int unprogrammed_drop(struct bpf_nf_ctx *ctx, const int f
     } else {
         return 0;
     }
-    count_packet(direction, REASON_DROP_UNPROGRAMMED);
+    count_packet(family, direction, REASON_DROP_UNPROGRAMMED);
     struct flow claimed = {.saddr = ip.saddr, .daddr = ip.daddr, .protocol = ip.protocol};
     send_drop_event(&claimed, family, UNPROGRAMMED_ENDPOINT, direction,
                     REASON_DROP_UNPROGRAMMED, ifindex);
@@ -162,7 +162,7 @@ static __always_inline int picket_verdict(struct bpf_nf_ctx *ctx, const int fami
     /* In and out of the same pod's interface: the pod reaching itself through a
      * Service that chose it (hairpin), which is always allowed. */
     if (from_if == to_if) {
-        count_packet(DIR_EGRESS, REASON_ALLOWED_HOST);
+        count_packet(family, DIR_EGRESS, REASON_ALLOWED_HOST);
         return NF_ACCEPT;
     }
     unsigned long nfct = skb_nfct(ctx->skb);
@@ -172,9 +172,9 @@ static __always_inline int picket_verdict(struct bpf_nf_ctx *ctx, const int fami
      * also tells which ICMP errors relate to one (RELATED). */
     if (f.tracked && !f.new) {
         if (from_pod)
-            count_packet(DIR_EGRESS, REASON_ALLOWED_CT);
+            count_packet(family, DIR_EGRESS, REASON_ALLOWED_CT);
         if (to_pod)
-            count_packet(DIR_INGRESS, REASON_ALLOWED_CT);
+            count_packet(family, DIR_INGRESS, REASON_ALLOWED_CT);
         return NF_ACCEPT;
     }
     /* A TCP connection whose first packet is no SYN: conntrack picked it up
@@ -187,11 +187,11 @@ static __always_inline int picket_verdict(struct bpf_nf_ctx *ctx, const int fami
     if (f.tracked && f.protocol == IPPROTO_TCP && !f.syn) {
         __u32 isolated = EP_INGRESS_ISOLATED | EP_EGRESS_ISOLATED;
         if (to_pod && (to_pod->flags & isolated)) {
-            count_drop(to_pod->id, DIR_INGRESS, REASON_DROP_NO_SYN);
+            count_drop(family, to_pod->id, DIR_INGRESS, REASON_DROP_NO_SYN);
             return NF_DROP;
         }
         if (from_pod && (from_pod->flags & isolated)) {
-            count_drop(from_pod->id, DIR_EGRESS, REASON_DROP_NO_SYN);
+            count_drop(family, from_pod->id, DIR_EGRESS, REASON_DROP_NO_SYN);
             return NF_DROP;
         }
     }

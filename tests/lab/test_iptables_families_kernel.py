@@ -116,9 +116,9 @@ def test_both_families_are_programmed_with_their_own_sets(node):
     assert all("family inet " in h for n, h in sets.items() if n.startswith("picket-"))
     members = sh("ipset", "list", "picket6-pod-sources")
     assert "2001:2:0:1::11,y-a" in members and "198.18" not in members
-    assert backend.rule_count() == sum(
-        t.count("\n-A PICKET-") for t in (v4, v6)
-    )  # both families' rules
+    rules = {4: v4.count("\n-A PICKET-"), 6: v6.count("\n-A PICKET-")}
+    assert backend.rules_by_family() == rules  # picket_iptables_rules, per family
+    assert backend.rule_count() == sum(rules.values())
 
 
 def test_a_full_sync_repairs_either_familys_drift(node):

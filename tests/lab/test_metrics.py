@@ -1,8 +1,8 @@
 """Metrics and health against real agents: Debian's Prometheus scrapes every lab agent
-through the lab link, denied datagrams are sent in exact numbers, and the drop counters
-Prometheus holds rise by exactly those numbers per namespace and direction, for both
-backends. /readyz and /healthz are read from a real agent whose dataplane tool is
-made to hang."""
+through the lab link, denied datagrams are sent in exact numbers over each address
+family, and the drop counters Prometheus holds rise by exactly those numbers per
+namespace, direction and family, for both backends. /readyz and /healthz are read from a
+real agent whose dataplane tool is made to hang."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
@@ -24,9 +25,9 @@ import yaml
 
 from lab.config import AGENT_METRICS_PORT, API_ADDRESS, LabNode, pod_netns
 from lab.netns import socket_in
-from tests.support.enforcement import apply, probe_once
+from tests.support.enforcement import apply, probe_allowed, probe_once
 from tests.support.lab_cli import PICKET, Kubectl, model_lab, picket, wait_until
-from tests.support.policies import BACKENDS, netpol, sel
+from tests.support.policies import BACKENDS, netpol, pods_peer, sel
 
 PROMETHEUS = "/usr/bin/prometheus"
 PROMETHEUS_ADDRESS = f"{API_ADDRESS}:19090"  # the lab's own address on the host link
@@ -94,28 +95,32 @@ def query(url: str, promql: str) -> dict[tuple[str, ...], float]:
     }
 
 
-def send_datagrams(kubectl: Kubectl, source: str, target: str, count: int) -> None:
-    """`count` UDP datagrams from pod `source` to `target`:80, each from its own source
-    port: `count` packets and `count` connections, exactly."""
+def send_datagrams(kubectl: Kubectl, source: str, target: str, count: int, family: int) -> None:
+    """`count` UDP datagrams from pod `source` to `target`:80 over IPv`family`, each from
+    its own source port: `count` packets and `count` connections, exactly."""
     src_ns, src_name = source.split("/")
     dst_ns, dst_name = target.split("/")
     uid = kubectl.json("get", "pod", src_name, "-n", src_ns)["metadata"]["uid"]
-    ip = kubectl.json("get", "pod", dst_name, "-n", dst_ns)["status"]["podIP"]
+    ips = kubectl.json("get", "pod", dst_name, "-n", dst_ns)["status"]["podIPs"]
+    (ip,) = [a["ip"] for a in ips if ip_address(a["ip"]).version == family]
+    kind, anywhere = (socket.AF_INET, "0.0.0.0") if family == 4 else (socket.AF_INET6, "::")
     for i in range(count):
-        with socket_in(pod_netns(uid), socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.bind(("0.0.0.0", 41000 + i))
+        with socket_in(pod_netns(uid), kind, socket.SOCK_DGRAM) as sock:
+            sock.bind((anywhere, 41000 + i))
             sock.sendto(b"denied\n", (ip, 80))
 
 
 DENY = [
     netpol("y", "deny-in", {"podSelector": {}, "policyTypes": ["Ingress"]}),
     netpol("x", "b-no-egress", {"podSelector": sel(pod="b"), "policyTypes": ["Egress"]}),
+    # Not on the datagrams' paths: a peer set (z's pods, of both families) for the gauge.
+    netpol("z", "b-from-z", {"podSelector": sel(pod="b"), "ingress": [{"from": [pods_peer()]}]}),
 ]
-PER_NAMESPACE = 'sum by (direction, namespace) ({}{{job="picket"{}}})'
+PER_NAMESPACE = 'sum by (direction, namespace, family) ({}{{job="picket"{}}})'
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_prometheus_sees_every_drop_per_namespace_and_direction(backend, tmp_path):
+def test_prometheus_sees_every_drop_per_namespace_direction_and_family(backend, tmp_path):
     with model_lab(backend) as kubectl, prometheus(tmp_path) as url:
         every_agent_up = [1.0] * len(NODES)
         assert wait_until(lambda: list(query(url, "up").values()) == every_agent_up), query(
@@ -132,9 +137,17 @@ def test_prometheus_sees_every_drop_per_namespace_and_direction(backend, tmp_pat
         assert wait_until(lambda: min(query(url, reading).values(), default=0) > probed, 20)
         time.sleep(1)  # the drop log's connections are counted as events arrive
         before = {q: query(url, q) for q in (dropped, connections)}
-        send_datagrams(kubectl, "x/a", "y/b", 5)  # ingress, y's policy
-        send_datagrams(kubectl, "x/b", "z/a", 3)  # egress, x's policy
-        want = {("ingress", "y"): 5.0, ("egress", "x"): 3.0}
+        send_datagrams(kubectl, "x/a", "y/b", 5, family=4)  # ingress, y's policy
+        send_datagrams(kubectl, "x/a", "y/b", 4, family=6)
+        send_datagrams(kubectl, "x/b", "z/a", 3, family=4)  # egress, x's policy
+        send_datagrams(kubectl, "x/b", "z/a", 2, family=6)
+        # (direction, family, namespace): label values by label name
+        want = {
+            ("ingress", "ipv4", "y"): 5.0,
+            ("ingress", "ipv6", "y"): 4.0,
+            ("egress", "ipv4", "x"): 3.0,
+            ("egress", "ipv6", "x"): 2.0,
+        }
 
         def grown(q: str) -> dict[tuple[str, ...], float]:
             now = query(url, q)
@@ -148,17 +161,28 @@ def test_prometheus_sees_every_drop_per_namespace_and_direction(backend, tmp_pat
         assert next(iter(latency.values())) > 0
         # The model's pods and the cluster DNS pod.
         assert sum(query(url, "picket_local_endpoints").values()) == 10
-        assert set(query(url, "picket_policies").values()) == {2.0}  # each agent knows both
+        assert set(query(url, "picket_policies").values()) == {3.0}  # each agent knows all
         status = picket("lab", "status").stdout
         assert all(node.metrics_url in status for node in NODES), status
         info = picket("lab", "metrics", "picket_build_info").stdout.splitlines()
         assert [line.split()[0] for line in info] == [node.name for node in NODES]
         assert all(f'backend="{backend}"' in line for line in info), info
+        # z's pods are a peer set's members (on z/b's node at least), once per family.
+        members = query(url, "sum by (family) (picket_peer_set_members)")
+        assert members.keys() == {("ipv4",), ("ipv6",)}, members
+        assert members[("ipv4",)] == members[("ipv6",)] >= 3, members
         if backend == "ebpf":
-            assert sum(query(url, "picket_allowed_packets_total").values()) > 0
+            counted = time.time()  # a connection of each family, admitted
+            assert all(probe_allowed("x/a", "z/a", "80/udp", family=f) for f in (4, 6))
+            assert wait_until(lambda: min(query(url, reading).values()) > counted, 20)
+            allowed = query(url, "sum by (family) (picket_allowed_packets_total)")
+            assert allowed.keys() == {("ipv4",), ("ipv6",)}, allowed
+            assert all(v > 0 for v in allowed.values()), allowed
             assert query(url, 'picket_bpf_map_entries{map="policy"}')
         else:
-            assert all(v > 0 for v in query(url, "picket_iptables_rules").values())
+            rules = query(url, "sum by (family) (picket_iptables_rules)")
+            assert rules.keys() == {("ipv4",), ("ipv6",)}, rules
+            assert all(v > 0 for v in rules.values()), rules
 
 
 def _denied(kubectl: Kubectl, source: str, target: str) -> bool:

@@ -96,6 +96,22 @@ def model_cluster() -> list[dict[str, Any]]:
     return objs
 
 
+def v6_of(v4: str) -> str:
+    """The lab's address plan: 198.18.<node>.<n> beside 2001:2:0:<node>::<n>."""
+    _, _, subnet, n = v4.split(".")
+    return f"2001:2:0:{subnet}::{n}"
+
+
+def dual_stack(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`objs` with every pod address beside its IPv6 one (v6_of), as a dual-stack lab
+    has them."""
+    for obj in objs:
+        if obj["kind"] == "Pod" and obj["status"].get("podIP"):
+            v4 = obj["status"]["podIP"]
+            obj["status"]["podIPs"] = [{"ip": v4}, {"ip": v6_of(v4)}]
+    return objs
+
+
 def state_of(objs: list[dict[str, Any]]) -> ClusterState:
     return ClusterState.from_objects(parse_object(o) for o in objs)
 

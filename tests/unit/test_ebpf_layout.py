@@ -11,7 +11,8 @@ import pytest
 
 from agent.dataplane import ebpf_layout
 
-HEADER = (Path(__file__).parents[2] / "bpf" / "picket.h").read_text()
+BPF_DIR = Path(__file__).parents[2] / "bpf"
+HEADER = (BPF_DIR / "picket.h").read_text()
 C_TYPES = {
     "__u8": ctypes.c_uint8,
     "__u16": ctypes.c_uint16,
@@ -93,3 +94,22 @@ def test_program_source_inlines_local_headers():
         "static __always_inline int picket_verdict(",
     ):
         assert needed in source
+
+
+def test_the_agent_reads_the_verdict_slots_the_program_counts_in():
+    # count_packet's slot expression is C and Python alike: evaluated with the header's
+    # defines, it is verdict_slot's, and every slot it makes is one of the map's.
+    events = (BPF_DIR / "lib" / "events.h").read_text()
+    (expression,) = re.findall(r"__u32 slot = (.+);", events)
+    forward = (BPF_DIR / "picket_forward.c").read_text()
+    (size,) = re.findall(r"picket_verdicts,\s*([A-Z_ *]+?),", forward)
+    defines = header_defines()
+    slots = set()
+    for family in (ebpf_layout.FAMILY_IPV4, ebpf_layout.FAMILY_IPV6):
+        for direction in (ebpf_layout.DIR_INGRESS, ebpf_layout.DIR_EGRESS):
+            for reason in range(ebpf_layout.REASON_SLOTS):
+                where = {**defines, "family": family, "direction": direction, "reason": reason}
+                slot = eval(expression, {}, where)
+                assert slot == ebpf_layout.verdict_slot(family, direction, reason)
+                slots.add(slot)
+    assert slots == set(range(eval(size, {}, defines)))

@@ -17,12 +17,10 @@ its programs in before the old links go: enforcement never stops. Connections ar
 kernel's (conntrack): a narrowing change removes the entries it forbids, as the
 iptables backend does. `cleanup` unhooks the programs and unpins the maps.
 
-Counters: the programs count every verdict by direction and reason (a per-CPU array)
-and every drop by endpoint, direction and reason (a hash the metrics read to name the
-namespace). An endpoint's drop entries are read once more and deleted when the
-endpoint goes, so a reused endpoint number starts from zero. Neither counts by family:
-a pod's two families share its endpoint and identity, and a verdict is the same whichever
-family carried it.
+Counters: the programs count every verdict by family, direction and reason (a per-CPU
+array) and every drop by endpoint, direction, reason and family (a hash the metrics read
+to name the namespace). An endpoint's drop entries are read once more and deleted when
+the endpoint goes, so a reused endpoint number starts from zero.
 """
 
 from __future__ import annotations
@@ -62,6 +60,8 @@ from agent.dataplane.ebpf_layout import (
     CONFIG_EVENTS_PER_SECOND,
     DIR_EGRESS,
     DIR_INGRESS,
+    FAMILY_IPV4,
+    FAMILY_IPV6,
     IDENTITY_POD_FIRST,
     PICKET_POD_CIDR_ENTRIES,
     REASON_ALLOWED_CT,
@@ -79,7 +79,7 @@ from agent.dataplane.ebpf_layout import (
     REASON_DROP_UNPARSED,
     REASON_DROP_UNPROGRAMMED,
     REASON_NAMES,
-    REASON_SLOTS,
+    verdict_slot,
 )
 from agent.dataplane.errors import DataplaneError
 from agent.dataplane.pod_interfaces import host_interfaces, node_addresses, uplink_interfaces
@@ -361,15 +361,17 @@ class EbpfBackend:
         return conntrack.remove_denied(ir, frozenset(self._host_addresses(ir)), gone, touching)
 
     def counters(self) -> dict[str, int]:
-        """Packets by verdict reason, both directions."""
+        """Packets by verdict reason, both directions and families."""
         return {
-            name: self._verdicts(DIR_INGRESS, reason) + self._verdicts(DIR_EGRESS, reason)
+            name: sum(
+                self._verdicts(f, d, reason) for f in BOTH_FAMILIES for d, _ in DIRECTION_NAMES
+            )
             for reason, name in REASON_NAMES.items()
         }
 
-    def _verdicts(self, direction: int, reason: int) -> int:
+    def _verdicts(self, family: int, direction: int, reason: int) -> int:
         table = self.maps.tables["picket_verdicts"]
-        return int(sum(table[table.Key(direction * REASON_SLOTS + reason)]))
+        return int(sum(table[table.Key(verdict_slot(family, direction, reason))]))
 
     def _read_drop_counts(self, namespaces: dict[int, str]) -> None:
         """Feeds the totals from the entries of endpoints in `namespaces` (number ->
@@ -382,8 +384,9 @@ class EbpfBackend:
                 "egress" if key.direction == DIR_EGRESS else "ingress",
                 DROP_REASON_LABELS.get(key.reason, str(key.reason)),
                 namespace,
+                key.family,
             )
-            self._drops.observe((key.endpoint, key.direction, key.reason), labels, value.value)
+            self._drops.observe(_drop_source(key), labels, value.value)
 
     def _retire_drop_counts(self, released: dict[str, int], every_stale: bool) -> None:
         """Removed endpoints: read their drop entries a last time, then delete them (and,
@@ -397,7 +400,7 @@ class EbpfBackend:
         for key in list(table.keys()):
             if key.endpoint in gone or (every_stale and key.endpoint not in live):
                 del table[key]
-                self._drops.forget([(key.endpoint, key.direction, key.reason)])
+                self._drops.forget([_drop_source(key)])
 
     def datapath_counters(self) -> DatapathCounters:
         with self._lock:
@@ -406,14 +409,16 @@ class EbpfBackend:
                 {n: ref.partition("/")[0] for ref, n in self.planner.endpoint_ids.by_thing.items()}
             )
             totals = self._drops.totals()
-            for direction, name in ((DIR_INGRESS, "ingress"), (DIR_EGRESS, "egress")):
-                # No endpoint to count them under: the verdict counters, which only grow.
-                totals[(name, "unprogrammed", "")] = self._verdicts(
-                    direction, REASON_DROP_UNPROGRAMMED
-                )
+            for family in BOTH_FAMILIES:
+                for direction, name in DIRECTION_NAMES:
+                    # No endpoint to count them under: the verdict counters, which only grow.
+                    totals[(name, "unprogrammed", "", family)] = self._verdicts(
+                        family, direction, REASON_DROP_UNPROGRAMMED
+                    )
         allowed = {
-            name: sum(self._verdicts(direction, reason) for reason in ALLOWED_REASONS)
-            for direction, name in ((DIR_INGRESS, "ingress"), (DIR_EGRESS, "egress"))
+            (name, family): sum(self._verdicts(family, direction, r) for r in ALLOWED_REASONS)
+            for family in BOTH_FAMILIES
+            for direction, name in DIRECTION_NAMES
         }
         return split_audit(totals, allowed)
 
@@ -444,6 +449,9 @@ class EbpfBackend:
         state = self._programmed or self.planner.state
         return len(state.policy) + len(state.named)
 
+    def rules_by_family(self) -> dict[int, int]:
+        return {}  # a pod's policy entries serve both its families (identities are per pod)
+
     def cleanup(self) -> list[str]:
         """Unhook our programs, drop the conntrack hold and unpin our maps."""
         removed = loader.unhook(self.pin_dir) + tc_retired.detach_everywhere()
@@ -466,6 +474,8 @@ DROP_REASON_LABELS = {
     REASON_DROP_FRAGMENT: "fragment",
     REASON_AUDIT_POLICY: AUDIT_REASON,
 }
+DIRECTION_NAMES = ((DIR_INGRESS, "ingress"), (DIR_EGRESS, "egress"))
+BOTH_FAMILIES = (FAMILY_IPV4, FAMILY_IPV6)
 ALLOWED_REASONS = (
     REASON_ALLOWED_POLICY,
     REASON_ALLOWED_CT,
@@ -474,6 +484,11 @@ ALLOWED_REASONS = (
     REASON_ALLOWED_OTHER,
     REASON_ALLOWED_UPSTREAM,
 )
+
+
+def _drop_source(key: Any) -> tuple[int, int, int, int]:
+    """A drop count entry's identity, as the totals know it."""
+    return key.endpoint, key.direction, key.reason, key.family
 
 
 def _ifindexes(interfaces: dict[str, str]) -> dict[str, int]:
