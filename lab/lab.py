@@ -12,6 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from kubernetes import client
 from kubernetes import config as kubeconfig
 
 from lab import images, processes, topology
@@ -237,7 +238,8 @@ def up(
         topology.ensure_node(node, nodes)
     topology.ensure_external(nodes)
     _ensure_control_plane(state, previous, (node_count, virtual_count), validation, families)
-    _ensure_cluster_dns(state, families[0])
+    api = kubeconfig.new_client_from_config(str(kubeconfig_path(state)))
+    ensure_cluster_dns(api, families[0])  # waited for below, once everything has started
     mounted = previous.get("mounted_bpffs", False)
     if not _is_bpffs(BPF_ROOT):
         # Pinned maps need the BPF filesystem (a node's systemd mounts it at boot, so the
@@ -251,6 +253,7 @@ def up(
     images.build(state, processes.ROOT, images.default_tag())
     _reconcile_kube_proxies(state, nodes)
     _reconcile_agents(state, nodes, backend, previous.get("backend", ""))
+    _wait_cluster_dns(state, api)
     conf = {"nodes": node_count, "virtual_nodes": virtual_count, "backend": backend}
     conf |= {"mounted_bpffs": mounted, "api_validation": validation}
     conf |= {"ip_families": list(families)}
@@ -309,11 +312,8 @@ def _ensure_control_plane(
         _start_kubelet(state, *wanted, families)
 
 
-def _ensure_cluster_dns(state: Path, primary_family: int) -> None:
-    """kube-system/kube-dns and its coredns Deployment, answering before `up` returns,
-    so that a lab that is up resolves names."""
-    api = kubeconfig.new_client_from_config(str(kubeconfig_path(state)))
-    ensure_cluster_dns(api, primary_family)
+def _wait_cluster_dns(state: Path, api: client.ApiClient) -> None:
+    """Until kube-system/kube-dns answers, so that a lab that is up resolves names."""
     if not wait_cluster_dns(api):
         raise LabError(
             "the cluster DNS (kube-system/coredns) did not become ready; see "
@@ -329,9 +329,11 @@ def _host_links() -> list[str]:
 def down() -> list[str]:
     """Stop every lab process, delete namespaces, links and files; say what went."""
     state = state_dir()
-    # The kubelet first: it would start again the containers of pods it runs.
-    names = sorted(processes.names(state), key=lambda name: name != KUBELET)
-    removed = [f"process {name}" for name in names if processes.stop(state, name)]
+    # The kubelet first: it would start again the containers of pods it runs; then
+    # every other process at once.
+    others = [name for name in processes.names(state) if name != KUBELET]
+    removed = [f"process {KUBELET}"] if processes.stop(state, KUBELET) else []
+    removed += [f"process {name}" for name in processes.stop_all(state, others)]
     removed += topology.remove_everything()
     removed += _remove_bpf_leftovers(_read_config(state).get("mounted_bpffs", False))
     removed += stop_journald(state / "journald")

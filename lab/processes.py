@@ -124,6 +124,29 @@ def stop(state: Path, name: str, grace: float = 5.0, started: int | None = None)
     return True
 
 
+def stop_all(state: Path, names: list[str], grace: float = 5.0) -> list[str]:
+    """`stop` for several processes at once: all signalled, then waited for within one
+    `grace` (`lab down` would otherwise wait for each in turn). Returns the names of
+    those that were running."""
+    pids = {}
+    for name in names:
+        pid = running(state, name)
+        _pid_file(state, name).unlink(missing_ok=True)
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+            pids[name] = pid
+    deadline = time.monotonic() + grace
+    waiting = dict(pids)
+    while waiting and time.monotonic() < deadline:
+        waiting = {n: p for n, p in waiting.items() if alive(p)}
+        time.sleep(0.05)
+    for pid in waiting.values():
+        os.kill(pid, signal.SIGKILL)
+    for pid in pids.values():
+        _reap(pid)
+    return list(pids)
+
+
 def _reap(pid: int) -> None:
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)

@@ -116,7 +116,10 @@ async def serve(args: argparse.Namespace) -> None:
     if args.tls_cert:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(args.tls_cert, args.tls_key)
-    runner = web.AppRunner(server.app(), access_log=None)
+    # Open watches are long-lived requests: a graceful shutdown would wait out the
+    # timeout for them (aiohttp's default, 60 s, is longer than `lab down`'s grace). A
+    # real API server ends its watches on shutdown too; the informers list again.
+    runner = web.AppRunner(server.app(), access_log=None, shutdown_timeout=0.5)
     await runner.setup()
     await web.TCPSite(runner, args.bind_address, args.port, ssl_context=context).start()
     logging.info("serving on %s (validation %s)", address, args.validation)
