@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent.portspec import parse_port_protocol
-from lab.dns.records import cluster_ip, is_headless, ready_endpoints
+from lab.dns.records import cluster_ip, cluster_ips, is_headless, ready_endpoints
 
 # svc/NS/NAME targets are agent.portspec's (expected.txt names them too).
 NODEPORT_TARGET = "nodeport/"
@@ -55,10 +55,12 @@ def _port_text(port: int, protocol: str, node_port: int | None) -> str:
 
 
 def status_line(service: dict[str, Any], slices: list[dict[str, Any]]) -> str:
-    """`ns/name  type  clusterIP  ports  endpoints N` (N: ready endpoint addresses)."""
+    """`ns/name  type  clusterIPs  ports  endpoints N` (clusterIPs: each family's, the
+    primary first; N: ready endpoint addresses of every family)."""
     meta, spec = service.get("metadata") or {}, service.get("spec") or {}
     ref = f"{meta.get('namespace')}/{meta.get('name')}"
     ports = ",".join(_port_text(*p) for p in service_ports(service)) or "-"
-    address = spec.get("clusterIP") or "-"
+    address = ",".join(cluster_ips(service)) or spec.get("clusterIP") or "-"
     kind = spec.get("type") or "ClusterIP"
-    return f"{ref:40} {kind:12} {address:15} {ports:30} endpoints {len(ready_endpoints(slices))}"
+    ready = sum(len(ready_endpoints(slices, family)) for family in (4, 6))
+    return f"{ref:40} {kind:12} {address:15} {ports:30} endpoints {ready}"

@@ -97,6 +97,18 @@ def test_status_line():
     assert status_line(svc(None), []).split()[1:3] == ["ClusterIP", "-"]
 
 
+def test_status_line_of_a_dual_stack_service_counts_both_families():
+    service = svc(ports=[{"port": 80}])
+    service["spec"]["clusterIPs"] = ["198.19.240.20", "2001:2:0:ff00::14"]
+    slices = [
+        {"addressType": "IPv4", "endpoints": [{"addresses": ["198.18.1.5"]}]},
+        {"addressType": "IPv6", "endpoints": [{"addresses": ["2001:2:0:1::5"]}]},
+    ]
+    fields = status_line(service, slices).split()
+    assert fields[2] == "198.19.240.20,2001:2:0:ff00::14"
+    assert fields[-2:] == ["endpoints", "2"]
+
+
 def test_probe_service_names():
     assert service_name("a") == "picket-probe-a"
     long_name = "b" * 60
