@@ -28,23 +28,9 @@ from agent.dataplane.ipset_render import (
     update_script,
 )
 from agent.dataplane.iptables_render import counted_rules, render, render_families, restore_text
-from tests.support.builders import model_cluster, policy, state_of
+from tests.support.builders import dual_stack, model_cluster, policy, state_of, v6_of
 
 V4_CIDR, V6_CIDR = ip_network("198.18.1.0/24"), ip_network("2001:2:0:1::/64")
-
-
-def v6_of(v4: str) -> str:
-    """The lab's address plan: 198.18.<node>.<n> beside 2001:2:0:<node>::<n>."""
-    _, _, node, n = v4.split(".")
-    return f"2001:2:0:{node}::{n}"
-
-
-def dual_stack(objs: list[dict]) -> list[dict]:
-    for obj in objs:
-        if obj["kind"] == "Pod" and obj["status"].get("podIP"):
-            v4 = obj["status"]["podIP"]
-            obj["status"]["podIPs"] = [{"ip": v4}, {"ip": v6_of(v4)}]
-    return objs
 
 
 def veths(ir: NodeIR) -> dict[str, str]:
