@@ -17,15 +17,15 @@ Layout, in the mangle table (one jump from FORWARD; nothing else is touched):
                      -o <pod veth> -> PICKET-IN-<h>   (traffic entering a pod: its ingress)
     PICKET-NO-SYN    -i/-o <veth of a pod isolated in either direction> -> DROP;
                      -d <transit pod> DNAT -> DROP
-    PICKET-EG-<h>    INVALID -> NFLOG "picket invalid egress" (the drop log), DROP;
+    PICKET-EG-<h>    INVALID,UNTRACKED -> NFLOG "picket invalid egress" (the drop log), DROP;
                      then one rule per (peer set, protocol) of each
                      clause -> RETURN (admitted)
     PICKET-IN-<h>    ... ; then NFLOG (the drop log) and DROP (in audit mode: NFLOG only)
 
 Picket's chains touch only policed directions, as the eBPF datapath does: a packet
-conntrack has no entry for (INVALID) is dropped in an isolated direction, a TCP packet
-that is NEW without a SYN where a pod it leaves or enters is isolated in either
-direction, and traffic between pods no policy selects passes as if Picket were not
+conntrack has no entry for (INVALID, UNTRACKED) is dropped in an isolated direction, a
+TCP packet that is NEW without a SYN where a pod it leaves or enters is isolated in
+either direction, and traffic between pods no policy selects passes as if Picket were not
 there (a flow whose conntrack entry was flushed is picked up and goes on).
 
 A transit pod is a pod of another node that this node may DNAT outside clients to (a
@@ -54,10 +54,12 @@ family's. The rest holds as is: a pod's direction chains are reached by its inte
 so an isolated pod's IPv6 traffic is judged even when the API lists no IPv6 address
 for it; ICMPv6 (`ipv6-icmp`, 58) is policed like ICMP, its echo a NEW connection that
 only a rule without ports admits, its errors passing only as RELATED to a connection
-policy admitted; ip6tables' `-p` finds the transport header past extension headers;
-fragments are reassembled by conntrack's defragmentation before FORWARD (a fragment
-that never completes never gets here); and neighbour discovery between a pod and its
-node is link-local, so it never passes FORWARD.
+policy admitted, its neighbour discovery and MLD types UNTRACKED by conntrack (so
+dropped in an isolated direction when a pod sends them through the node); ip6tables'
+`-p` finds the transport header past extension headers; fragments are reassembled by
+conntrack's defragmentation before FORWARD (a fragment that never completes never gets
+here); and neighbour discovery between a pod and its node is link-local, so it never
+passes FORWARD.
 """
 
 from __future__ import annotations
@@ -83,7 +85,11 @@ TABLE = "mangle"
 FORWARD_CHAIN = "PICKET-FORWARD"
 NO_SYN_CHAIN = "PICKET-NO-SYN"
 ESTABLISHED_RULE = "-m conntrack --ctstate ESTABLISHED,RELATED -j RETURN"
-INVALID_MATCH = "-m conntrack --ctstate INVALID"
+# No conntrack entry: conntrack refused the packet (INVALID) or declined to track it
+# (UNTRACKED: what ICMPv6 neighbour discovery and MLD get, wherever they are sent, and
+# what a raw-table NOTRACK makes). INVALID alone let those reach the rules, where a
+# rule without ports admitted them: the eBPF datapath drops both.
+INVALID_MATCH = "-m conntrack --ctstate INVALID,UNTRACKED"
 INVALID_RULE = f'{INVALID_MATCH} -m comment --comment "no conntrack entry" -j DROP'
 CHAIN_PREFIX = "PICKET-"
 DEFAULT_NFLOG_GROUP = 100
