@@ -128,13 +128,12 @@ Pods = dict[str, LabPod]
 def _by_family(kubectl: Kubectl) -> dict[int, Pods]:
     """The lab's pods addressed by each family's address (the lab is dual-stack)."""
     pods = lab_pods(kubectl)
-    out: dict[int, Pods] = {4: pods, 6: {}}
-    for item in kubectl.json("get", "pods", "-A")["items"]:
-        ref = f"{item['metadata']['namespace']}/{item['metadata']['name']}"
-        ipv6 = [p["ip"] for p in item["status"]["podIPs"] if ":" in p["ip"]]
-        assert ipv6, f"{ref} has no IPv6 address: {item['status']['podIPs']}"
-        out[6][ref] = dataclasses.replace(pods[ref], ip=ipv6[0])
-    return out
+    for pod in pods.values():
+        assert any(":" in ip for ip in pod.ips), f"{pod.ref} has no IPv6 address: {pod.ips}"
+    return {
+        4: pods,
+        6: {ref: dataclasses.replace(pod, ip=pod.address(6)) for ref, pod in pods.items()},
+    }
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
